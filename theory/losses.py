@@ -1,0 +1,133 @@
+"""Exact evaluation losses (theory.md sections 2, 5 and 9), derived from Wishart moments.
+
+All losses are ``(1/2) E ||w_hat - w*||^2`` with ``w* ~ N(0, I_d)`` and ``x ~ N(0, Sigma)``.
+"""
+from __future__ import annotations
+
+import sympy
+
+from .params import _check_sigma, nocot_gamma
+from .validation import check_dim, check_eta_exact, check_int
+from .wishart import MAX_EXACT_MOMENT, wishart_moment
+
+
+def gd_eval_loss(d, n, eta, k: int):
+    """Exact k-step GD evaluation loss ``(1/2) E tr((I - eta S)^{2k})`` (theory.md section 2).
+
+    Expanded by the binomial theorem into ``sum_j C(2k, j) (-eta)^j E tr(S^j) / 2`` with exact
+    Wishart moments, so it is a polynomial in ``eta`` (a Symbol is allowed) with rational
+    coefficients for int d, n.  Needs moments up to ``2k``; beyond ``MAX_EXACT_MOMENT`` a
+    ValueError says so.  This is the mean over all prompts: for ``eta lambda_max(S) >= 2`` on
+    some prompts it can be dominated by rare diverging prompts (see numerics.eval_loss_mc).
+
+    >>> gd_eval_loss(10, 20, sympy.Rational(2, 5), 0)
+    5
+    >>> gd_eval_loss(1, 1, sympy.Symbol("eta"), 1)
+    3*eta**2/2 - eta + 1/2
+    """
+    d = check_dim("d", d)
+    n = check_dim("n", n)
+    k = check_int("k", k, 0)
+    eta = check_eta_exact("eta", eta)
+    if 2 * k > MAX_EXACT_MOMENT:
+        raise ValueError(f"gd_eval_loss needs E tr(S^m) for m <= 2k = {2 * k}; exact moments "
+                         f"are available for m <= {MAX_EXACT_MOMENT} (k <= {MAX_EXACT_MOMENT // 2})")
+    total = sum(sympy.binomial(2 * k, j) * (-eta) ** j * wishart_moment(j, d, n)
+                for j in range(2 * k + 1))
+    return sympy.expand(total / 2)
+
+
+def nocot_loss(d, n, eta):
+    """Evaluation loss of the one-step no-CoT prediction ``eta S w*`` (theory.md section 5):
+    ``(1/2) (eta^2 E tr(S^2) - 2 eta E tr(S) + d)``, a quadratic in ``eta``.
+
+    >>> nocot_loss(1, 1, sympy.Symbol("eta"))
+    3*eta**2/2 - eta + 1/2
+    """
+    d = check_dim("d", d)
+    n = check_dim("n", n)
+    eta = check_eta_exact("eta", eta)
+    return sympy.expand((eta ** 2 * wishart_moment(2, d, n) - 2 * eta * wishart_moment(1, d, n) + d) / 2)
+
+
+def _nocot_optimum(d, n):
+    eta = sympy.Symbol("eta")
+    loss = nocot_loss(d, n, eta)
+    (eta_1,) = sympy.solve(sympy.diff(loss, eta), eta)
+    eta_1 = sympy.factor(eta_1)
+    return eta_1, sympy.factor(loss.subs(eta, eta_1))
+
+
+def nocot_optimal_eta(d, n):
+    """Theorem 3.1: the best no-CoT step ``eta_1 = n / (n + d + 1)``, derived by minimising the
+    exact quadratic ``nocot_loss`` in ``eta`` (not typed in).
+
+    >>> nocot_optimal_eta(10, 20)
+    20/31
+    """
+    return _nocot_optimum(d, n)[0]
+
+
+def nocot_min_loss(d, n):
+    """Theorem 3.1: the minimum no-CoT evaluation loss ``(1/2) d (d + 1) / (n + d + 1)``,
+    derived from the exact moments (theory.md section 5).
+
+    >>> nocot_min_loss(10, 20)
+    55/31
+    """
+    return _nocot_optimum(d, n)[1]
+
+
+def second_moment_S(n, Sigma):
+    """``E[S^2] = (1 + 1/n) Sigma^2 + tr(Sigma)/n Sigma`` for ``S = X X^T / n``, columns of X
+    i.i.d. ``N(0, Sigma)`` (Isserlis: ``E[x x^T x x^T] = 2 Sigma^2 + tr(Sigma) Sigma``).
+
+    >>> second_moment_S(2, sympy.eye(1))
+    Matrix([[2]])
+    """
+    n = check_int("n", n, 1)
+    Sigma = sympy.Matrix(Sigma)
+    return (1 + sympy.Integer(1) / n) * Sigma ** 2 + Sigma.trace() / sympy.Integer(n) * Sigma
+
+
+def linear_prediction_loss(n, Sigma, A):
+    """Loss of the prediction ``A S w*`` (any d x d matrix A, e.g. a trained no-CoT model's
+    ``-V31 W24``) on prompts with covariance Sigma: ``(1/2)(tr(A E[S^2] A^T) - 2 tr(A Sigma) + d)``.
+    Theory.md sections 5 and 7 (the no-CoT model out of distribution).
+
+    >>> linear_prediction_loss(20, sympy.eye(10), sympy.Rational(20, 31) * sympy.eye(10))
+    55/31
+    """
+    Sigma = sympy.Matrix(Sigma)
+    d = Sigma.shape[0]
+    _check_sigma(Sigma, d)
+    A = sympy.Matrix(A)
+    if A.shape != (d, d):
+        raise ValueError(f"A must be {d} x {d}, got {A.shape[0]} x {A.shape[1]}")
+    M2 = second_moment_S(n, Sigma)
+    return ((A * M2 * A.T).trace() - 2 * (A * Sigma).trace() + d) / 2
+
+
+def nocot_min_loss_sigma(n, Sigma):
+    """Theorem 3.1 for general Sigma: with ``A = Gamma^{-1}`` the loss is
+    ``(1/2)(d - tr(Gamma^{-1} Sigma))``; computed from ``linear_prediction_loss``.
+
+    >>> nocot_min_loss_sigma(20, sympy.eye(10))
+    55/31
+    """
+    Sigma = sympy.Matrix(Sigma)
+    d = Sigma.shape[0]
+    Gamma = nocot_gamma(d, n, Sigma)
+    return sympy.simplify(linear_prediction_loss(n, Sigma, Gamma.inv()))
+
+
+def gd_limit_loss(d, n):
+    """Large-k limit of the GD evaluation loss from ``w_0 = 0`` when every prompt is stable:
+    ``(d - n)/2`` for ``n < d`` (minimum-norm interpolant), 0 otherwise (theory.md section 2).
+
+    >>> gd_limit_loss(10, 4), gd_limit_loss(10, 20)
+    (3, 0)
+    """
+    d = check_int("d", d)
+    n = check_int("n", n)
+    return sympy.Rational(max(d - n, 0), 2)

@@ -1,0 +1,92 @@
+"""Out-of-distribution conditions of Theorem 4.2 (theory.md section 7).
+
+On prompts with ``x ~ N(0, Sigma)`` the trained CoT model runs GD on ``S_Sigma``, whose spectrum
+lies near ``[lambda_min(Sigma)(1 - sqrt(d/n))^2, lambda_max(Sigma)(1 + sqrt(d/n))^2]`` with high
+probability (Marchenko-Pastur edges scaled by Sigma's extreme eigenvalues).  GD contracts the
+error like ``max_j |1 - eta lambda_j|^{2k}`` and diverges on a prompt with ``eta lambda_max >= 2``.
+"""
+from __future__ import annotations
+
+import sympy
+
+from .validation import check_eta_exact, check_int
+
+
+def _eigenvalues(sigma_eigenvalues) -> list:
+    values = [sympy.nsimplify(v, rational=True) if isinstance(v, float) else sympy.sympify(v)
+              for v in sigma_eigenvalues]
+    if not values:
+        raise ValueError("sigma_eigenvalues must not be empty")
+    if any(v.is_positive is False for v in values):
+        raise ValueError("sigma_eigenvalues must be positive (Sigma positive definite)")
+    return values
+
+
+def mp_edges(gamma):
+    """Marchenko-Pastur support edges ``((1 - sqrt(gamma))^2, (1 + sqrt(gamma))^2)`` for
+    ``d/n -> gamma`` and ``Sigma = I``.
+
+    >>> mp_edges(sympy.Rational(1, 4))
+    (1/4, 9/4)
+    """
+    gamma = sympy.sympify(gamma)
+    return (sympy.expand((1 - sympy.sqrt(gamma)) ** 2), sympy.expand((1 + sympy.sqrt(gamma)) ** 2))
+
+
+def spectrum_interval(sigma_eigenvalues, d: int, n: int):
+    """Theorem 4.2's high-probability interval for the spectrum of ``S_Sigma``:
+    ``[lambda_min(Sigma)(1 - sqrt(d/n))^2, lambda_max(Sigma)(1 + sqrt(d/n))^2]``.
+
+    >>> spectrum_interval([1, 1], 1, 4)
+    (1/4, 9/4)
+    """
+    d = check_int("d", d)
+    n = check_int("n", n)
+    values = _eigenvalues(sigma_eigenvalues)
+    lo, hi = mp_edges(sympy.Rational(d, n))
+    return (sympy.Min(*values) * lo, sympy.Max(*values) * hi)
+
+
+def is_stable(eta, lambda_max) -> bool:
+    """GD with step ``eta`` contracts on a prompt iff ``eta lambda_max(S) < 2`` (theory.md
+    section 2); at or above 2 the top eigendirection does not shrink.
+
+    >>> is_stable(sympy.Rational(2, 5), 3), is_stable(sympy.Rational(2, 5), 5)
+    (True, False)
+    """
+    eta = check_eta_exact("eta", eta)
+    return bool(eta * sympy.sympify(lambda_max) < 2)
+
+
+def stable_eta_bound(sigma_eigenvalues, d: int, n: int):
+    """The largest step that is stable on the predicted spectrum: ``2 / upper edge``.
+
+    >>> stable_eta_bound([1], 1, 4)
+    8/9
+    """
+    return 2 / spectrum_interval(sigma_eigenvalues, d, n)[1]
+
+
+def contraction_factor(eta, sigma_eigenvalues, d: int, n: int, k: int):
+    """Theorem 4.2: ``max_j |1 - eta lambda_j|^{2k}`` over the predicted spectrum interval; the
+    squared error ``||w_k - w*||^2`` is at most this times ``||w*||^2``.  Above 1 the bound
+    says nothing (unstable or, for n < d, a zero eigenvalue).
+
+    >>> contraction_factor(sympy.Rational(1, 2), [1], 1, 4, 1)
+    49/64
+    """
+    eta = check_eta_exact("eta", eta)
+    k = check_int("k", k, 0)
+    lo, hi = spectrum_interval(sigma_eigenvalues, d, n)
+    rate = sympy.Max(sympy.Abs(1 - eta * lo), sympy.Abs(1 - eta * hi))
+    return sympy.simplify(rate ** (2 * k))
+
+
+def ood_loss_bound(eta, sigma_eigenvalues, d: int, n: int, k: int):
+    """The evaluation-loss bound ``(d/2) contraction_factor`` (``E ||w*||^2 = d``), holding on
+    the high-probability event that the spectrum lies in ``spectrum_interval``.
+
+    >>> ood_loss_bound(sympy.Rational(1, 2), [1], 1, 4, 1)
+    49/128
+    """
+    return sympy.Rational(check_int("d", d), 2) * contraction_factor(eta, sigma_eigenvalues, d, n, k)
