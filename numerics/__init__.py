@@ -1,0 +1,30 @@
+"""The theory's objects as float64 arrays (numpy + scipy; no torch, no hypothesis).
+
+Reference LSA forward pass and CoT / looped rollouts (``lsa``), k-step GD by recursion and by
+closed form (``gd``), Theorem 3.2's and 3.1's parameters evaluated from ``theory`` (``params``),
+the equivalence check (``equivalence``), Monte Carlo of evaluation losses with honest tails
+(``montecarlo``, ``sampling``), the Marchenko-Pastur limit (``marchenko_pastur``), exact values of
+theory's losses (``exact``) and scipy optima (``optimize``).  Hypothesis strategies for property
+tests live in ``numerics.strategies`` (imported only on request).
+"""
+from .equivalence import EquivalenceReport, check_gd_equivalence, iterate_deviation
+from .exact import gd_eval_loss_polynomial, gd_eval_loss_value, polynomial_value
+from .gd import gd_closed_form, gd_iterates
+from .lsa import (cot_rollout, cot_rollout_reference, embed, looped_rollout,
+                  looped_rollout_reference, lsa_forward)
+from .marchenko_pastur import mp_density, mp_gd_eval_loss
+from .montecarlo import (DEFAULT_CHUNK, DIVERGENCE_FACTOR, LossReport, diverged_mask, eval_loss_mc,
+                         eval_loss_mc_params, loss_report, nocot_loss_mc)
+from .optimize import NocotOptimum, StepSizeOptimum, looped_optimal_eta, nocot_optimum_numeric
+from .params import gd_params, nocot_params
+from .sampling import sample_gram, sample_prompts
+
+__all__ = [
+    "DEFAULT_CHUNK", "DIVERGENCE_FACTOR", "EquivalenceReport", "LossReport", "NocotOptimum",
+    "StepSizeOptimum", "check_gd_equivalence", "cot_rollout", "cot_rollout_reference",
+    "diverged_mask", "embed", "eval_loss_mc", "eval_loss_mc_params", "gd_closed_form",
+    "gd_eval_loss_polynomial", "gd_eval_loss_value", "gd_iterates", "gd_params",
+    "iterate_deviation", "looped_optimal_eta", "looped_rollout", "looped_rollout_reference",
+    "loss_report", "lsa_forward", "mp_density", "mp_gd_eval_loss", "nocot_loss_mc",
+    "nocot_optimum_numeric", "nocot_params", "polynomial_value", "sample_gram", "sample_prompts",
+]
