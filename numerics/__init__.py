@@ -7,6 +7,9 @@ the equivalence check (``equivalence``), Monte Carlo of evaluation losses with h
 theory's losses (``exact``) and scipy optima (``optimize``).  Hypothesis strategies for property
 tests live in ``numerics.strategies`` (imported only on request).
 """
+from .dynamics import (gradient_flow, reduced_argmin_a_value, reduced_coefficient_values,
+                       reduced_coefficients_exact, reduced_coefficients_mc, reduced_gradient_value,
+                       reduced_hessian_value, reduced_loss_value, stage_times)
 from .equivalence import EquivalenceReport, check_gd_equivalence, iterate_deviation
 from .exact import gd_eval_loss_polynomial, gd_eval_loss_value, polynomial_value
 from .gd import gd_closed_form, gd_iterates
@@ -23,7 +26,9 @@ __all__ = [
     "DEFAULT_CHUNK", "DIVERGENCE_FACTOR", "EquivalenceReport", "LossReport", "NocotOptimum",
     "StepSizeOptimum", "check_gd_equivalence", "cot_rollout", "cot_rollout_reference",
     "diverged_mask", "embed", "eval_loss_mc", "eval_loss_mc_params", "gd_closed_form",
-    "gd_eval_loss_polynomial", "gd_eval_loss_value", "gd_iterates", "gd_params",
+    "gd_eval_loss_polynomial", "gradient_flow", "reduced_argmin_a_value",
+    "reduced_coefficient_values", "reduced_coefficients_exact", "reduced_coefficients_mc",
+    "reduced_gradient_value", "reduced_hessian_value", "reduced_loss_value", "stage_times", "gd_eval_loss_value", "gd_iterates", "gd_params",
     "iterate_deviation", "looped_optimal_eta", "looped_rollout", "looped_rollout_reference",
     "loss_report", "lsa_forward", "mp_density", "mp_gd_eval_loss", "nocot_loss_mc",
     "nocot_optimum_numeric", "nocot_params", "polynomial_value", "sample_gram", "sample_prompts",

@@ -12,6 +12,9 @@ from .ood import (contraction_factor, is_stable, mp_edges, ood_loss_bound, spect
                   stable_eta_bound)
 from .params import gd_transformer_params, nocot_gamma, nocot_params
 from .proof import lsa_step_size, prove_lsa_step_is_gd
+from .reduced import (prove_reduced_unique_zero, reduced_argmin_a, reduced_coefficients,
+                      reduced_critical_points, reduced_gradient, reduced_gram, reduced_loss,
+                      reduced_loss_symbolic, reduced_moment_symbols, reduced_symbols, trace_moment)
 from .wishart import MAX_EXACT_MOMENT, mp_moment, narayana, wishart_moment
 
 __all__ = [
@@ -20,6 +23,8 @@ __all__ = [
     "gd_transformer_params", "is_stable", "linear_prediction_loss", "lsa_step_size", "mp_edges",
     "mp_moment", "narayana", "nocot_gamma", "nocot_loss", "nocot_min_loss", "nocot_min_loss_sigma",
     "nocot_optimal_eta", "nocot_params", "ood_loss_bound", "prove_gd_closed_form",
-    "prove_lsa_step_is_gd", "second_moment_S", "spectrum_interval", "stable_eta_bound",
-    "wishart_moment",
+    "prove_lsa_step_is_gd", "prove_reduced_unique_zero", "reduced_argmin_a", "reduced_coefficients",
+    "reduced_critical_points", "reduced_gradient", "reduced_gram", "reduced_loss",
+    "reduced_loss_symbolic", "reduced_moment_symbols", "reduced_symbols", "second_moment_S",
+    "spectrum_interval", "stable_eta_bound", "trace_moment", "wishart_moment",
 ]

@@ -51,6 +51,23 @@ def check_positive_finite(name: str, value) -> float:
     return x
 
 
+def check_finite(name: str, value) -> float:
+    """Return ``value`` as a float when it is a finite real number (any sign), else raise.
+
+    >>> check_finite("a0", -0.01)
+    -0.01
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    return x
+
+
 def check_dim(name: str, value):
     """Accept a positive integer or a sympy Symbol (for symbolic dimensions); else raise.
 
