@@ -1,0 +1,74 @@
+"""Prompts, statistics and GD targets (training/data.py).  Numeric float64 checks against numerics,
+plus one statistical check of the covariance (within 4 standard errors)."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import numerics
+from training.data import (derived_seed, gd_iterates, make_batch, sample_batch, sample_prompts,
+                           seeded_generator, sigma_root)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@given(d=st.integers(1, 5), n=st.integers(1, 9), k=st.integers(0, 6), seed=st.integers(0, 2**31))
+def test_gd_iterates_match_numerics(d, n, k, seed):
+    """Numeric float64: batched GD targets = numerics.gd_iterates on each prompt."""
+    p = sample_prompts(3, d, n, generator=_gen(seed), dtype=torch.float64)
+    its = gd_iterates(p.S, p.w_star, 0.3, k)
+    assert its.shape == (3, k + 1, d)
+    for b in range(3):
+        ref = numerics.gd_iterates(p.X[b].numpy(), p.y[b].numpy(), 0.3, k)
+        np.testing.assert_allclose(its[b].numpy(), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_prompt_statistic_is_zdata_gram():
+    """Numeric float64: stat = [[S, S w*], [w*^T S, w*^T S w*]] and y = X^T w*."""
+    p = sample_prompts(4, 3, 7, generator=_gen(), dtype=torch.float64)
+    torch.testing.assert_close(p.y, torch.einsum("bdn,bd->bn", p.X, p.w_star))
+    S, w = p.S, p.w_star
+    Sw = (S @ w.unsqueeze(-1)).squeeze(-1)
+    G = p.data_statistic
+    torch.testing.assert_close(G[:, :3, :3], S)
+    torch.testing.assert_close(G[:, :3, 3], Sw)
+    torch.testing.assert_close(G[:, 3, 3], (w * Sw).sum(-1))
+    torch.testing.assert_close(G, G.transpose(-1, -2))
+
+
+def test_same_seed_same_prompts_and_streams_differ():
+    a = sample_batch(5, 3, 4, 0.4, 2, generator=_gen(7))
+    b = sample_batch(5, 3, 4, 0.4, 2, generator=_gen(7))
+    assert torch.equal(a.stat, b.stat) and torch.equal(a.iterates, b.iterates)
+    assert derived_seed(0, "data") != derived_seed(0, "eval") != derived_seed(1, "eval")
+    x = torch.randn(3, generator=seeded_generator(0, "data"))
+    assert torch.equal(x, torch.randn(3, generator=seeded_generator(0, "data")))
+
+
+def test_sigma_is_applied():
+    """Statistical: E[S] = Sigma for x ~ N(0, Sigma); mean of 20000 prompts within 4 SE."""
+    sigma = [[2.0, 0.5], [0.5, 1.0]]
+    p = sample_prompts(20000, 2, 5, generator=_gen(1), sigma_sqrt=sigma_root(sigma, 2), dtype=torch.float64)
+    S = p.S
+    mean, se = S.mean(0), S.std(0) / np.sqrt(S.shape[0])
+    assert ((mean - torch.tensor(sigma, dtype=torch.float64)).abs() <= 4 * se).all()
+    root = sigma_root(sigma, 2)
+    torch.testing.assert_close(root @ root, torch.tensor(sigma, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("sigma, match", [([[1.0, 0.0]], "2 x 2"), ([[1.0, 2.0], [0.0, 1.0]], "symmetric"),
+                                          ([[1.0, 0.0], [0.0, -1.0]], "positive definite"),
+                                          ("abc", "sigma")])
+def test_bad_sigma_raises(sigma, match):
+    with pytest.raises(ValueError, match=match):
+        sigma_root(sigma, 2)
+
+
+def test_bad_sizes_raise():
+    with pytest.raises(ValueError, match="batch"):
+        sample_prompts(0, 2, 3, generator=_gen())
+    with pytest.raises(ValueError, match="eta"):
+        make_batch(sample_prompts(2, 2, 3, generator=_gen()), -1.0, 2)

@@ -1,0 +1,134 @@
+"""Objectives from sufficient statistics (training/objectives.py) against a literal
+column-by-column evaluation of f(Z) = Z + V Z (Z^T W Z) / n.  Numeric float64 checks."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import numerics
+from theory import Layout
+from training.data import make_batch, sample_prompts
+from training.model import lsa
+from training.objectives import (cot_loss, looped_estimate, looped_loss, nocot_loss, objective,
+                                 teacher_forced_predictions)
+
+
+def _setup(d, n, k, M, seed, scale=1.0, B=3):
+    g = torch.Generator().manual_seed(seed)
+    D = Layout(d).D
+    p = sample_prompts(B, d, n, generator=g, dtype=torch.float64)
+    V = scale * torch.randn(M, D, D, generator=g, dtype=torch.float64)
+    W = scale * torch.randn(M, D, D, generator=g, dtype=torch.float64)
+    return p, make_batch(p, 0.3, k), V, W
+
+
+def _data_tokens(p, b, L, extra=0):
+    n = p.X.shape[-1]
+    Z = torch.zeros(L.D, n + extra, dtype=torch.float64)
+    Z[L.x, :n] = p.X[b]
+    Z[L.y, :n] = p.y[b]
+    return Z
+
+
+@given(d=st.integers(1, 4), n=st.integers(1, 7), k=st.integers(1, 5), M=st.integers(1, 2),
+       seed=st.integers(0, 2**31))
+def test_teacher_forcing_equals_literal_columns(d, n, k, M, seed):
+    """Numeric float64: every step's prediction = w-block of the last column of the literal
+    f(Z_i), Z_i = [data, c_0 .. c_i] built column by column, for random V, W."""
+    L = Layout(d)
+    p, batch, V, W = _setup(d, n, k, M, seed)
+    pred = teacher_forced_predictions(V, W, batch.stat, batch.iterates[:, :-1], n)
+    assert pred.shape == (M, 3, k, d)
+    for m in range(M):
+        for b in range(3):
+            Z = _data_tokens(p, b, L)
+            for i in range(k):
+                c = torch.zeros(L.D, 1, dtype=torch.float64)
+                c[L.w, 0] = batch.iterates[b, i]
+                c[L.one, 0] = 1.0
+                Z = torch.cat([Z, c], dim=1)
+                ref = lsa(Z, V[m], W[m], n)[L.w, -1]
+                torch.testing.assert_close(pred[m, b, i], ref, rtol=1e-10, atol=1e-10)
+
+
+@given(d=st.integers(1, 4), n=st.integers(1, 7), k=st.integers(1, 5), seed=st.integers(0, 2**31))
+def test_looped_equals_literal_in_place_loops(d, n, k, seed):
+    """Numeric float64: the Gram recursion G <- A G A^T, z <- A z = k literal in-place layers
+    Z <- f(Z) on Z_0 (small random V, W so that nothing overflows)."""
+    L = Layout(d)
+    p, batch, V, W = _setup(d, n, k, 2, seed, scale=0.3)
+    est = looped_estimate(V, W, batch.stat, k, n)
+    for m in range(2):
+        for b in range(3):
+            Z = _data_tokens(p, b, L, extra=1)
+            Z[L.one, n] = 1.0
+            for _ in range(k):
+                Z = lsa(Z, V[m], W[m], n)
+            ref = Z[L.w, -1]
+            torch.testing.assert_close(est[m, b], ref, rtol=1e-9, atol=1e-9 * (1 + float(ref.abs().max())))
+
+
+def test_nocot_is_one_pass_on_z0():
+    """Numeric float64: no-CoT loss = (1/2) mean ||w-block of f(Z_0)[:, -1] - w*||^2."""
+    d, n = 3, 6
+    L = Layout(d)
+    p, batch, V, W = _setup(d, n, 1, 1, 5)
+    ref = []
+    for b in range(3):
+        Z = _data_tokens(p, b, L, extra=1)
+        Z[L.one, n] = 1.0
+        ref.append(0.5 * (lsa(Z, V[0], W[0], n)[L.w, -1] - p.w_star[b]).square().sum())
+    torch.testing.assert_close(nocot_loss(V, W, batch, n)[0], torch.stack(ref).mean())
+
+
+def test_theory_point_has_zero_cot_loss_and_gd_looped():
+    """Numeric float64: at Theorem 3.2's parameters the CoT loss is 0 (to rounding) and the
+    looped model reproduces k GD steps (numerics.gd_iterates)."""
+    d, n, k, eta = 4, 9, 6, 0.3
+    g = torch.Generator().manual_seed(0)
+    p = sample_prompts(50, d, n, generator=g, dtype=torch.float64)
+    batch = make_batch(p, eta, k)
+    V, W = (torch.as_tensor(a).unsqueeze(0) for a in numerics.gd_params(d, eta))
+    assert float(cot_loss(V, W, batch, n)[0]) < 1e-25
+    est = looped_estimate(V, W, batch.stat, k, n)[0]
+    ref = np.stack([numerics.gd_iterates(p.X[b].numpy(), p.y[b].numpy(), eta, k)[-1] for b in range(50)])
+    np.testing.assert_allclose(est.numpy(), ref, rtol=1e-9, atol=1e-12)
+
+
+def test_losses_are_per_model_and_differentiable():
+    d, n, k = 2, 5, 3
+    p, batch, V, W = _setup(d, n, k, 3, 1, scale=0.2)
+    V.requires_grad_(True)
+    W.requires_grad_(True)
+    for mode in ("cot", "nocot", "looped"):
+        losses = objective(mode, V, W, batch, n, k)
+        assert losses.shape == (3,)
+        V.grad = W.grad = None
+        losses[1].backward()
+        assert V.grad[0].abs().max() == 0 and V.grad[2].abs().max() == 0 and V.grad[1].abs().max() > 0
+    assert torch.allclose(objective("looped", V, W, batch, n, k), looped_loss(V, W, batch, n, k))
+    with pytest.raises(ValueError, match="mode"):
+        objective("chain", V, W, batch, n, k)
+
+
+def test_looped_freeze_keeps_loss_and_gradients_finite():
+    """Numeric: with parameters under which some prompts blow up in float32, the exact looped map
+    overflows while the training loss (prompts frozen past LOOPED_FREEZE) and its gradient stay
+    finite, and prompts that never reach the threshold are unchanged by the freeze."""
+    d, n, k = 3, 6, 10
+    g = torch.Generator().manual_seed(0)
+    p = sample_prompts(200, d, n, generator=g)
+    batch = make_batch(p, 0.3, k)
+    D = Layout(d).D
+    V = (0.3 * torch.randn(1, D, D, generator=g)).requires_grad_(True)
+    W = (0.3 * torch.randn(1, D, D, generator=g)).requires_grad_(True)
+    exact = looped_estimate(V.detach(), W.detach(), batch.stat, k, n)
+    blown = ~torch.isfinite(exact).all(-1)[0]
+    assert blown.any() and not blown.all()
+    loss = looped_loss(V, W, batch, n, k)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(V.grad).all() and torch.isfinite(W.grad).all()
+    frozen = looped_estimate(V.detach(), W.detach(), batch.stat, k, n, freeze_above=1e6)[0]
+    calm = torch.isfinite(exact[0]).all(-1) & (exact[0].abs().amax(-1) < 1.0)
+    torch.testing.assert_close(frozen[calm], exact[0][calm])

@@ -1,0 +1,27 @@
+"""PyTorch training of the one-layer linear transformer (Huang, Wang, Lee, ICLR 2025).
+
+``train(TrainConfig(...))`` trains the LSA ``f(Z) = Z + V Z (Z^T W Z) / n`` (full, sparse or
+isotropic parameters) on the CoT, no-CoT or looped objective and compares it with the theory;
+``resume(out_dir)`` continues a checkpointed run.  Building blocks: ``model`` (parameters),
+``data`` (prompts on the device), ``objectives`` (losses from sufficient statistics),
+``evaluate`` (autoregressive rollout, loss statistics), ``structure`` (scale-free invariants),
+``device``.  The command line ``cotgd`` lives in ``training.cli``.
+"""
+from .data import Batch, Prompts, gd_iterates, make_batch, sample_batch, sample_prompts, sigma_root
+from .device import resolve_device
+from .errors import TrainingDiverged
+from .evaluate import cot_rollout, evaluate_params, final_estimate
+from .model import LSA, lsa
+from .objectives import cot_loss, looped_estimate, looped_loss, nocot_loss, objective, teacher_forced_predictions
+from .structure import (block_norms, functional_deviation, offdiag_energy, structure_metrics, v31_w13,
+                        w24_v31)
+from .train import TrainConfig, TrainResult, resume, theory_reference, train
+
+__all__ = [
+    "Batch", "LSA", "Prompts", "TrainConfig", "TrainResult", "TrainingDiverged", "block_norms",
+    "cot_loss", "cot_rollout", "evaluate_params", "final_estimate", "functional_deviation",
+    "gd_iterates", "looped_estimate", "looped_loss", "lsa", "make_batch", "nocot_loss", "objective",
+    "offdiag_energy", "resolve_device", "resume", "sample_batch", "sample_prompts", "sigma_root",
+    "structure_metrics", "teacher_forced_predictions", "theory_reference", "train", "v31_w13",
+    "w24_v31",
+]

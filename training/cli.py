@@ -1,0 +1,279 @@
+"""The ``cotgd`` command line: a thin layer over the library.
+
+    cotgd verify     every check of the paper (symbolic, numeric, statistical, training, OOD)
+    cotgd train      train one model (CoT / no-CoT / looped) and write its run directory
+    cotgd reproduce  the paper's figures (and the OOD figure) as PNG
+    cotgd dynamics   the reduced gradient-flow ODE laid over real training (Theorem 4.1)
+    cotgd bench      speed figures (training step, rollout, many models, Monte Carlo)
+
+Bad arguments print one line on stderr and exit with status 2; a diverged training run exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+
+class UsageError(Exception):
+    """A bad command-line argument: one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block, exit 2
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    if text not in ("auto", "cpu") and not (text == "cuda" or text.startswith("cuda:")):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r} (auto, cpu, cuda, cuda:N)")
+    if text.startswith("cuda"):              # is it there?  (imports torch, only for CUDA requests)
+        from .device import resolve_device
+        try:
+            resolve_device(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cotgd", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("verify", help="run every check and print a PASS/FAIL report")
+    p.add_argument("--quick", action="store_true", help="smaller samples and training (well under a minute)")
+    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--out", help="directory for the report and the training runs")
+    p.add_argument("--json", dest="json_file", help="also write the report as JSON to this file")
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
+
+    p = sub.add_parser("train", help="train one model and write its run directory")
+    p.add_argument("--mode", choices=["cot", "nocot", "looped"], default="cot")
+    p.add_argument("--param", choices=["full", "isotropic", "sparse"], default="full")
+    p.add_argument("--d", type=_positive_int, default=10)
+    p.add_argument("--n", type=_positive_int, default=20)
+    p.add_argument("--k", type=_positive_int, default=10)
+    p.add_argument("--eta", type=_positive_float, default=0.4)
+    p.add_argument("--batch", type=_positive_int, default=1000)
+    p.add_argument("--iters", type=_positive_int, default=750)
+    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--eval-every", type=_positive_int, default=50)
+    p.add_argument("--eval-samples", type=_positive_int, default=20000)
+    p.add_argument("--checkpoint-every", type=_nonnegative_int, default=0,
+                   help="write a resumable checkpoint every N iterations (0: only at the end)")
+    p.add_argument("--out", help="run directory (metrics.jsonl, params.pt, summary.json, manifest.json)")
+    p.add_argument("--json", dest="json_file", help="write the summary JSON to this file")
+    p.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
+
+    p = sub.add_parser("reproduce", help="write the paper's figures as PNG")
+    p.add_argument("figure", choices=["fig2", "fig3", "structure", "ood", "all"])
+    p.add_argument("--out", required=True, help="directory for the PNG files")
+    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--quick", action="store_true", help="fewer iterations and samples")
+
+    p = sub.add_parser("dynamics", help="reduced gradient flow vs training (Theorem 4.1)")
+    p.add_argument("--d", type=_positive_int, default=10)
+    p.add_argument("--n", type=_positive_int, default=20)
+    p.add_argument("--k", type=_positive_int, default=10)
+    p.add_argument("--eta", type=_positive_float, default=0.4)
+    p.add_argument("--lr", type=_positive_float, default=None)
+    p.add_argument("--steps", type=_positive_int, default=None)
+    p.add_argument("--a0", type=_finite_float, default=None)
+    p.add_argument("--b0", type=_finite_float, default=None)
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--out", help="directory for dynamics.png and dynamics.json")
+    p.add_argument("--json", dest="json_file", help="write the result JSON to this file")
+
+    p = sub.add_parser("bench", help="speed figures; no pass/fail")
+    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--json", dest="json_file", help="write the figures as JSON to this file")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    return parser
+
+
+def _write_json(path: str, payload) -> None:
+    from .io import atomic_write_text
+    atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+#: ``train`` options that define a run; ``--resume`` takes them from the run's saved config.
+_RUN_OPTIONS = ("mode", "param", "d", "n", "k", "eta", "batch", "iters", "lr", "seed", "device",
+                "eval_every", "eval_samples", "checkpoint_every", "out")
+
+
+def _check_train_args(args) -> None:
+    """Argument combinations argparse cannot check: UsageError (one line, exit 2)."""
+    if args.resume is not None:
+        if not args.resume.strip():
+            raise UsageError("argument --resume: expected a run directory, got ''")
+        defaults = build_parser().parse_args(["train"])
+        given = [name for name in _RUN_OPTIONS if getattr(args, name) != getattr(defaults, name)]
+        if given:
+            raise UsageError("argument --resume: a resumed run keeps the config saved in its directory; "
+                             "drop " + ", ".join("--" + name.replace("_", "-") for name in given))
+    elif args.checkpoint_every and args.out is None:
+        raise UsageError("argument --checkpoint-every: needs --out (the run directory the checkpoints go to)")
+
+
+def _check_paths(args) -> None:
+    """``--out`` must not be an existing file, ``--json`` not an existing directory."""
+    out = getattr(args, "out", None)
+    if out is not None and os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"argument --out: {out!r} exists and is not a directory")
+    json_file = getattr(args, "json_file", None)
+    if json_file is not None and os.path.isdir(json_file):
+        raise UsageError(f"argument --json: {json_file!r} is a directory, expected a file name")
+
+
+def _cmd_train(args) -> int:
+    from .train import TrainConfig, resume, train
+    _check_train_args(args)
+    if args.resume is not None:
+        result = resume(args.resume)
+    else:
+        config = TrainConfig(mode=args.mode, param=args.param, d=args.d, n=args.n, k=args.k,
+                             eta=args.eta, batch=args.batch, iters=args.iters, lr=args.lr,
+                             seed=args.seed, device=args.device, eval_every=args.eval_every,
+                             eval_samples=args.eval_samples, checkpoint_every=args.checkpoint_every,
+                             out=args.out)
+        result = train(config)
+    summary = result.summary
+    s = summary["structure"]
+    print(f"final eval loss {summary['final_eval_loss']:.6g} (theory {summary['theory_eval_loss']:.6g}); "
+          f"v31_w13 {s['v31_w13']:.4f}, w24_v31 {s['w24_v31']:.4f}, offdiag {s['offdiag_energy']:.2e}, "
+          f"functional deviation {s['functional_deviation']:.2e}; {summary['train_seconds']:.1f} s training, "
+          f"{summary['seconds']:.1f} s in all")
+    if args.json_file:
+        _write_json(args.json_file, summary)
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from .verify import format_report, run_verify
+    report = run_verify(quick=args.quick, device=args.device, out=args.out, seed=args.seed)
+    print(format_report(report))
+    if args.json_file:
+        _write_json(args.json_file, report)
+    return 0 if report["passed"] else 1
+
+
+def _cmd_reproduce(args) -> int:
+    from .figures import reproduce
+    for path in reproduce(args.figure, out=args.out, device=args.device, seed=args.seed, quick=args.quick):
+        print(path)
+    return 0
+
+
+def _cmd_dynamics(args) -> int:
+    from .dynamics import run_dynamics
+    options = {name: getattr(args, name) for name in ("lr", "steps", "a0", "b0")
+               if getattr(args, name) is not None}
+    result = run_dynamics(d=args.d, n=args.n, k=args.k, eta=args.eta, seed=args.seed,
+                          device=args.device, out=args.out, **options)
+    print(f"final a {result['final_a']:.6f} (theory {-args.eta}), final b {result['final_b']:.6f} (theory 1); "
+          f"max relative deviation ODE vs training {result['max_relative_deviation']:.4f}; "
+          f"stage times {json.dumps(result['stage_times'], default=_json_default)}")
+    if args.json_file:
+        _write_json(args.json_file, result)
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from .bench import run_bench, format_bench
+    figures = run_bench(device=args.device, quick=args.quick)
+    print(format_bench(figures))
+    if args.json_file:
+        _write_json(args.json_file, figures)
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "verify": _cmd_verify, "reproduce": _cmd_reproduce,
+            "dynamics": _cmd_dynamics, "bench": _cmd_bench}
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``cotgd`` console script; returns the exit status."""
+    from .errors import TrainingDiverged
+    try:
+        args = build_parser().parse_args(argv)
+        _check_paths(args)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"cotgd: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:   # OSError: an unusable path (FileNotFoundError, PermissionError, ...)
+        print(f"cotgd: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"cotgd: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cotgd: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (the command line promises one line of error)."""
+    return " ".join(str(exc).split())
+
+
+def console() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

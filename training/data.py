@@ -1,0 +1,138 @@
+"""Prompts for in-context weight prediction, drawn on the training device (theory.md section 1).
+
+Every batch is fresh: ``w* ~ N(0, I_d)``, ``x_j ~ N(0, Sigma)`` (``Sigma = I`` in distribution),
+``y_j = <w*, x_j>``, drawn from an explicit ``torch.Generator`` (no global RNG), so the same seed
+gives the same prompts on the same device.  The objectives see a prompt only through
+
+* the data statistic ``G = Z_data Z_data^T / n`` on the (x, y) rows, i.e.
+  ``[[S, S w*], [w*^T S, w*^T S w*]]`` with ``S = X X^T / n`` (theory.md sections 3, 4), and
+* the GD iterates ``w_0 = 0, w_{i+1} = w_i - eta S (w_i - w*)`` (theory.md section 2),
+
+which is why one training step costs the same for any n.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from theory.validation import check_int, check_positive_finite
+
+
+def derived_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for the named ``stream`` ('data', 'init', 'eval', 'structure', ...) of a run
+    with ``seed``: independent random streams from one user seed (numpy ``SeedSequence``).
+
+    >>> derived_seed(0, "data") == derived_seed(0, "data") != derived_seed(0, "eval")
+    True
+    """
+    seed = check_int("seed", seed, 0)
+    key = [seed] + [ord(ch) for ch in stream]
+    return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def seeded_generator(seed: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``derived_seed(seed, stream)``."""
+    return torch.Generator(device=device).manual_seed(derived_seed(seed, stream))
+
+
+@dataclass
+class Prompts:
+    """A batch of B prompts: ``X`` (B, d, n), ``w_star`` (B, d), labels ``y = X^T w*`` (B, n)."""
+
+    X: torch.Tensor
+    w_star: torch.Tensor
+    y: torch.Tensor
+
+    @property
+    def S(self) -> torch.Tensor:
+        """``S = X X^T / n``, (B, d, d)."""
+        n = self.X.shape[-1]
+        return self.X @ self.X.transpose(-1, -2) / n
+
+    @property
+    def data_statistic(self) -> torch.Tensor:
+        """``Z_data Z_data^T / n`` on the (x, y) rows: (B, d + 1, d + 1), theory.md section 3.
+
+        ``Z_data = [X; y^T]`` are the n data columns' (x, y) rows (their w and one rows are 0)."""
+        n = self.X.shape[-1]
+        Zd = torch.cat([self.X, self.y.unsqueeze(-2)], dim=-2)
+        return Zd @ Zd.transpose(-1, -2) / n
+
+
+def sigma_root(sigma, d: int, *, dtype=torch.float64, device=None) -> torch.Tensor | None:
+    """The symmetric square root ``Sigma^{1/2}`` (d, d) of a covariance given as a nested list,
+    array or tensor; ``None`` stays ``None`` (``Sigma = I``).  Raises ValueError naming ``sigma``
+    when it is not a symmetric positive definite d x d matrix."""
+    if sigma is None:
+        return None
+    try:
+        S = torch.as_tensor(sigma, dtype=torch.float64).cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"sigma must be a {d} x {d} covariance matrix, got {sigma!r}") from None
+    if S.shape != (d, d):
+        raise ValueError(f"sigma must be a {d} x {d} covariance matrix, got shape {tuple(S.shape)}")
+    if not torch.isfinite(S).all() or not torch.allclose(S, S.T, rtol=1e-10, atol=1e-12):
+        raise ValueError("sigma must be a finite symmetric matrix")
+    evals, evecs = torch.linalg.eigh(S)
+    if evals.min() <= 0:
+        raise ValueError(f"sigma must be positive definite, smallest eigenvalue {evals.min().item():.3g}")
+    root = evecs @ torch.diag(evals.sqrt()) @ evecs.T
+    return root.to(dtype=dtype, device=device)
+
+
+def sample_prompts(batch: int, d: int, n: int, *, generator: torch.Generator,
+                   sigma_sqrt: torch.Tensor | None = None, dtype=torch.float32) -> Prompts:
+    """Fresh prompts on ``generator.device``: ``X = Sigma^{1/2} N(0, I)`` (B, d, n), then
+    ``w* ~ N(0, I_d)`` (B, d), ``y = X^T w*`` (theory.md section 1).  Draw order is fixed (X, then
+    w*), so a generator state determines the batch."""
+    batch = check_int("batch", batch)
+    d = check_int("d", d)
+    n = check_int("n", n)
+    device = generator.device
+    X = torch.randn((batch, d, n), generator=generator, device=device, dtype=dtype)
+    if sigma_sqrt is not None:
+        X = sigma_sqrt.to(dtype=dtype, device=device) @ X
+    w_star = torch.randn((batch, d), generator=generator, device=device, dtype=dtype)
+    y = (w_star.unsqueeze(-2) @ X).squeeze(-2)
+    return Prompts(X=X, w_star=w_star, y=y)
+
+
+def gd_iterates(S: torch.Tensor, w_star: torch.Tensor, eta: float, k: int) -> torch.Tensor:
+    """GD iterates ``w_0 = 0, w_{i+1} = w_i - eta S (w_i - w*)`` (theory.md section 2), batched
+    over prompts: ``S`` (B, d, d), ``w_star`` (B, d) -> (B, k + 1, d).  A loop over the k steps
+    (k small batched matrix-vector products), never over prompts."""
+    eta = check_positive_finite("eta", eta)
+    k = check_int("k", k, 0)
+    w = torch.zeros_like(w_star)
+    out = [w]
+    for _ in range(k):
+        w = w - eta * (S @ (w - w_star).unsqueeze(-1)).squeeze(-1)
+        out.append(w)
+    return torch.stack(out, dim=-2)
+
+
+@dataclass
+class Batch:
+    """What the objectives read from a batch of prompts (theory.md sections 3-5):
+    ``stat`` = ``Z_data Z_data^T / n`` on the (x, y) rows (B, d+1, d+1), ``w_star`` (B, d) and the
+    GD iterates ``w_0 .. w_k`` (B, k+1, d)."""
+
+    stat: torch.Tensor
+    w_star: torch.Tensor
+    iterates: torch.Tensor
+
+
+def make_batch(prompts: Prompts, eta: float, k: int) -> Batch:
+    """The statistic and the GD targets of ``prompts`` for step ``eta`` and ``k`` CoT steps."""
+    stat = prompts.data_statistic
+    d = prompts.w_star.shape[-1]
+    return Batch(stat=stat, w_star=prompts.w_star, iterates=gd_iterates(stat[:, :d, :d], prompts.w_star, eta, k))
+
+
+def sample_batch(batch: int, d: int, n: int, eta: float, k: int, *, generator: torch.Generator,
+                 sigma_sqrt: torch.Tensor | None = None, dtype=torch.float32) -> Batch:
+    """``make_batch(sample_prompts(...), eta, k)``: one training batch of fresh prompts."""
+    prompts = sample_prompts(batch, d, n, generator=generator, sigma_sqrt=sigma_sqrt, dtype=dtype)
+    return make_batch(prompts, eta, k)

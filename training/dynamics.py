@@ -1,0 +1,510 @@
+"""Training dynamics (Theorem 4.1, theory.md section 6): the reduced gradient-flow ODE laid over
+real training.
+
+``run_dynamics`` trains the ``isotropic`` LSA (``V31 = a I``, ``W13 = b I``, ``W24 = -1``; the
+``training.model`` parametrisation, the ``training.objectives.cot_loss`` teacher-forced CoT
+loss, prompts from ``training.data``) with plain gradient descent (``torch.optim.SGD``, no
+momentum) at a small learning rate, and compares ``(a, b)`` at time ``t = lr * step`` with the
+gradient flow of the population loss ``L(a, b)`` (``numerics.dynamics``, exact coefficients from
+``theory.reduced``).  ``run_sparse_dynamics`` trains the ``sparse`` parametrisation from the
+Assumption 4.1 initialisation and records the eigenvalues of ``V31`` and ``W13`` over time.
+
+Data: a training set of ``pool`` prompts is drawn once (seeded ``torch.Generator``); each step
+takes the next ``batch`` prompts of a shuffled pass over it (every prompt once per pass).  The
+average gradient over a pass is the gradient of the training-set loss, whose coefficients are
+within ``~1/sqrt(pool)`` of the population ones; fresh minibatches within a pass keep each step
+cheap.  (A single fixed batch of a few thousand prompts biases the flow by several per cent;
+measured while choosing these defaults.)
+
+``max_relative_deviation`` is ``max_s ||(a, b)_train(s) - (a, b)_ode(lr s)|| / ||(a, b)_ode(lr s)||``
+(Euclidean norms) over every step ``s = 0 .. steps``: a pointwise relative error along the whole
+path, with the ODE's own position as the scale.
+
+What the flow does at the paper's d = 10, n = 20, k = 10, eta = 0.4 from ``(a0, b0) = (-0.01, 0.01)``:
+stage 1 (``t < 0.15``): ``a`` relaxes onto ``a*(b0) = -0.063`` (curvature ``E tr(S^2) = 15.5``)
+while ``b`` stays put; stage 2 (``0.15 < t < 10.8``): the loss sits on a plateau near 0.12 while
+``b`` climbs from 0.01 to 1 and ``a`` follows (a little behind ``a*(b)``) to ``-eta``; then linear
+convergence, ``L ~ exp(-3.49 t)``.  GD stays within 2.6% of this path (seeds 0-3: 2.2-2.6%).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+
+from numerics.dynamics import (gradient_flow, reduced_argmin_a_value, reduced_coefficient_values,
+                               reduced_hessian_value, reduced_loss_value, stage_times)
+from theory.validation import check_finite, check_int, check_positive_finite
+
+from .data import Batch, sample_batch
+from .device import resolve_device
+from .errors import TrainingDiverged
+from .io import atomic_write_bytes, atomic_write_text
+from .model import LSA
+from .objectives import cot_loss
+
+__all__ = ["default_schedule", "plot_dynamics", "plot_sparse_dynamics", "run_dynamics", "run_sparse_dynamics",
+           "sparse_eigenvalues", "train_reduced"]
+
+DEVIATION_DEFINITION = ("max over every step s of ||(a,b)_train(s) - (a,b)_ode(lr*s)||_2 / "
+                        "||(a,b)_ode(lr*s)||_2 (population gradient flow, exact or Monte Carlo "
+                        "coefficients)")
+
+
+def default_schedule(coeffs: dict, a0: float, b0: float, *, lr: float | None = None,
+                     steps: int | None = None) -> tuple:
+    """``(lr, steps)`` for a run from ``(a0, b0)`` with reduced-loss coefficients ``coeffs``
+    (either may be given; the other is chosen):
+
+    * ``lr = 0.08 / lambda`` rounded down to 2 significant digits, ``lambda`` the larger of the
+      stage-1 curvature ``d^2 L/da^2`` at ``(a0, b0)`` and the largest Hessian eigenvalue at the
+      minimum: GD is then within ~2% of the flow in the fastest stage (Euler error ~ lr lambda / 4);
+    * ``steps`` so that ``lr * steps`` covers the ODE's stage 2 and then ``ln(100) / mu`` (``mu``
+      the smallest Hessian eigenvalue at the minimum): the distance to ``(-eta, 1)`` has shrunk
+      another 100-fold by the end.
+
+    At the paper's configuration from ``(-0.01, 0.01)`` this gives ``lr = 0.0052``, ``steps = 2589``
+    (flow time 13.5; stage 2 ends at 10.8).
+    Raises ValueError when the flow does not complete stage 2 (a start that does not converge).
+    """
+    eta = float(coeffs["eta"])
+    H_min = reduced_hessian_value(coeffs, -eta, 1.0)
+    mu_min, mu_max = np.linalg.eigvalsh(H_min)
+    if lr is None:
+        lam = max(reduced_hessian_value(coeffs, a0, b0)[0, 0], mu_max)
+        raw = 0.08 / lam
+        scale = 10.0 ** math.floor(math.log10(raw) - 1)
+        lr = float(f"{math.floor(raw / scale) * scale:.2g}")
+    if steps is None:
+        horizon = 50.0 / mu_min
+        flow = gradient_flow(coeffs, a0, b0, horizon, points=20001)
+        end = stage_times(flow["t"], flow["a"], flow["b"], coeffs)["stage2_end"]
+        if end is None:
+            raise ValueError(f"the gradient flow from a0 = {a0}, b0 = {b0} does not reach (-eta, 1) "
+                             f"by t = {horizon:.3g}; give steps explicitly")
+        steps = int(math.ceil((end + math.log(100.0) / mu_min) / lr))
+    return float(lr), int(steps)
+
+
+def _check_config(d, n, k, eta, lr, steps, batch, pool, seed) -> tuple:
+    d, n, k = check_int("d", d), check_int("n", n), check_int("k", k)
+    eta, lr = check_positive_finite("eta", eta), check_positive_finite("lr", lr)
+    steps, batch, pool = check_int("steps", steps), check_int("batch", batch), check_int("pool", pool)
+    seed = check_int("seed", seed, 0)
+    if pool < batch:
+        raise ValueError(f"pool must be >= batch, got pool = {pool}, batch = {batch}")
+    return d, n, k, eta, lr, steps, batch, pool, seed
+
+
+def _passes(pool: Batch, batch: int, generator: torch.Generator):
+    """Minibatches of ``batch`` prompts: shuffled passes over the training set, each prompt
+    once per pass (a remainder smaller than ``batch`` is left out of that pass)."""
+    size = pool.stat.shape[0]
+    while True:
+        perm = torch.randperm(size, generator=generator, device=generator.device)
+        for start in range(0, size - batch + 1, batch):
+            idx = perm[start:start + batch]
+            yield Batch(stat=pool.stat[idx], w_star=pool.w_star[idx], iterates=pool.iterates[idx])
+
+
+def train_reduced(param: str, *, d: int, n: int, k: int, eta: float, lr: float, steps: int,
+                  batch: int, pool: int, seed: int = 0, device: str = "cpu", a0: float | None = None,
+                  b0: float | None = None, init_scale: float | None = None, record=None,
+                  threads: int | None = 1) -> dict:
+    """Plain gradient descent (``torch.optim.SGD``, lr ``lr``, no momentum) on the teacher-forced
+    CoT loss (``training.objectives.cot_loss``, theory.md sections 3 and 6) for the ``isotropic``
+    or ``sparse`` parametrisation of ``training.model.LSA``, float64, one model.
+
+    ``isotropic`` starts at ``a = a0``, ``b = b0``; ``sparse`` at the Assumption 4.1 initialisation
+    of ``LSA`` with ``init_scale``.  ``record(model)`` (default: nothing) is called before the
+    first step and after every step and its return values are collected.  ``threads``: torch's
+    intra-op threads during the loop (restored afterwards; None leaves them): 1 by default since
+    these small batched products gain little from more on CPU, and an oversubscribed CPU (other
+    processes on the cores) made two threads 3-10x slower than one in our measurements.  Returns a
+    dict with
+    ``t`` (``lr * step``), ``loss`` (minibatch loss of each step, NaN for the final state),
+    ``records`` and ``seconds``.  Raises ``TrainingDiverged`` on a non-finite loss.
+    """
+    d, n, k, eta, lr, steps, batch, pool, seed = _check_config(d, n, k, eta, lr, steps, batch, pool, seed)
+    if param not in ("isotropic", "sparse"):
+        raise ValueError(f"param must be 'isotropic' or 'sparse', got {param!r}")
+    dev = resolve_device(device)
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    dtype = torch.float64
+    model = LSA(d, param, generator=generator, dtype=dtype, init_scale=init_scale)
+    if param == "isotropic":
+        with torch.no_grad():
+            model.a.fill_(check_finite("a0", a0))
+            model.b.fill_(check_finite("b0", b0))
+    threads = None if threads is None else check_int("threads", threads)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        data = sample_batch(pool, d, n, eta, k, generator=generator, dtype=dtype)
+        minibatches = _passes(data, batch, generator)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0)
+        record = record or (lambda m: None)
+        records = [record(model)]
+        losses = np.empty(steps + 1)
+        for step in range(steps):
+            V, W = model.matrices()
+            loss = cot_loss(V, W, next(minibatches), n).sum()
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(step, f"loss {value}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses[step] = value
+            records.append(record(model))
+        losses[steps] = np.nan
+    finally:
+        torch.set_num_threads(before)
+    return {"t": lr * np.arange(steps + 1), "loss": losses, "records": records,
+            "seconds": time.perf_counter() - start}
+
+
+def _thin(n_points: int, max_points: int) -> np.ndarray:
+    """Indices of at most ``max_points`` evenly spread points of ``n_points``, first and last kept."""
+    if n_points <= max_points:
+        return np.arange(n_points)
+    return np.unique(np.linspace(0, n_points - 1, max_points).round().astype(int))
+
+
+def _tolist(x) -> list:
+    return [None if not math.isfinite(v) else float(v) for v in np.asarray(x, dtype=float).ravel()]
+
+
+def _coefficient_summary(coeffs: dict) -> dict:
+    return {"method": coeffs["method"], "samples": coeffs["samples"],
+            "A": coeffs["A"], "B": coeffs["B"], "C": coeffs["C"],
+            "se_A": coeffs["se_A"], "se_B": coeffs["se_B"], "se_C": coeffs["se_C"],
+            "tr_S2_P2": _tolist(coeffs["tr_S2_P2"]), "tr_S2_P": _tolist(coeffs["tr_S2_P"]),
+            "tr_S2": coeffs["tr_S2"]}
+
+
+def run_dynamics(*, d: int = 10, n: int = 20, k: int = 10, eta: float = 0.4, lr: float | None = None,
+                 steps: int | None = None, a0: float = -0.01, b0: float = 0.01, batch: int = 1000,
+                 pool: int = 40000, seed: int = 0, device: str = "cpu", out: str | None = None,
+                 coefficient_method: str = "auto", max_points: int = 1001,
+                 threads: int | None = 1) -> dict:
+    """The reduced ODE laid over real training (Theorem 4.1, theory.md section 6).
+
+    Trains the isotropic model (``train_reduced``) from ``(a0, b0)`` for ``steps`` steps of
+    learning rate ``lr`` (None: ``default_schedule``) and integrates the population gradient flow
+    of ``L(a, b)`` (``numerics.dynamics.gradient_flow``; coefficients exact when
+    ``2k <= MAX_EXACT_MOMENT``,
+    else Monte Carlo with standard errors, ``coefficient_method``) to ``t = lr * steps``.
+    ``threads`` as in ``train_reduced``.
+
+    Returns a JSON-ready dict: ``max_relative_deviation`` (module docstring; ``deviation_definition``
+    says it in words) and the time it occurs, ``final_a``, ``final_b`` (trained),
+    ``ode_final_a``, ``ode_final_b``, ``stage_times`` (of the ODE, flow time, see
+    ``numerics.dynamics.stage_times``: ``stage1_end``, ``a_90``, ``b_90``, ``stage2_end``),
+    ``training_stage_times`` (same definition on the trained path), ``coefficients`` (method,
+    values, standard errors), ``ode`` and ``training`` (``t``, ``a``, ``b``, ``loss``; training
+    also ``population_loss`` = ``L`` at the trained ``(a, b)`` and ``relative_deviation``; at most
+    ``max_points`` points each), ``final_loss`` (``L`` at the trained end point), ``saddle`` and
+    ``minimum`` of ``L``, ``stage1_plateau_a`` (``a*(b0)``, where stage 1 takes ``a``),
+    ``local_loss_rate`` (``2 mu``, ``mu`` the smallest Hessian eigenvalue at the minimum: the rate
+    of the final linear convergence ``L ~ exp(-2 mu t)``) and ``measured_loss_rate`` (the decay
+    rate of the trained path's ``L`` over the last 10% of the run), ``config``, ``train_seconds``
+    and ``seconds``.  With ``out``, writes ``dynamics.png`` (``plot_dynamics``) and
+    ``dynamics.json`` there.
+    """
+    d, n, k, eta, _, _, batch, pool, seed = _check_config(d, n, k, eta, lr or 1.0, steps or 1, batch,
+                                                          pool, seed)
+    lr = None if lr is None else check_positive_finite("lr", lr)
+    steps = None if steps is None else check_int("steps", steps)
+    a0, b0 = check_finite("a0", a0), check_finite("b0", b0)
+    max_points = check_int("max_points", max_points, 2)
+    start = time.perf_counter()
+    coeffs = reduced_coefficient_values(d, n, eta, k, method=coefficient_method, seed=seed)
+    lr, steps = default_schedule(coeffs, a0, b0, lr=lr, steps=steps)
+
+    def record(model):
+        return (model.a.item(), model.b.item())
+
+    run = train_reduced("isotropic", d=d, n=n, k=k, eta=eta, lr=lr, steps=steps, batch=batch,
+                        pool=pool, seed=seed, device=device, a0=a0, b0=b0, record=record,
+                        threads=threads)
+    t = run["t"]
+    a_tr, b_tr = np.array(run["records"]).T
+    ode = gradient_flow(coeffs, a0, b0, float(t[-1]), t_eval=t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dev = np.hypot(a_tr - ode["a"], b_tr - ode["b"]) / np.hypot(ode["a"], ode["b"])
+    dev[np.isnan(dev)] = 0.0                       # 0 / 0: both paths at the origin
+    worst = int(np.argmax(dev))
+    keep = _thin(t.size, max_points)
+    A, B, C = coeffs["A"], coeffs["B"], coeffs["C"]
+    mu = float(np.linalg.eigvalsh(reduced_hessian_value(coeffs, -eta, 1.0))[0])
+    pop = reduced_loss_value(coeffs, a_tr, b_tr)
+    tail = slice(int(0.9 * t.size), t.size)
+    slope = np.polyfit(t[tail], np.log(np.maximum(pop[tail], 1e-300)), 1)[0] if t.size >= 20 else None
+    result = {
+        "max_relative_deviation": float(dev[worst]),
+        "max_relative_deviation_time": float(t[worst]),
+        "deviation_definition": DEVIATION_DEFINITION,
+        "final_a": float(a_tr[-1]), "final_b": float(b_tr[-1]),
+        "ode_final_a": float(ode["a"][-1]), "ode_final_b": float(ode["b"][-1]),
+        "target_a": -eta, "target_b": 1.0,
+        "stage_times": stage_times(t, ode["a"], ode["b"], coeffs),
+        "training_stage_times": stage_times(t, a_tr, b_tr, coeffs),
+        "final_loss": float(reduced_loss_value(coeffs, a_tr[-1], b_tr[-1])),
+        "coefficient_method": coeffs["method"],
+        "coefficients": _coefficient_summary(coeffs),
+        "minimum": {"a": -eta, "b": 1.0},
+        "saddle": {"a": 0.0, "b": (C - B) / (B - A) if B != A else None},
+        "stage1_plateau_a": float(reduced_argmin_a_value(coeffs, b0)),
+        "local_loss_rate": 2 * mu,
+        "measured_loss_rate": None if slope is None else float(-slope),
+        "ode": {"t": _tolist(t[keep]), "a": _tolist(ode["a"][keep]), "b": _tolist(ode["b"][keep]),
+                "loss": _tolist(ode["loss"][keep])},
+        "training": {"t": _tolist(t[keep]), "a": _tolist(a_tr[keep]), "b": _tolist(b_tr[keep]),
+                     "loss": _tolist(run["loss"][keep]),
+                     "population_loss": _tolist(pop[keep]),
+                     "relative_deviation": _tolist(dev[keep])},
+        "config": {"d": d, "n": n, "k": k, "eta": eta, "lr": lr, "steps": steps, "a0": a0, "b0": b0,
+                   "batch": batch, "pool": pool, "seed": seed, "device": str(resolve_device(device)),
+                   "dtype": "float64", "optimizer": "SGD (no momentum)", "time": "t = lr * step",
+                   "threads": threads},
+        "train_seconds": run["seconds"],
+    }
+    result["seconds"] = time.perf_counter() - start
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        plot_dynamics(result, os.path.join(out, "dynamics.png"), coeffs=coeffs)
+        atomic_write_text(os.path.join(out, "dynamics.json"), json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _figure(ncols: int, width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols)
+
+
+def _save(fig, path: str) -> str:
+    import io
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _mark_stages(ax, stages: dict, style: str = "--") -> None:
+    colours = {"stage1_end": "tab:purple", "a_90": "tab:green", "b_90": "tab:orange"}
+    for name, colour in colours.items():
+        if stages.get(name) is not None:
+            ax.axvline(stages[name], color=colour, ls=style, lw=1, label=f"{name} = {stages[name]:.2f}")
+
+
+def plot_dynamics(result: dict, path: str, *, coeffs: dict | None = None) -> str:
+    """``dynamics.png`` of ``run_dynamics``: (left) the path in the (a, b) plane, ODE curve and
+    training points, start, the minimum (-eta, 1), the saddle and the slow manifold ``a = a*(b)``
+    (when ``coeffs`` is given); (middle) ``a(t)`` and ``b(t)``; (right) the loss vs time on a log
+    scale, ODE and training (minibatch and population loss at the trained point), with the stage
+    times of the ODE marked."""
+    fig, (ax0, ax1, ax2) = _figure(3, 16, 4.8)
+    ode, tr, cfg = result["ode"], result["training"], result["config"]
+    eta = cfg["eta"]
+    stride = max(1, len(tr["t"]) // 60)
+    ax0.plot(ode["a"], ode["b"], color="k", lw=1.5, label="gradient flow (ODE)")
+    ax0.plot(tr["a"][::stride], tr["b"][::stride], "o", ms=3.5, color="tab:red", alpha=0.7,
+             label="GD training (isotropic)")
+    if coeffs is not None:
+        bs = np.linspace(min(min(ode["b"]), 0.0), max(max(ode["b"]), 1.0) * 1.05, 200)
+        ax0.plot(reduced_argmin_a_value(coeffs, bs), bs, ":", color="tab:blue",
+                 label="slow manifold a*(b) = argmin_a L")
+    ax0.plot([cfg["a0"]], [cfg["b0"]], "s", color="tab:gray", label="start")
+    ax0.plot([-eta], [1.0], "*", ms=14, color="gold", mec="k", label=f"minimum (-eta, 1)")
+    ax0.set_xlabel("a  (V31 = a I)")
+    ax0.set_ylabel("b  (W13 = b I)")
+    ax0.set_title(f"(a, b) plane, d={cfg['d']}, n={cfg['n']}, k={cfg['k']}, eta={eta}")
+    ax0.legend(fontsize=8)
+    ax1.plot(ode["t"], ode["a"], color="k", lw=1.2, label="a (ODE)")
+    ax1.plot(ode["t"], ode["b"], color="k", lw=1.2, ls="-.", label="b (ODE)")
+    ax1.plot(tr["t"][::stride], tr["a"][::stride], "o", ms=2.5, color="tab:red", label="a (training)")
+    ax1.plot(tr["t"][::stride], tr["b"][::stride], "^", ms=2.5, color="tab:blue", label="b (training)")
+    ax1.axhline(-eta, color="gray", lw=0.6)
+    ax1.axhline(1.0, color="gray", lw=0.6)
+    _mark_stages(ax1, result["stage_times"])
+    ax1.set_xlabel("time t = lr * step")
+    ax1.set_title(f"a(t), b(t); max relative deviation {result['max_relative_deviation']:.3f}")
+    ax1.legend(fontsize=7)
+    floor = 1e-12
+    ax2.semilogy(ode["t"], np.maximum(np.array(ode["loss"], dtype=float), floor), color="k", lw=1.5,
+                 label="L(a, b) along the ODE")
+    mb = np.array([np.nan if v is None else v for v in tr["loss"]], dtype=float)
+    ax2.semilogy(tr["t"], np.maximum(mb, floor), color="tab:red", lw=0.5, alpha=0.5,
+                 label="training minibatch loss")
+    ax2.semilogy(tr["t"], np.maximum(np.array(tr["population_loss"], dtype=float), floor), "--",
+                 color="tab:red", lw=1.2, label="L(a, b) at the trained point")
+    _mark_stages(ax2, result["stage_times"])
+    ax2.set_xlabel("time t = lr * step")
+    ax2.set_ylabel("CoT loss")
+    measured = result["measured_loss_rate"]
+    ax2.set_title(f"CoT loss (final rate: theory {result['local_loss_rate']:.2f}"
+                  + ("" if measured is None else f", trained {measured:.2f}") + ")")
+    ax2.legend(fontsize=7)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- sparse model
+
+
+def sparse_eigenvalues(V31: np.ndarray, W13: np.ndarray, Q: np.ndarray) -> dict:
+    """Spectral summary of the sparse blocks in the eigenbasis ``Q`` of the initialisation
+    (Assumption 4.1: ``V31(0)``, ``W13(0)`` share eigenvectors): ``v``, ``w`` = the diagonals of
+    ``Q^T V31 Q`` and ``Q^T W13 Q`` (the eigenvalues while the blocks stay diagonal in Q),
+    ``v_sym``, ``w_sym`` = eigenvalues of the symmetric parts (ascending), and ``offdiag`` = the
+    largest relative off-diagonal Frobenius energy of the two in the Q basis."""
+    def split(M):
+        R = Q.T @ M @ Q
+        diag = np.diag(R).copy()
+        off = np.linalg.norm(R - np.diag(diag)) / max(np.linalg.norm(R), 1e-300)
+        return diag, np.linalg.eigvalsh((M + M.T) / 2), off
+    v, v_sym, v_off = split(V31)
+    w, w_sym, w_off = split(W13)
+    return {"v": v, "w": w, "v_sym": v_sym, "w_sym": w_sym, "offdiag": max(v_off, w_off)}
+
+
+def run_sparse_dynamics(*, d: int = 10, n: int = 20, k: int = 10, eta: float = 0.4,
+                        lr: float | None = None, steps: int | None = None,
+                        init_scale: float = 0.02, batch: int = 1000,
+                        pool: int = 40000, seed: int = 0, device: str = "cpu", out: str | None = None,
+                        max_points: int = 701, threads: int | None = 1) -> dict:
+    """Beyond isotropic (theory.md section 6): train the ``sparse`` parametrisation (``V31``,
+    ``W13`` free, ``W24 = -1``) from the Assumption 4.1 initialisation of ``training.model.LSA``
+    (``W13(0) = Q diag(l) Q^T = -V31(0)``, ``l`` uniform in ``[init_scale/2, init_scale]``) with
+    the same GD as ``run_dynamics``, recording the eigenvalues of ``V31`` and ``W13`` over time
+    (``sparse_eigenvalues``).
+
+    Time.  On ``V31 = a I`` the matrix gradient is ``(dL/da / d) I``, so the matrix flow moves an
+    isotropic point ``d`` times slower than the reduced ODE: reduced time is ``tau = lr step / d``
+    (hence ``lr=None`` is ``d`` times ``default_schedule``'s isotropic one, for the mean initial
+    eigenvalue ``0.75 init_scale``; ``steps=None`` is its step count).  Over each eigen-direction ``j``
+    the reduced ODE started at ``(v_j(0), w_j(0))`` is laid in reduced time (what the direction
+    would do if the whole model were isotropic at its value).
+
+    Returns a JSON-ready dict: ``t`` (``lr * step``) and ``tau`` (``t / d``); ``v``, ``w`` (``d``
+    eigenvalue paths: the diagonal in the initial eigenbasis), ``v_sym``, ``w_sym``, ``offdiag``,
+    ``loss``; ``ode_v``, ``ode_w`` per direction; ``direction_stage_times`` and
+    ``ode_direction_stage_times`` (``numerics.dynamics.stage_times`` of each ``(v_j, w_j)`` path,
+    in reduced time); ``initial_*``, ``final_v``, ``final_w``, ``max_offdiag``, ``config``,
+    ``seconds``.  With ``out``, writes ``sparse_dynamics.png`` and ``sparse_dynamics.json``.
+    """
+    d, n, k, eta, _, _, batch, pool, seed = _check_config(d, n, k, eta, lr or 1.0, steps or 1, batch,
+                                                          pool, seed)
+    lr = None if lr is None else check_positive_finite("lr", lr)
+    steps = None if steps is None else check_int("steps", steps)
+    init_scale = check_positive_finite("init_scale", init_scale)
+    max_points = check_int("max_points", max_points, 2)
+    start = time.perf_counter()
+    coeffs = reduced_coefficient_values(d, n, eta, k, seed=seed)
+    lr_iso, steps = default_schedule(coeffs, -0.75 * init_scale, 0.75 * init_scale,
+                                     lr=None if lr is None else lr / d, steps=steps)
+    lr = d * lr_iso if lr is None else lr
+    basis = {}
+
+    def record(model):
+        V31 = model.V31.detach()[0].cpu().numpy()
+        W13 = model.W13.detach()[0].cpu().numpy()
+        if "Q" not in basis:
+            basis["Q"] = np.linalg.eigh((W13 + W13.T) / 2)[1]
+        return sparse_eigenvalues(V31, W13, basis["Q"])
+
+    run = train_reduced("sparse", d=d, n=n, k=k, eta=eta, lr=lr, steps=steps, batch=batch, pool=pool,
+                        seed=seed, device=device, init_scale=init_scale, record=record,
+                        threads=threads)
+    t, recs = run["t"], run["records"]
+    tau = t / d
+    keep = _thin(t.size, max_points)
+    v = np.array([r["v"] for r in recs])            # (steps + 1, d)
+    w = np.array([r["w"] for r in recs])
+    ode_v, ode_w, ode_stages, stages = [], [], [], []
+    for j in range(d):
+        flow = gradient_flow(coeffs, v[0, j], w[0, j], float(tau[-1]), t_eval=tau[keep])
+        ode_v.append(_tolist(flow["a"]))
+        ode_w.append(_tolist(flow["b"]))
+        ode_stages.append(stage_times(flow["t"], flow["a"], flow["b"], coeffs))
+        stages.append(stage_times(tau, v[:, j], w[:, j], coeffs))
+    result = {
+        "t": _tolist(t[keep]), "tau": _tolist(tau[keep]),
+        "v": [_tolist(v[keep, j]) for j in range(d)], "w": [_tolist(w[keep, j]) for j in range(d)],
+        "v_sym": [_tolist(recs[i]["v_sym"]) for i in keep],
+        "w_sym": [_tolist(recs[i]["w_sym"]) for i in keep],
+        "offdiag": _tolist([recs[i]["offdiag"] for i in keep]),
+        "loss": _tolist(run["loss"][keep]),
+        "ode_v": ode_v, "ode_w": ode_w,
+        "direction_stage_times": stages, "ode_direction_stage_times": ode_stages,
+        "initial_v": _tolist(v[0]), "initial_w": _tolist(w[0]),
+        "final_v": _tolist(v[-1]), "final_w": _tolist(w[-1]),
+        "max_offdiag": float(max(r["offdiag"] for r in recs)),
+        "final_offdiag": float(recs[-1]["offdiag"]),
+        "target_v": -eta, "target_w": 1.0,
+        "coefficient_method": coeffs["method"],
+        "config": {"d": d, "n": n, "k": k, "eta": eta, "lr": lr, "steps": steps,
+                   "init_scale": init_scale, "batch": batch, "pool": pool, "seed": seed,
+                   "device": str(resolve_device(device)), "dtype": "float64",
+                   "optimizer": "SGD (no momentum)", "time": "t = lr * step, tau = t / d"},
+        "train_seconds": run["seconds"],
+    }
+    result["seconds"] = time.perf_counter() - start
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        plot_sparse_dynamics(result, os.path.join(out, "sparse_dynamics.png"))
+        atomic_write_text(os.path.join(out, "sparse_dynamics.json"), json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def plot_sparse_dynamics(result: dict, path: str) -> str:
+    """``sparse_dynamics.png`` of ``run_sparse_dynamics``, against reduced time ``tau``:
+    eigenvalues of ``V31`` and of ``W13`` (solid: training, dotted: the reduced ODE of each
+    direction); their spread (max - min over directions, training vs independent ODEs) and the
+    off-diagonal energy in the initial eigenbasis; the CoT loss with the per-direction stage ends."""
+    fig, (ax0, ax1, ax2, ax3) = _figure(4, 20, 4.8)
+    tau = np.array(result["tau"])
+    cfg = result["config"]
+    v, w = np.array(result["v"], dtype=float), np.array(result["w"], dtype=float)
+    ov, ow = np.array(result["ode_v"], dtype=float), np.array(result["ode_w"], dtype=float)
+    for j in range(v.shape[0]):
+        c = f"C{j % 10}"
+        ax0.plot(tau, v[j], color=c, lw=1)
+        ax0.plot(tau, ov[j], ":", color=c, lw=1)
+        ax1.plot(tau, w[j], color=c, lw=1)
+        ax1.plot(tau, ow[j], ":", color=c, lw=1)
+    ax0.axhline(result["target_v"], color="gray", lw=0.6)
+    ax1.axhline(result["target_w"], color="gray", lw=0.6)
+    ax0.set_title("eigenvalues of V31 (solid: GD, dotted: reduced ODE)")
+    ax1.set_title("eigenvalues of W13 (solid: GD, dotted: reduced ODE)")
+    ax2.semilogy(tau, np.ptp(v, axis=0), color="tab:red", label="spread of V31 eigenvalues (GD)")
+    ax2.semilogy(tau, np.ptp(ov, axis=0), ":", color="tab:red", label="same, independent ODEs")
+    ax2.semilogy(tau, np.ptp(w, axis=0), color="tab:blue", label="spread of W13 eigenvalues (GD)")
+    ax2.semilogy(tau, np.ptp(ow, axis=0), ":", color="tab:blue", label="same, independent ODEs")
+    ax2.semilogy(tau, np.maximum(np.array(result["offdiag"], dtype=float), 1e-12), color="k", lw=0.8,
+                 label="off-diagonal energy (initial eigenbasis)")
+    ax2.set_ylim(bottom=1e-5)
+    ax2.set_title("spread across directions")
+    ax2.legend(fontsize=7)
+    loss = np.array([np.nan if x is None else x for x in result["loss"]], dtype=float)
+    ax3.semilogy(tau, loss, color="k", lw=1, label="training minibatch loss")
+    for key, colour, label in (("stage1_end", "tab:purple", "stage 1 ends"),
+                               ("stage2_end", "tab:orange", "stage 2 ends")):
+        times = [s[key] for s in result["direction_stage_times"] if s[key] is not None]
+        if times:
+            ax3.axvspan(min(times), max(times) + 1e-3 * tau[-1], color=colour, alpha=0.3,
+                        label=f"{label} ({min(times):.2f}-{max(times):.2f})")
+    ax3.set_title(f"sparse model, d={cfg['d']}, n={cfg['n']}, k={cfg['k']}, eta={cfg['eta']}")
+    ax3.legend(fontsize=8)
+    for ax in (ax0, ax1, ax2, ax3):
+        ax.set_xlabel("reduced time tau = lr * step / d")
+    return _save(fig, path)

@@ -1,0 +1,253 @@
+"""``cotgd reproduce``: the paper's figures (and an OOD figure beyond it) as PNG, each with the
+theory laid over the measurement (theory.md section 8).
+
+- fig2: evaluation loss vs iteration, CoT vs no-CoT (k = 10), with the k-step GD loss and
+  Theorem 3.1's no-CoT floor as horizontal lines;
+- fig3: OOD evaluation loss vs iteration for k = 10, 20, 30, 40 (median, 10-90% band), with GD's
+  median loss on the same covariance for each k;
+- structure: the learned V and W of the CoT model beside Theorem 3.2's, block boundaries marked;
+- ood: loss vs covariance scale and vs condition number for the trained CoT and no-CoT models
+  with the predicted stability boundary, and loss vs k (exact finite d, Monte Carlo, MP limit).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+import numerics
+import theory
+
+PAPER = dict(d=10, n=20, k=10, eta=0.4)
+FIG3_KS = (10, 20, 30, 40)
+
+
+def ood_sigma(d: int, condition: float = 3.0) -> np.ndarray:
+    """The OOD covariance of fig3: a fixed rotation of diag(geomspace(1/sqrt(c), sqrt(c))),
+    trace d, condition number ``condition``; eta * lambda_max stays below 2 for eta = 0.4."""
+    rng = np.random.default_rng(12345)
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    eig = np.geomspace(1 / np.sqrt(condition), np.sqrt(condition), d)
+    eig *= d / eig.sum()
+    return (Q * eig) @ Q.T
+
+
+class _Runs:
+    """Trains each configuration once per ``reproduce`` call and keeps the result."""
+
+    def __init__(self, out: str, device: str, seed: int, quick: bool):
+        self.out, self.device, self.seed, self.quick = out, device, seed, quick
+        self.cache = {}
+
+    def get(self, mode: str, k: int, ood: bool = False):
+        from .train import TrainConfig, train
+        key = (mode, k, ood)
+        if key not in self.cache:
+            name = f"{mode}-k{k}" + ("-ood" if ood else "")
+            config = TrainConfig(mode=mode, d=PAPER["d"], n=PAPER["n"], k=k, eta=PAPER["eta"],
+                                 seed=self.seed, device=self.device,
+                                 iters=300 if self.quick else 750, eval_every=10 if self.quick else 25,
+                                 eval_samples=2000 if self.quick else 10000,
+                                 ood_sigmas={"ood": ood_sigma(PAPER["d"]).tolist()} if ood else None,
+                                 out=os.path.join(self.out, "runs", name))
+            self.cache[key] = train(config)
+        return self.cache[key]
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def fig2(runs: _Runs, path: str) -> str:
+    """Figure 2: eval loss vs iteration, CoT vs no-CoT (k = 10), theory lines."""
+    plt = _plt()
+    d, n, k, eta = PAPER["d"], PAPER["n"], PAPER["k"], PAPER["eta"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for mode, color, label in (("cot", "C0", "with CoT"), ("nocot", "C3", "without CoT")):
+        hist = runs.get(mode, k).history
+        it = [h["iteration"] for h in hist]
+        ax.plot(it, [h["eval"]["mean"] for h in hist], color=color, label=f"{label} (mean)")
+        ax.fill_between(it, [h["eval"]["q10"] for h in hist], [h["eval"]["q90"] for h in hist],
+                        color=color, alpha=0.15, lw=0)
+    gd = runs.get("cot", k).summary["theory_eval_loss"]
+    floor = float(theory.nocot_min_loss(d, n))
+    ax.axhline(gd, color="C0", ls="--", lw=1, label=f"{k}-step GD loss {gd:.3f}")
+    ax.axhline(floor, color="C3", ls="--", lw=1, label=f"no-CoT floor d(d+1)/2(n+d+1) = {floor:.3f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel("evaluation loss (1/2)||w_k - w*||^2")
+    ax.set_title(f"CoT vs no-CoT (d={d}, n={n}, k={k}, eta={eta}); band: 10-90% of prompts")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fig3(runs: _Runs, path: str) -> str:
+    """Figure 3: OOD eval loss vs iteration for k = 10..40, median and 10-90% band, GD's median."""
+    plt = _plt()
+    d, n, eta = PAPER["d"], PAPER["n"], PAPER["eta"]
+    sigma = ood_sigma(d)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for j, k in enumerate(FIG3_KS):
+        hist = runs.get("cot", k, ood=True).history
+        it = [h["iteration"] for h in hist]
+        ood = [h["eval_ood"]["ood"] for h in hist]
+        color = f"C{j}"
+        ax.plot(it, [r["median"] for r in ood], color=color, label=f"k = {k}")
+        ax.fill_between(it, [r["q10"] for r in ood], [r["q90"] for r in ood], color=color, alpha=0.15, lw=0)
+        gd = numerics.eval_loss_mc(d, n, eta, k, samples=20_000 if runs.quick else 100_000,
+                                   seed=runs.seed + 99, sigma=sigma)
+        ax.axhline(gd["median"], color=color, ls="--", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel("OOD evaluation loss (median over prompts)")
+    ax.set_title(f"OOD: Sigma with condition number 3 (d={d}, n={n}, eta={eta}); dashed: GD median")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _block_lines(ax, d: int) -> None:
+    for edge in (d, d + 1, 2 * d + 1):
+        ax.axhline(edge - 0.5, color="k", lw=0.6)
+        ax.axvline(edge - 0.5, color="k", lw=0.6)
+
+
+def structure(runs: _Runs, path: str) -> str:
+    """Learned V, W (CoT, full parameters) beside Theorem 3.2's, block boundaries marked."""
+    plt = _plt()
+    d, k, eta = PAPER["d"], PAPER["k"], PAPER["eta"]
+    result = runs.get("cot", k)
+    V, W = result.V.double().numpy(), result.W.double().numpy()
+    V_star, W_star = numerics.gd_params(d, eta)
+    s = result.summary["structure"]
+    fig, axes = plt.subplots(2, 2, figsize=(8.6, 8))
+    for ax, M, title in ((axes[0, 0], V, "learned V"), (axes[0, 1], W, "learned W"),
+                         (axes[1, 0], V_star, "Theorem 3.2 V* (V31 = -eta I)"),
+                         (axes[1, 1], W_star, "Theorem 3.2 W* (W13 = I, W24 = -1)")):
+        lim = max(np.abs(M).max(), 1e-12)
+        im = ax.imshow(M, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        _block_lines(ax, d)
+        ticks = [d / 2 - 0.5, d, d + 1 + d / 2 - 0.5, 2 * d + 1]
+        ax.set_xticks(ticks, ["x", "y", "w", "1"])
+        ax.set_yticks(ticks, ["x", "y", "w", "1"])
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(im, ax=ax, shrink=0.75)
+    fig.suptitle(f"CoT, k={k}: mean diag V31 W13 = {s['v31_w13']:.4f} (theory {-eta}), "
+                 f"W24 V31 = {s['w24_v31']:.4f} (theory {eta})\n"
+                 f"off-diagonal energy {s['offdiag_energy']:.1e}, functional deviation "
+                 f"{s['functional_deviation']:.1e}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def ood(runs: _Runs, path: str) -> str:
+    """Beyond the paper: loss vs covariance scale and condition number (trained CoT and no-CoT,
+    GD prediction, stability boundary), and loss vs k (exact finite d, Monte Carlo, MP limit)."""
+    from .evaluate import evaluate_params
+    plt = _plt()
+    d, n, k, eta = PAPER["d"], PAPER["n"], PAPER["k"], PAPER["eta"]
+    cot, nocot = runs.get("cot", k), runs.get("nocot", k)
+    samples = 2000 if runs.quick else 10000
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+
+    ax = axes[0]
+    scales = np.geomspace(0.2, 3.0, 9 if runs.quick else 17)
+    boundary = float(2 / theory.spectrum_interval([1], d, n)[1] / eta)
+    rows = {"CoT (trained)": [], "no-CoT (trained)": [], "GD, step eta": []}
+    diverged = []
+    for c in scales:
+        sigma = c * np.eye(d)
+        m = evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples, seed=runs.seed + 5, sigma=sigma)
+        rows["CoT (trained)"].append(m)
+        diverged.append(m["diverged_frac"])
+        rows["no-CoT (trained)"].append(evaluate_params(nocot.V, nocot.W, d=d, n=n, k=k, samples=samples,
+                                                        seed=runs.seed + 5, sigma=sigma, mode="nocot"))
+        rows["GD, step eta"].append(numerics.eval_loss_mc(d, n, eta, k, samples=samples,
+                                                          seed=runs.seed + 5, sigma=sigma))
+    for (label, reps), style in zip(rows.items(), ("C0-o", "C3-s", "k--")):
+        ax.plot(scales, [r["median"] for r in reps], style, ms=3, label=f"{label}, median")
+        if label != "GD, step eta":
+            ax.fill_between(scales, [r["q10"] for r in reps], [r["q90"] for r in reps],
+                            color=style[:2], alpha=0.15, lw=0)
+    ax.axvline(boundary, color="gray", ls=":", label=f"eta c (1+sqrt(d/n))^2 = 2: c = {boundary:.2f}")
+    ax2 = ax.twinx()
+    ax2.plot(scales, diverged, "C0:", lw=1)
+    ax2.set_ylabel("CoT diverged fraction (dotted)", fontsize=8)
+    ax2.set_ylim(0, 1.05)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("covariance scale c (Sigma = c I)")
+    ax.set_ylabel("evaluation loss")
+    ax.set_title("loss vs covariance scale", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+
+    ax = axes[1]
+    conditions = np.geomspace(1, 30, 7 if runs.quick else 11)
+    rows = {"CoT (trained)": [], "no-CoT (trained)": [], "GD, step eta": []}
+    for cond in conditions:
+        sigma = ood_sigma(d, cond)
+        rows["CoT (trained)"].append(evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples,
+                                                     seed=runs.seed + 6, sigma=sigma))
+        rows["no-CoT (trained)"].append(evaluate_params(nocot.V, nocot.W, d=d, n=n, k=k, samples=samples,
+                                                        seed=runs.seed + 6, sigma=sigma, mode="nocot"))
+        rows["GD, step eta"].append(numerics.eval_loss_mc(d, n, eta, k, samples=samples,
+                                                          seed=runs.seed + 6, sigma=sigma))
+    for (label, reps), style in zip(rows.items(), ("C0-o", "C3-s", "k--")):
+        ax.plot(conditions, [r["median"] for r in reps], style, ms=3, label=f"{label}, median")
+    unstable = [c for c in conditions
+                if eta * float(np.linalg.eigvalsh(ood_sigma(d, c))[-1]) * (1 + np.sqrt(d / n)) ** 2 >= 2]
+    if unstable:
+        ax.axvspan(unstable[0], conditions[-1], color="gray", alpha=0.12,
+                   label="predicted unstable: eta lambda_max(Sigma)(1+sqrt(d/n))^2 >= 2")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("condition number of Sigma (trace d)")
+    ax.set_title("loss vs condition number", fontsize=10)
+    ax.legend(fontsize=7)
+
+    ax = axes[2]
+    ks = np.arange(0, 41, 2 if runs.quick else 1)
+    mc = [numerics.eval_loss_mc(d, n, eta, int(kk), samples=20_000 if runs.quick else 100_000,
+                                seed=runs.seed + 7) for kk in ks]
+    ax.errorbar(ks, [r["mean"] for r in mc], yerr=[2 * r["se"] for r in mc], fmt="C0o", ms=3,
+                label="Monte Carlo mean (+-2 SE)")
+    exact_ks = [kk for kk in ks if 2 * kk <= theory.MAX_EXACT_MOMENT]
+    ax.plot(exact_ks, [float(numerics.gd_eval_loss_value(d, n, eta, int(kk))) for kk in exact_ks], "k-",
+            lw=1.2, label=f"exact finite d (moments to {theory.MAX_EXACT_MOMENT})")
+    ax.plot(ks, [d * numerics.mp_gd_eval_loss(d / n, eta, int(kk)) for kk in ks], "C2--",
+            label="Marchenko-Pastur limit x d")
+    ax.set_yscale("log")
+    ax.set_xlabel("k (GD steps / CoT length)")
+    ax.set_ylabel("evaluation loss")
+    ax.set_title(f"loss vs k (d={d}, n={n}, eta={eta})", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+FIGURES = {"fig2": fig2, "fig3": fig3, "structure": structure, "ood": ood}
+
+
+def reproduce(figure: str, *, out: str, device: str = "cpu", seed: int = 0, quick: bool = False) -> list:
+    """Write ``figure`` ('fig2', 'fig3', 'structure', 'ood' or 'all') as PNG under ``out``;
+    return the paths.  Training runs land in ``out/runs/`` and are shared between figures."""
+    from .device import resolve_device
+    if figure != "all" and figure not in FIGURES:
+        raise ValueError(f"figure must be one of {', '.join(FIGURES)} or all, got {figure!r}")
+    resolve_device(device)
+    os.makedirs(out, exist_ok=True)
+    runs = _Runs(out, device, seed, quick)
+    names = list(FIGURES) if figure == "all" else [figure]
+    return [FIGURES[name](runs, os.path.join(out, f"{name}.png")) for name in names]

@@ -1,0 +1,116 @@
+"""Scale-free structure of learned LSA parameters (theory.md section 4).
+
+The function is unchanged under ``(V31, W13, W24) -> (c V31, W13 / c, W24 / c)``, so learned weights
+are judged by invariants that Theorem 3.2's point fixes:
+
+* ``v31_w13``: mean diagonal of ``V31 W13`` (theory: ``-eta``);
+* ``w24_v31``: mean diagonal of ``W24 V31`` (theory: ``eta``);
+* ``offdiag_energy``: ``||offdiag(V31 W13)||_F^2 / ||V31 W13||_F^2`` (theory: 0);
+* ``functional_deviation``: ``E ||model step - GD step|| / E ||GD step||`` for one step from a GD
+  iterate ``w_i`` (i uniform in 0..k-1) with the true CoT history, on fresh prompts (theory: 0).
+  This judges the whole function, including blocks that act only through the CoT columns;
+* ``block_norms``: the 4 x 4 table of Frobenius norms of the blocks of V and of W.
+
+All functions take (M, D, D) parameters and return per-model values.
+"""
+from __future__ import annotations
+
+import torch
+
+from theory import Layout
+from theory.validation import check_int, check_positive_finite
+
+from .device import resolve_device
+from .data import make_batch, sample_prompts, seeded_generator, sigma_root
+from .objectives import teacher_forced_predictions
+
+STRUCTURE_KEYS = ("v31_w13", "w24_v31", "offdiag_energy", "functional_deviation")
+
+
+def _layout(V: torch.Tensor) -> Layout:
+    return Layout((V.shape[-1] - 2) // 2)
+
+
+def v31_w13(V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """Mean diagonal of ``V31 W13`` per model, (M,); ``-eta`` at Theorem 3.2's point."""
+    L = _layout(V)
+    return torch.diagonal(V[:, L.w, L.x] @ W[:, L.x, L.w], dim1=-2, dim2=-1).mean(-1)
+
+
+def w24_v31(V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """Mean diagonal of ``W24 V31`` per model, (M,); ``eta`` at Theorem 3.2's point."""
+    L = _layout(V)
+    return W[:, L.y, L.one].reshape(-1) * torch.diagonal(V[:, L.w, L.x], dim1=-2, dim2=-1).mean(-1)
+
+
+def offdiag_energy(V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """Off-diagonal share of the energy of ``V31 W13``: ``||offdiag||_F^2 / ||V31 W13||_F^2`` per
+    model, (M,); 0 at Theorem 3.2's point (nan for an all-zero product)."""
+    L = _layout(V)
+    P = V[:, L.w, L.x] @ W[:, L.x, L.w]
+    off = P - torch.diag_embed(torch.diagonal(P, dim1=-2, dim2=-1))
+    return off.square().sum(dim=(-1, -2)) / P.square().sum(dim=(-1, -2))
+
+
+def block_norms(A: torch.Tensor) -> torch.Tensor:
+    """Frobenius norm of each block (row block, column block) of A, (M, 4, 4); blocks 1 = x,
+    2 = y, 3 = w, 4 = one (theory.md section 3), so ``[:, 2, 0]`` is ``||V31||``."""
+    L = _layout(A)
+    blocks = [L.x, L.y, L.w, L.one]
+    return torch.stack([torch.stack([A[:, r, c].square().sum(dim=(-1, -2)).sqrt() for c in blocks], -1)
+                        for r in blocks], -2)
+
+
+def functional_deviation(V: torch.Tensor, W: torch.Tensor, *, n: int, eta: float, k: int, samples: int,
+                         generator: torch.Generator, sigma=None) -> torch.Tensor:
+    """``E ||model step - GD step|| / E ||GD step||`` per model, (M,), in float64 on
+    ``generator``'s device.  Each fresh prompt gets a step ``i`` uniform in ``0 .. k-1``; the model
+    sees the true CoT history ``w_0 .. w_i`` (teacher forcing) and its step is its prediction
+    minus ``w_i``; GD's step is ``w_{i+1} - w_i`` (theory.md sections 2 and 4)."""
+    n = check_int("n", n)
+    k = check_int("k", k)
+    samples = check_int("samples", samples)
+    eta = check_positive_finite("eta", eta)
+    device = generator.device
+    V = V.detach().to(device=device, dtype=torch.float64)
+    W = W.detach().to(device=device, dtype=torch.float64)
+    d = _layout(V).d
+    prompts = sample_prompts(samples, d, n, generator=generator, dtype=torch.float64,
+                             sigma_sqrt=sigma_root(sigma, d, device=device))
+    steps = torch.randint(0, k, (samples,), generator=generator, device=device)
+    batch = make_batch(prompts, eta, k)
+    its = batch.iterates
+    pred = teacher_forced_predictions(V, W, batch.stat, its[:, :-1, :], n)        # (M, B, k, d)
+    rows = torch.arange(samples, device=device)
+    model_step = pred[:, rows, steps, :] - its[rows, steps, :]
+    gd_step = its[rows, steps + 1, :] - its[rows, steps, :]
+    return (model_step - gd_step).norm(dim=-1).mean(-1) / gd_step.norm(dim=-1).mean(-1)
+
+
+def structure_metrics(V, W, *, n: int, eta: float, k: int, samples: int = 4096, seed: int = 0,
+                      device: str | torch.device = "cpu", sigma=None):
+    """Every structure metric of (D, D) or (M, D, D) parameters: a dict ``{v31_w13, w24_v31,
+    offdiag_energy, functional_deviation, block_norms: {V, W}}`` of floats (4 x 4 nested lists for
+    the block norms) for one model, a list of such dicts for M models.  ``functional_deviation``
+    uses ``samples`` fresh prompts from the 'structure' stream of ``seed``."""
+    from .evaluate import _as_matrix
+    V, W = _as_matrix("V", V), _as_matrix("W", W)
+    single = V.dim() == 2
+    if single:
+        V, W = V.unsqueeze(0), W.unsqueeze(0)
+    if V.dim() != 3 or V.shape != W.shape or V.shape[-1] % 2 or V.shape[-1] < 4:
+        raise ValueError(f"V and W must both be (D, D) or (M, D, D) with D = 2d + 2, got "
+                         f"{tuple(V.shape)} and {tuple(W.shape)}")
+    generator = seeded_generator(seed, "structure", resolve_device(device))
+    V64, W64 = V.detach().double().cpu(), W.detach().double().cpu()
+    values = {
+        "v31_w13": v31_w13(V64, W64),
+        "w24_v31": w24_v31(V64, W64),
+        "offdiag_energy": offdiag_energy(V64, W64),
+        "functional_deviation": functional_deviation(V, W, n=n, eta=eta, k=k, samples=samples,
+                                                     generator=generator, sigma=sigma).cpu(),
+    }
+    bV, bW = block_norms(V64), block_norms(W64)
+    out = [dict({key: float(values[key][m]) for key in STRUCTURE_KEYS},
+                block_norms={"V": bV[m].tolist(), "W": bW[m].tolist()}) for m in range(V.shape[0])]
+    return out[0] if single else out
