@@ -566,8 +566,18 @@ def train(config: TrainConfig) -> TrainResult:
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     run = _Run(config)
-    run_dir = _RunDir(config.out, []) if config.out is not None else None
     with _threads(config.threads):
+        run_dir = None
+        if config.out is not None:
+            # The manifest (with the config) is the run's first file: from then on resume can
+            # restart the run, even while theory_reference is still computing.  A previous run's
+            # checkpoint in the same directory must not be resumed as this run's.
+            os.makedirs(config.out, exist_ok=True)
+            atomic_write_text(os.path.join(config.out, "manifest.json"), _json(run.manifest(status="running")))
+            for name in ("checkpoint.pt", "params.pt", "summary.json"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(config.out, name))
+            run_dir = _RunDir(config.out, [])
         return run.run(run_dir)
 
 
@@ -580,9 +590,9 @@ def resume(out_dir) -> TrainResult:
     """Continue the run in ``out_dir`` to its configured number of iterations; the result is
     bitwise the one of an uninterrupted run on the same device.
 
-    From ``checkpoint.pt`` when there is one (with the torch thread count the run had, unless
-    ``config.threads`` fixes it); from the start, with the config in ``manifest.json``, when the
-    run was killed before its first checkpoint.  A corrupt, foreign or inconsistent checkpoint
+    From ``checkpoint.pt`` when there is one; from the start, with the config in ``manifest.json``,
+    when the run was killed before its first checkpoint.  Either way with the torch thread count
+    the run had (CPU results depend on it), unless ``config.threads`` fixes it.  A corrupt, foreign or inconsistent checkpoint
     raises ValueError naming it; a directory with neither file raises FileNotFoundError."""
     if not isinstance(out_dir, (str, os.PathLike)):
         raise ValueError(f"out_dir must be a run directory path, got {out_dir!r}")
@@ -595,7 +605,10 @@ def resume(out_dir) -> TrainResult:
                                     f"manifest.json missing)")
         config = _config_from(manifest.get("config"), f"manifest.json in {out_dir!r}")
         config.out = out_dir
-        return train(config)
+        saved = manifest.get("torch_threads")
+        threads = config.threads if config.threads is not None or not isinstance(saved, int) or saved < 1 else saved
+        with _threads(threads):
+            return train(config)
     state = _load_checkpoint(path)
     config = _config_from(state["config"], f"checkpoint {path!r}")
     config.out = out_dir

@@ -55,7 +55,7 @@ def symbolic_checks(ctx) -> list:
                         ns / (ns + ds + 1), "exact", False))
     floor = theory.nocot_min_loss(ds, ns)
     checks.append(Check("Thm 3.1: no-CoT floor from exact moments", "symbolic", floor,
-                        ds * (ds + 1) / (2 * (ns + ds + 1)), "exact", False))
+                        sympy.factor(ds * (ds + 1) / (2 * (ns + ds + 1))), "exact", False))
     m3 = theory.wishart_moment(3, ds, ns)
     checks.append(Check("E tr(S^3) (Wishart moment)", "symbolic", m3,
                         ds * (ns**2 + ds**2 + 3*ns*ds + 3*ns + 3*ds + 4) / ns**2, "exact", False))
@@ -133,7 +133,9 @@ def statistical_checks(ctx) -> list:
 def _train(ctx, **overrides):
     from .train import TrainConfig, train
     config = dict(d=PAPER["d"], n=PAPER["n"], k=PAPER["k"], eta=PAPER["eta"], seed=ctx["seed"],
-                  device=ctx["device"], progress=False)
+                  device=ctx["device"], progress=False, threads=1,
+                  eval_every=250, eval_samples=5_000 if ctx["quick"] else 20_000,
+                  theory_samples=50_000 if ctx["quick"] else 200_000)
     config.update(overrides)
     if ctx["out"]:
         import os
@@ -171,45 +173,64 @@ def training_checks(ctx) -> list:
     gap = s["final_eval_loss"] / max(cot.summary["final_eval_loss"], 1e-12)
     checks.append(Check("CoT beats no-CoT (ratio of eval losses)", "training", gap, ">= 2", "ratio",
                         gap >= 2.0))
-    looped = _train(ctx, mode="looped", param="full")
+    # Looped: the sparse parametrisation (V31, W13 free, W24 = -1) contains every single-step GD
+    # (V31 = -eta I, W13 = I), so training must reach at most the best single step's loss; it can
+    # do better (a rescaled GD).  Compared by median on the very prompts of the final evaluation,
+    # where one heavy-tailed prompt cannot decide the outcome.
+    looped = _train(ctx, mode="looped", param="sparse", iters=400 if ctx["quick"] else 750)
     ctx["looped"] = looped
     s = looped.summary
-    checks.append(Check("looped (k 10): eval loss below CoT's", "training", s["final_eval_loss"],
-                        cot.summary["final_eval_loss"], "measured < expected",
-                        s["final_eval_loss"] < cot.summary["final_eval_loss"]))
-    rel = abs(s["final_eval_loss"] - s["theory_eval_loss"]) / s["theory_eval_loss"]
-    checks.append(Check("looped: eval loss vs best single step size for k steps", "training",
-                        s["final_eval_loss"], s["theory_eval_loss"], "15% relative", rel <= 0.15,
-                        f"{rel:.1%} off"))
+    same = s["theory_same_prompts"]
+    checks.append(Check("looped (k 10, sparse): median eval loss below CoT's", "training", s["eval"]["median"],
+                        cot.summary["eval"]["median"], "measured < expected",
+                        s["eval"]["median"] < cot.summary["eval"]["median"]))
+    rel = (s["eval"]["median"] - same["median"]) / same["median"]
+    checks.append(Check(f"looped: median loss vs best single GD step {s['structure_step']:.4f} (same prompts)",
+                        "training", s["eval"]["median"], same["median"], "at most +5%", rel <= 0.05,
+                        f"{rel:+.1%}; learned step -V31 W13 = {s['learned_contraction_step']:.4f}, "
+                        f"W24 V31 = {s['learned_step']:.4f}; mean {s['final_eval_loss']:.4g} vs {same['mean']:.4g}"))
     return checks
 
 
 # ---------------------------------------------------------------- OOD
 def ood_checks(ctx) -> list:
     import numerics
+    import theory
     from .evaluate import evaluate_params
     d, n, k, eta = PAPER["d"], PAPER["n"], PAPER["k"], PAPER["eta"]
     cot = ctx.get("cot")
     if cot is None:
         raise RuntimeError("the OOD checks need the trained CoT model of the training checks")
     samples = 5_000 if ctx["quick"] else 20_000
-    boundary = 2 / (eta * (1 + math.sqrt(d / n)) ** 2)  # scale c with eta * c * lambda_max ~ 2
+    V_gd, W_gd = numerics.gd_params(d, eta)
     checks = []
+    # Paired: the trained model and the Theorem 3.2 transformer (= GD) on the very same prompts.
     for scale in (0.5, 1.5):
         sigma = scale * np.eye(d)
         model = evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples, seed=ctx["seed"] + 7, sigma=sigma)
-        gd = numerics.eval_loss_mc(d, n, eta, k, samples=samples, seed=ctx["seed"] + 7, sigma=sigma)
+        gd = evaluate_params(V_gd, W_gd, d=d, n=n, k=k, samples=samples, seed=ctx["seed"] + 7, sigma=sigma)
         rel = abs(model["median"] - gd["median"]) / gd["median"]
-        checks.append(Check(f"OOD Sigma = {scale} I: trained CoT median loss vs GD prediction", "training",
+        checks.append(Check(f"OOD Sigma = {scale} I: trained CoT median loss vs GD (same prompts)", "training",
                             model["median"], gd["median"], "10% relative", rel <= 0.10, f"{rel:.1%} off"))
-    below = evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples, seed=ctx["seed"] + 8,
-                            sigma=0.75 * boundary * np.eye(d))
-    above = evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples, seed=ctx["seed"] + 8,
-                            sigma=1.5 * boundary * np.eye(d))
-    checks.append(Check(f"stability boundary eta lambda_max = 2 (scale {boundary:.3g}): diverged fraction "
-                        f"below (x0.75) vs above (x1.5)", "training",
-                        f"{below['diverged_frac']:.3f} / {above['diverged_frac']:.3f}", "< 0.01 / > 0.5",
-                        "fractions", below["diverged_frac"] < 0.01 and above["diverged_frac"] > 0.5))
+    # Theorem 4.2's boundary: GD on a prompt is stable iff eta * c * lambda_max(S) < 2 (Sigma = c I).
+    # Predicted: the fraction of prompts past it, from sampled spectra of S.  Measured: the trained
+    # model's median loss against the loss of w_0 = 0 (d/2): below it at 0.8 c*, far above it at 2 c*,
+    # with c* = 2 / (eta (1 + sqrt(d/n))^2) the scale where the MP edge reaches the boundary.
+    boundary = float(2 / theory.spectrum_interval([1], d, n)[1] / eta)
+    lam_max = np.linalg.eigvalsh(numerics.sample_gram(d, n, samples, ctx["seed"] + 9))[:, -1]
+    start = d / 2
+    rows = {}
+    for factor in (0.8, 2.0):
+        c = factor * boundary
+        model = evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples, seed=ctx["seed"] + 8, sigma=c * np.eye(d))
+        rows[factor] = (model["median"] / start, model["diverged_frac"], float(np.mean(eta * c * lam_max >= 2)))
+    (m_lo, div_lo, p_lo), (m_hi, div_hi, p_hi) = rows[0.8], rows[2.0]
+    checks.append(Check(f"Thm 4.2 boundary c* = {boundary:.3g}: predicted unstable fraction at 0.8 c* / 2 c*",
+                        "statistical", f"{p_lo:.3f} / {p_hi:.3f}", "< 0.05 / > 0.95", "fractions",
+                        p_lo < 0.05 and p_hi > 0.95, f"{samples} sampled spectra of S"))
+    checks.append(Check("Thm 4.2 boundary: trained CoT median loss / (d/2) at 0.8 c* / 2 c*", "training",
+                        f"{m_lo:.3g} / {m_hi:.3g}", "< 1 / > 1", "crosses the loss of w_0 = 0",
+                        m_lo < 1 < m_hi, f"diverged fraction {div_lo:.3f} / {div_hi:.3f}"))
     return checks
 
 
