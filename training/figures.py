@@ -79,7 +79,7 @@ def fig2(runs: _Runs, path: str) -> str:
     ax.set_yscale("log")
     ax.set_xlabel("training iteration")
     ax.set_ylabel("evaluation loss (1/2)||w_k - w*||^2")
-    ax.set_title(f"CoT vs no-CoT (d={d}, n={n}, k={k}, eta={eta}); band: 10-90% of prompts")
+    ax.set_title(f"CoT vs no-CoT (d={d}, n={n}, k={k}, eta={eta}); band: 10-90% of prompts", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -106,7 +106,7 @@ def fig3(runs: _Runs, path: str) -> str:
     ax.set_yscale("log")
     ax.set_xlabel("training iteration")
     ax.set_ylabel("OOD evaluation loss (median over prompts)")
-    ax.set_title(f"OOD: Sigma with condition number 3 (d={d}, n={n}, eta={eta}); dashed: GD median")
+    ax.set_title(f"OOD: Sigma of condition number 3 (d={d}, n={n}, eta={eta}); dashed: GD median", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -186,6 +186,8 @@ def ood(runs: _Runs, path: str) -> str:
     ax2.set_ylim(0, 1.05)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks([0.2, 0.5, 1, 2, 3], ["0.2", "0.5", "1", "2", "3"])
+    ax.minorticks_off()
     ax.set_xlabel("covariance scale c (Sigma = c I)")
     ax.set_ylabel("evaluation loss")
     ax.set_title("loss vs covariance scale", fontsize=10)
@@ -208,7 +210,7 @@ def ood(runs: _Runs, path: str) -> str:
                 if eta * float(np.linalg.eigvalsh(ood_sigma(d, c))[-1]) * (1 + np.sqrt(d / n)) ** 2 >= 2]
     if unstable:
         ax.axvspan(unstable[0], conditions[-1], color="gray", alpha=0.12,
-                   label="predicted unstable: eta lambda_max(Sigma)(1+sqrt(d/n))^2 >= 2")
+                   label="MP edge past the boundary: eta lambda_max(Sigma)(1+sqrt(d/n))^2 >= 2\n(tail prompts unstable; medians stay stable)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("condition number of Sigma (trace d)")
@@ -220,10 +222,12 @@ def ood(runs: _Runs, path: str) -> str:
     mc = [numerics.eval_loss_mc(d, n, eta, int(kk), samples=20_000 if runs.quick else 100_000,
                                 seed=runs.seed + 7) for kk in ks]
     ax.errorbar(ks, [r["mean"] for r in mc], yerr=[2 * r["se"] for r in mc], fmt="C0o", ms=3,
-                label="Monte Carlo mean (+-2 SE)")
+                label="Monte Carlo mean (+-2 SE): misses the rare prompts")
+    ax.plot(ks, [r["median"] for r in mc], "C1.", ms=3, label="Monte Carlo median")
     exact_ks = [kk for kk in ks if 2 * kk <= theory.MAX_EXACT_MOMENT]
     ax.plot(exact_ks, [float(numerics.gd_eval_loss_value(d, n, eta, int(kk))) for kk in exact_ks], "k-",
-            lw=1.2, label=f"exact finite d (moments to {theory.MAX_EXACT_MOMENT})")
+            lw=1.2, label=f"exact mean, finite d (moments to {theory.MAX_EXACT_MOMENT});\n"
+                          "for k > 20 rare prompts with eta lambda_max >= 2 dominate it")
     ax.plot(ks, [d * numerics.mp_gd_eval_loss(d / n, eta, int(kk)) for kk in ks], "C2--",
             label="Marchenko-Pastur limit x d")
     ax.set_yscale("log")

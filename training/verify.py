@@ -177,7 +177,8 @@ def training_checks(ctx) -> list:
     # (V31 = -eta I, W13 = I), so training must reach at most the best single step's loss; it can
     # do better (a rescaled GD).  Compared by median on the very prompts of the final evaluation,
     # where one heavy-tailed prompt cannot decide the outcome.
-    looped = _train(ctx, mode="looped", param="sparse", iters=400 if ctx["quick"] else 750)
+    looped = _train(ctx, mode="looped", param="sparse",
+                    **(dict(iters=300, batch=200) if ctx["quick"] else {}))
     ctx["looped"] = looped
     s = looped.summary
     same = s["theory_same_prompts"]
