@@ -9,6 +9,7 @@ isotropic parameters) on the CoT, no-CoT or looped objective and compares it wit
 """
 from .data import Batch, Prompts, gd_iterates, make_batch, sample_batch, sample_prompts, sigma_root
 from .device import resolve_device
+from .dynamics import run_dynamics, run_sparse_dynamics, train_reduced
 from .errors import TrainingDiverged
 from .evaluate import cot_rollout, evaluate_params, final_estimate
 from .model import LSA, lsa
@@ -18,7 +19,7 @@ from .structure import (block_norms, functional_deviation, offdiag_energy, struc
 from .train import TrainConfig, TrainResult, resume, theory_reference, train
 
 __all__ = [
-    "Batch", "LSA", "Prompts", "TrainConfig", "TrainResult", "TrainingDiverged", "block_norms",
+    "Batch", "LSA", "run_dynamics", "run_sparse_dynamics", "train_reduced", "Prompts", "TrainConfig", "TrainResult", "TrainingDiverged", "block_norms",
     "cot_loss", "cot_rollout", "evaluate_params", "final_estimate", "functional_deviation",
     "gd_iterates", "looped_estimate", "looped_loss", "lsa", "make_batch", "nocot_loss", "objective",
     "offdiag_energy", "resolve_device", "resume", "sample_batch", "sample_prompts", "sigma_root",

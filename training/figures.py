@@ -215,7 +215,7 @@ def ood(runs: _Runs, path: str) -> str:
     ax.set_yscale("log")
     ax.set_xlabel("condition number of Sigma (trace d)")
     ax.set_title("loss vs condition number", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="center right", bbox_to_anchor=(1.0, 0.62))
 
     ax = axes[2]
     ks = np.arange(0, 41, 2 if runs.quick else 1)
