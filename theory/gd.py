@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sympy
 
-from .validation import check_eta_exact, check_int
+from .validation import check_int
 
 
 def gd_step(w, S, w_star, eta):

@@ -325,7 +325,7 @@ def plot_dynamics(result: dict, path: str, *, coeffs: dict | None = None) -> str
         ax0.plot(reduced_argmin_a_value(coeffs, bs), bs, ":", color="tab:blue",
                  label="slow manifold a*(b) = argmin_a L")
     ax0.plot([cfg["a0"]], [cfg["b0"]], "s", color="tab:gray", label="start")
-    ax0.plot([-eta], [1.0], "*", ms=14, color="gold", mec="k", label=f"minimum (-eta, 1)")
+    ax0.plot([-eta], [1.0], "*", ms=14, color="gold", mec="k", label="minimum (-eta, 1)")
     ax0.set_xlabel("a  (V31 = a I)")
     ax0.set_ylabel("b  (W13 = b I)")
     ax0.set_title(f"(a, b) plane, d={cfg['d']}, n={cfg['n']}, k={cfg['k']}, eta={eta}")

@@ -61,6 +61,15 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str) -> str:
+    """Write ``fig`` as PNG at ``path``, free it, return the path."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def fig2(runs: _Runs, path: str) -> str:
     """Figure 2: eval loss vs iteration, CoT vs no-CoT (k = 10), theory lines."""
     plt = _plt()
@@ -81,10 +90,7 @@ def fig2(runs: _Runs, path: str) -> str:
     ax.set_ylabel("evaluation loss (1/2)||w_k - w*||^2")
     ax.set_title(f"CoT vs no-CoT (d={d}, n={n}, k={k}, eta={eta}); band: 10-90% of prompts", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def fig3(runs: _Runs, path: str) -> str:
@@ -108,10 +114,7 @@ def fig3(runs: _Runs, path: str) -> str:
     ax.set_ylabel("OOD evaluation loss (median over prompts)")
     ax.set_title(f"OOD: Sigma of condition number 3 (d={d}, n={n}, eta={eta}); dashed: GD median", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _block_lines(ax, d: int) -> None:
@@ -144,10 +147,7 @@ def structure(runs: _Runs, path: str) -> str:
                  f"W24 V31 = {s['w24_v31']:.4f} (theory {eta})\n"
                  f"off-diagonal energy {s['offdiag_energy']:.1e}, functional deviation "
                  f"{s['functional_deviation']:.1e}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def ood(runs: _Runs, path: str) -> str:
@@ -235,10 +235,7 @@ def ood(runs: _Runs, path: str) -> str:
     ax.set_ylabel("evaluation loss")
     ax.set_title(f"loss vs k (d={d}, n={n}, eta={eta})", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 FIGURES = {"fig2": fig2, "fig3": fig3, "structure": structure, "ood": ood}

@@ -7,7 +7,6 @@ whether it passed.  A check that raises is reported as failed with the error, ne
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -40,7 +39,7 @@ def _fmt(value) -> str:
 # ---------------------------------------------------------------- symbolic
 def symbolic_checks(ctx) -> list:
     import theory
-    d, n, eta = PAPER["d"], PAPER["n"], sympy.Rational(2, 5)
+    d, eta = PAPER["d"], sympy.Rational(2, 5)
     checks = [Check("Thm 3.2: LSA step = GD step (symbolic d, n, i; block matrices)", "symbolic",
                     theory.prove_lsa_step_is_gd(), True, "exact identity", False)]
     V, W = theory.gd_transformer_params(d, eta)

@@ -1,0 +1,240 @@
+"""Many models as one computation: ``train_models(base, seeds=..., ks=..., etas=...)``.
+
+A sweep over seeds, numbers of CoT steps k and GD steps eta (e.g. Figure 3: k = 10, 20, 30, 40 for
+three seeds) trains all its models in one loop: one ``LSA(models=M)`` holding every model's (V, W),
+one Adam optimiser, one backward pass per iteration on the sum of the M losses.  The losses are
+independent and Adam, like the gradient guard, acts per parameter entry, so each model follows
+exactly the run ``train.train`` would give it alone:
+
+* model ``j`` with ``(seed, k, eta)`` starts from ``LSA`` initialised by ``seeded_generator(seed,
+  'init')`` and draws its prompts from ``seeded_generator(seed, 'data')``, as a single run does;
+* models with the same seed see the same prompts (a single run with that seed would draw the
+  same ones), so prompts are drawn once per seed, GD targets once per (seed, eta) up to the
+  largest k; a model with fewer steps reads the first ``k + 1`` iterates, which are the very
+  numbers a shorter run computes;
+* each model's loss is ``objectives.objective`` on its own (V, W) and its data, so its gradient
+  is the one of its single run.
+
+What is shared is the sampling, the optimiser and the evaluation passes, not the arithmetic of the
+objective: on a CPU the objective is compute-bound and M models cost about M times one (see
+``training.bench``).  tests/training/test_batched.py checks model by model against ``train``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+
+from theory.validation import check_int, check_positive_finite
+
+from .data import Batch, make_batch, sample_prompts, seeded_generator, sigma_root
+from .device import resolve_device
+from .errors import TrainingDiverged
+from .evaluate import eval_generator, eval_losses, loss_reports, report_dict
+from .model import LSA
+from .objectives import objective
+from .structure import STRUCTURE_KEYS, structure_metrics
+from .train import (DTYPES, TrainConfig, TrainResult, guard_gradients, ood_sigma_matrices, resolved_clip,
+                    resolved_lr, theory_reference)
+
+
+def sweep_configs(base: TrainConfig, *, seeds=None, ks=None, etas=None) -> list[TrainConfig]:
+    """The configs of a sweep: ``base`` with every combination of ``seeds``, ``etas`` and ``ks``
+    (in that nesting order; None keeps base's single value).  Raises ValueError naming the bad
+    argument (not a non-empty list of distinct valid values)."""
+    if not isinstance(base, TrainConfig):
+        raise ValueError(f"base must be a TrainConfig, got {type(base).__name__}")
+    base.validate()
+    seeds = _values("seeds", seeds, base.seed, lambda v: check_int("seeds", v, 0))
+    ks = _values("ks", ks, base.k, lambda v: check_int("ks", v, 1))
+    etas = _values("etas", etas, base.eta, lambda v: check_positive_finite("etas", v))
+    return [dataclasses.replace(base, seed=s, eta=e, k=k, out=None) for s in seeds for e in etas for k in ks]
+
+
+def _values(name: str, values, default, check) -> list:
+    if values is None:
+        return [default]
+    try:
+        values = list(values)
+    except TypeError:
+        raise ValueError(f"{name} must be a list of values, got {values!r}") from None
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    values = [check(v) for v in values]
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must not repeat a value, got {values!r}")
+    return values
+
+
+class _Sweep:
+    """State of a batched sweep: the M configs, the batched model, optimiser, per-seed data."""
+
+    def __init__(self, configs: list[TrainConfig]):
+        base = configs[0]
+        self.configs = configs
+        self.base = base
+        self.M = len(configs)
+        self.device = resolve_device(base.device)
+        self.dtype = DTYPES[base.dtype]
+        self.model = LSA(base.d, base.param, models=self.M, init_scale=base.init_scale, dtype=self.dtype,
+                         generator=seeded_generator(base.seed, "init", self.device))
+        with torch.no_grad():                   # every model's init is its single run's
+            for j, c in enumerate(configs):
+                single = LSA(c.d, c.param, init_scale=c.init_scale, dtype=self.dtype,
+                             generator=seeded_generator(c.seed, "init", self.device))
+                for mine, theirs in zip(self.model.parameters(), single.parameters()):
+                    mine[j] = theirs[0]
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=resolved_lr(base))
+        self.sigma_sqrt = sigma_root(base.sigma, base.d, dtype=self.dtype, device=self.device)
+        seeds = list(dict.fromkeys(c.seed for c in configs))
+        self.generators = {s: seeded_generator(s, "data", self.device) for s in seeds}
+        # (seed, eta) -> [(k, model index)], and the largest k of each seed
+        self.groups: dict = {}
+        for j, c in enumerate(configs):
+            self.groups.setdefault((c.seed, c.eta), []).append((c.k, j))
+        self.kmax = {s: max(c.k for c in configs if c.seed == s) for s in seeds}
+        self.iteration = 0
+        self.train_seconds = 0.0
+        self.acc = torch.zeros((3, self.M), dtype=torch.float64, device=self.device)
+        self.loss_count = 0
+        self.histories: list = [[] for _ in configs]
+        self.ood = ood_sigma_matrices(base)
+
+    def step(self) -> None:
+        """One Adam step of all M models (no host-device synchronisation)."""
+        b = self.base
+        V, W = self.model.matrices()
+        losses = [None] * self.M
+        for seed, generator in self.generators.items():
+            prompts = sample_prompts(b.batch, b.d, b.n, generator=generator, sigma_sqrt=self.sigma_sqrt,
+                                     dtype=self.dtype)
+            for (s, eta), members in self.groups.items():
+                if s != seed:
+                    continue
+                full = make_batch(prompts, eta, self.kmax[seed])
+                for k, j in members:
+                    batch = Batch(stat=full.stat, w_star=full.w_star, iterates=full.iterates[:, :k + 1])
+                    losses[j] = objective(b.mode, V[j:j + 1], W[j:j + 1], batch, b.n, k)
+        losses = torch.cat(losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        finite = guard_gradients(list(self.model.parameters()), resolved_clip(b))
+        self.optimizer.step()
+        loss = losses.detach().double()
+        ok = finite & torch.isfinite(loss)
+        self.acc += torch.stack([torch.where(ok, loss, torch.zeros_like(loss)), ok.double(), (~ok).double()])
+        self.loss_count += 1
+        self.iteration += 1
+
+    def evaluate(self) -> None:
+        """Append one history row per model (the fields of ``train``'s metrics rows that do not
+        need the theory: losses in and out of distribution, train loss since the last row)."""
+        V, W = self.model.matrices()
+        V, W = V.detach(), W.detach()
+        bad = ~(torch.isfinite(V).flatten(1).all(1) & torch.isfinite(W).flatten(1).all(1))
+        if bool(bad.any()):
+            raise TrainingDiverged(self.iteration, f"non-finite parameters in model(s) "
+                                                   f"{bad.nonzero().flatten().tolist()}")
+        loss_sum, finite_steps, skipped = self.acc.tolist()
+        reports, ood = self._eval_reports(V, W, None), {name: self._eval_reports(V, W, sigma)
+                                                       for name, sigma in self.ood.items()}
+        for j in range(self.M):
+            train_loss = loss_sum[j] / finite_steps[j] if self.loss_count and finite_steps[j] else None
+            self.histories[j].append({
+                "iteration": self.iteration, "train_loss": train_loss, "skipped_steps": int(skipped[j]),
+                "eval_loss": reports[j]["mean"], "eval": reports[j],
+                "eval_loss_ood": {name: r[j]["mean"] for name, r in ood.items()},
+                "eval_ood": {name: r[j] for name, r in ood.items()},
+                "train_seconds": self.train_seconds})
+        self.acc.zero_()
+        self.loss_count = 0
+
+    def _eval_reports(self, V, W, sigma) -> list:
+        """Evaluation reports of every model: one ``eval_losses`` pass per (seed, k), on the
+        prompts of ``eval_generator(seed)`` (those a single run evaluates on)."""
+        b = self.base
+        out = [None] * self.M
+        keys = dict.fromkeys((c.seed, c.k) for c in self.configs)
+        for seed, k in keys:
+            idx = [j for j, c in enumerate(self.configs) if (c.seed, c.k) == (seed, k)]
+            losses, norms = eval_losses(b.mode, V[idx], W[idx], n=b.n, k=k, samples=b.eval_samples,
+                                        generator=eval_generator(seed, self.device), sigma=sigma)
+            for j, report in zip(idx, loss_reports(losses, norms)):
+                out[j] = report_dict(report)
+        return out
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def run(self, theory: bool) -> list[TrainResult]:
+        b = self.base
+        started = time.perf_counter()
+        self.evaluate()
+        self.sync()
+        t0 = time.perf_counter()
+        while self.iteration < b.iters:
+            self.step()
+            if self.iteration % b.eval_every == 0 or self.iteration == b.iters:
+                self.sync()
+                self.train_seconds += time.perf_counter() - t0
+                self.evaluate()
+                self.sync()
+                t0 = time.perf_counter()
+        return self.results(theory, time.perf_counter() - started)
+
+    def results(self, theory: bool, seconds: float) -> list[TrainResult]:
+        V, W = self.model.matrices()
+        V, W = V.detach().cpu(), W.detach().cpu()
+        out = []
+        for j, c in enumerate(self.configs):
+            reference = theory_reference(c) if theory else None
+            step = c.eta if c.mode == "cot" else (reference or {}).get("step")
+            structure = (structure_metrics(V[j], W[j], n=c.n, eta=step, k=c.k if c.mode == "cot" else 1,
+                                           samples=c.structure_samples, seed=c.seed, device=self.device,
+                                           sigma=c.sigma) if step is not None else None)
+            last = self.histories[j][-1]
+            summary = {
+                "final_eval_loss": last["eval_loss"],
+                "theory_eval_loss": None if reference is None else reference["value"],
+                "seconds": seconds, "train_seconds": self.train_seconds,
+                "ms_per_iteration": 1e3 * self.train_seconds / max(self.iteration, 1),
+                "structure": None if structure is None else {key: structure[key] for key in STRUCTURE_KEYS},
+                "block_norms": None if structure is None else structure["block_norms"],
+                "mode": c.mode, "param": c.param, "config": c.to_dict(), "device": str(self.device),
+                "iterations": self.iteration, "final_train_loss": last["train_loss"],
+                "skipped_steps": sum(row["skipped_steps"] for row in self.histories[j]),
+                "eval": last["eval"], "eval_ood": last["eval_ood"], "theory": reference,
+                "models": self.M, "model_index": j,
+            }
+            out.append(TrainResult(summary=summary, V=V[j].clone(), W=W[j].clone(),
+                                   history=list(self.histories[j]), config=c))
+        return out
+
+
+def train_models(base: TrainConfig, *, seeds=None, ks=None, etas=None, theory: bool = False) -> list[TrainResult]:
+    """Train every combination of ``seeds`` x ``etas`` x ``ks`` (None: base's value) of the run
+    ``base`` as one batched computation (module docstring) and return one ``TrainResult`` per
+    model, in ``sweep_configs`` order.
+
+    Model j ends where ``train(sweep_configs(...)[j])`` ends (same init, prompts, gradients and
+    Adam updates; equal to rounding, tests/training/test_batched.py).  Each summary has
+    ``final_eval_loss``, ``eval``, ``eval_ood``, ``structure`` and ``block_norms`` as ``train``'s,
+    ``seconds`` / ``train_seconds`` / ``ms_per_iteration`` of the whole batched run, ``models`` (M)
+    and ``model_index``; ``theory_eval_loss`` and ``theory`` (``train.theory_reference``) only with
+    ``theory=True`` (a Monte Carlo per model), else None; structure metrics of no-CoT / looped
+    models need the theory's step and are None without it.  ``base.out``, ``checkpoint_every``
+    and ``progress`` are not used (no run directory).  Torch threads: ``base.threads`` as
+    ``train`` (None leaves torch's setting).  Raises ValueError for a bad argument and
+    ``TrainingDiverged`` when a model's parameters become non-finite."""
+    configs = sweep_configs(base, seeds=seeds, ks=ks, etas=etas)
+    if theory not in (True, False):
+        raise ValueError(f"theory must be True or False, got {theory!r}")
+    before = torch.get_num_threads()
+    if base.threads is not None:
+        torch.set_num_threads(base.threads)
+    try:
+        return _Sweep(configs).run(theory)
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,260 @@
+"""Speed figures of the toolkit: ``run_bench(device, quick) -> dict`` and ``format_bench(dict)``,
+behind ``cotgd bench``.  Figures only, no pass / fail.
+
+* ``train_ms_per_iter``: the project's training (``train.train`` at the paper's configuration,
+  theory.md section 8: CoT, full parameters, d 10, n 20, k 10, eta 0.4, batch 1000, Adam), read
+  from the run's own ``ms_per_iteration`` (the optimisation loop alone);
+* ``baseline_ms_per_iter``: the straightforward implementation of the formula
+  (``baseline.StraightforwardTrainer``: GD targets by a loop of GD steps on X, y; Z_i grown
+  column by column; ``f(Z) = Z + V Z (Z^T W Z) / n`` in full at every CoT step), same
+  configuration, device and torch threads; ``speedup_vs_baseline`` is their ratio;
+* ``rollout_us_per_step``: ``evaluate.cot_rollout`` (the running D x D statistic), microseconds
+  per generated CoT step per 1000 prompts, for k = 10 .. 160, and at k = 40 for several n;
+* ``batched_models_time_ratio``: ``batched.train_models`` of Figure 3's 12 models (k = 10, 20,
+  30, 40 x seeds 0, 1, 2) per iteration, over one model trained alone with the largest k (40);
+  the details give the single-model times for every k and the ratio to training the 12 one
+  after the other;
+* ``mc_prompts_per_s``: ``numerics.eval_loss_mc`` at d 10, n 20, k 10 (float64, numpy), and for
+  n = 20 .. 160.
+
+Timing: every figure is a median over repetitions, and the two sides of a ratio are measured in
+the same process, interleaved, after a warm-up, with the same torch thread count: the one the
+project's training uses (read from a short run's manifest).  On a CPU the training step is also
+timed at 1 and 2 threads (``train_ms_per_iter_by_threads``).  The machine's load average is
+recorded: other processes on a small machine move every figure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+
+import numerics
+
+from .baseline import StraightforwardTrainer
+from .batched import train_models
+from .data import sample_prompts
+from .device import resolve_device
+from .evaluate import cot_rollout
+from .train import TrainConfig, train
+
+#: The paper's experiment (theory.md section 8), the configuration every training figure uses.
+PAPER = {"d": 10, "n": 20, "k": 10, "eta": 0.4, "batch": 1000}
+ROLLOUT_KS = (10, 20, 40, 80, 160)
+ROLLOUT_NS = (20, 80, 320)
+MC_NS = (20, 40, 80, 160)
+FIG3_KS = (10, 20, 30, 40)
+FIG3_SEEDS = (0, 1, 2)
+
+#: Repetitions and sizes: ``quick`` (about 20 s on the 2-core test machine) and default (about 1.5 min).
+PLAN = {
+    True: {"reps": 3, "train_iters": 40, "baseline_iters": 2, "rollout_reps": 3, "mc_samples": 20_000,
+           "mc_reps": 3, "batched_reps": 2, "batched_iters": 8, "thread_iters": 10},
+    False: {"reps": 7, "train_iters": 100, "baseline_iters": 4, "rollout_reps": 7, "mc_samples": 100_000,
+            "mc_reps": 5, "batched_reps": 3, "batched_iters": 20, "thread_iters": 30},
+}
+
+
+def _quiet_config(device: str, iters: int, **fields) -> TrainConfig:
+    """A training run of ``iters`` iterations at the paper's configuration whose evaluation and
+    theory passes are as small as they can be (they are outside ``ms_per_iteration`` anyway)."""
+    return TrainConfig(**{**PAPER, **fields}, iters=iters, eval_every=iters, eval_samples=64,
+                       theory_samples=64, structure_samples=16, device=device, progress=False)
+
+
+def training_threads(device: str) -> int:
+    """The torch thread count the project's training runs with by default (``TrainConfig()``
+    threads setting), read from the manifest of a two-iteration run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        train(_quiet_config(device, 2, batch=8, out=tmp))
+        with open(os.path.join(tmp, "manifest.json"), encoding="utf-8") as f:
+            return int(json.load(f)["torch_threads"])
+
+
+def _train_ms(config: TrainConfig) -> float:
+    return float(train(config).summary["ms_per_iteration"])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _baseline_ms(trainer: StraightforwardTrainer, iters: int, device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        trainer.step()
+    _sync(device)
+    return 1e3 * (time.perf_counter() - t0) / iters
+
+
+def _median(values) -> float:
+    return float(statistics.median(values))
+
+
+def bench_training(device: str, plan: dict) -> dict:
+    """Project training vs the straightforward baseline, interleaved (module docstring)."""
+    dev = resolve_device(device)
+    trainer = StraightforwardTrainer(**PAPER, device=dev)
+    trainer.step()                                                    # warm-up of both sides
+    _train_ms(_quiet_config(device, 5))
+    fast, base = [], []
+    for _ in range(plan["reps"]):
+        fast.append(_train_ms(_quiet_config(device, plan["train_iters"])))
+        base.append(_baseline_ms(trainer, plan["baseline_iters"], dev))
+    fast_ms, base_ms = _median(fast), _median(base)
+    return {"train_ms_per_iter": fast_ms, "baseline_ms_per_iter": base_ms, "speedup_vs_baseline": base_ms / fast_ms,
+            "train_ms_samples": fast, "baseline_ms_samples": base}
+
+
+def bench_threads(device: str, plan: dict) -> dict:
+    """Training step at 1 and 2 torch threads (CPU), interleaved: {threads: ms per iteration}."""
+    out = {1: [], 2: []}
+    for _ in range(2):
+        for threads in out:
+            out[threads].append(_train_ms(_quiet_config(device, plan["thread_iters"], threads=threads)))
+    return {threads: _median(values) for threads, values in out.items()}
+
+
+def _rollout_us(V, W, stat, k: int, n: int, device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    cot_rollout(V, W, stat, k, n)
+    _sync(device)
+    return 1e6 * (time.perf_counter() - t0) / k * (1000 / stat.shape[0])
+
+
+def bench_rollout(device: str, plan: dict) -> dict:
+    """``cot_rollout`` of Theorem 3.2's parameters (float64, as evaluation runs) on 1000 prompts:
+    microseconds per generated step per 1000 prompts, by k (n = 20) and by n (k = 40)."""
+    dev = resolve_device(device)
+    d, eta = PAPER["d"], PAPER["eta"]
+    V, W = (torch.as_tensor(A, dtype=torch.float64, device=dev).unsqueeze(0) for A in numerics.gd_params(d, eta))
+    g = torch.Generator(device=dev).manual_seed(0)
+    stats = {n: sample_prompts(1000, d, n, generator=g, dtype=torch.float64).data_statistic for n in set(ROLLOUT_NS) | {PAPER["n"]}}
+    cases = [("k", k, PAPER["n"]) for k in ROLLOUT_KS] + [("n", 40, n) for n in ROLLOUT_NS]
+    for _, k, n in cases:                                             # warm-up
+        cot_rollout(V, W, stats[n], min(k, 10), n)
+    times = {case: [] for case in cases}
+    for _ in range(plan["rollout_reps"]):
+        for case in cases:
+            _, k, n = case
+            times[case].append(_rollout_us(V, W, stats[n], k, n, dev))
+    return {"rollout_us_per_step": {k: _median(times[("k", k, PAPER["n"])]) for k in ROLLOUT_KS},
+            "rollout_us_per_step_by_n": {n: _median(times[("n", 40, n)]) for n in ROLLOUT_NS}}
+
+
+def bench_monte_carlo(plan: dict) -> dict:
+    """``numerics.eval_loss_mc`` prompts per second at d 10, eta 0.4, k 10, for n = 20 .. 160."""
+    d, eta, k = PAPER["d"], PAPER["eta"], PAPER["k"]
+    samples = plan["mc_samples"]
+    numerics.eval_loss_mc(d, PAPER["n"], eta, k, samples=1000, seed=0)
+    times = {n: [] for n in MC_NS}
+    for rep in range(plan["mc_reps"]):
+        for n in MC_NS:
+            t0 = time.perf_counter()
+            numerics.eval_loss_mc(d, n, eta, k, samples=samples, seed=rep)
+            times[n].append(time.perf_counter() - t0)
+    by_n = {n: samples / _median(times[n]) for n in MC_NS}
+    return {"mc_prompts_per_s": by_n[PAPER["n"]], "mc_prompts_per_s_by_n": by_n}
+
+
+def bench_batched(device: str, plan: dict) -> dict:
+    """Figure 3's 12 models (k 10, 20, 30, 40 x seeds 0, 1, 2) as one ``train_models`` run vs
+    each k trained alone (seed 0), interleaved: ms per iteration and their ratios."""
+    iters = plan["batched_iters"]
+    base = _quiet_config(device, iters)
+    single, batched = {k: [] for k in FIG3_KS}, []
+    train_models(_quiet_config(device, 2), seeds=FIG3_SEEDS, ks=FIG3_KS)   # warm-up
+    for _ in range(plan["batched_reps"]):
+        results = train_models(base, seeds=FIG3_SEEDS, ks=FIG3_KS)
+        batched.append(results[0].summary["ms_per_iteration"])
+        for k in FIG3_KS:
+            single[k].append(_train_ms(_quiet_config(device, iters, k=k)))
+    single_ms = {k: _median(v) for k, v in single.items()}
+    batched_ms = _median(batched)
+    sequential_ms = len(FIG3_SEEDS) * sum(single_ms.values())
+    return {"batched_models_time_ratio": batched_ms / single_ms[max(FIG3_KS)],
+            "batched_models": {"M": len(FIG3_KS) * len(FIG3_SEEDS), "ks": list(FIG3_KS), "seeds": list(FIG3_SEEDS),
+                               "batched_ms_per_iter": batched_ms, "single_ms_per_iter_by_k": single_ms,
+                               "ratio_reference": f"one model alone at k = {max(FIG3_KS)}",
+                               "ratio_to_one_model_k10": batched_ms / single_ms[min(FIG3_KS)],
+                               "sequential_ms_per_iter": sequential_ms,
+                               "speedup_vs_sequential": sequential_ms / batched_ms}}
+
+
+def run_bench(device: str = "cpu", quick: bool = False) -> dict:
+    """Every speed figure of the module docstring as a JSON-ready dict (numbers in ms, us or
+    prompts per second; mappings keyed by k or n).  ``device``: 'cpu', 'cuda', 'auto'; ``quick``:
+    fewer repetitions (about 20 s instead of about 1.5 min on 2 CPU cores)."""
+    if quick not in (True, False):
+        raise ValueError(f"quick must be True or False, got {quick!r}")
+    dev = resolve_device(device)
+    device = str(dev)
+    plan = PLAN[quick]
+    started = time.perf_counter()
+    load_before = _load()
+    threads = training_threads(device)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        figures = bench_training(device, plan)
+        figures.update(bench_rollout(device, plan))
+        figures.update(bench_batched(device, plan))
+        figures.update(bench_monte_carlo(plan))
+    finally:
+        torch.set_num_threads(before)
+    if dev.type == "cpu":
+        figures["train_ms_per_iter_by_threads"] = bench_threads(device, plan)
+    figures.update({
+        "torch_threads": threads, "device": device, "quick": quick, "config": dict(PAPER, mode="cot", param="full",
+                                                                                    optimizer="Adam", dtype="float32"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "load_average_before": load_before, "load_average_after": _load()},
+        "seconds": time.perf_counter() - started,
+    })
+    return figures
+
+
+def _load() -> list | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def format_bench(figures: dict) -> str:
+    """The figures of ``run_bench`` as a short plain-text report."""
+    f = figures
+    lines = [f"cotgd bench  device {f['device']}  torch threads {f['torch_threads']} (the training's)  "
+             f"{'quick' if f['quick'] else 'full'}  {f['seconds']:.0f} s",
+             f"  config: CoT, full V W, d {f['config']['d']}, n {f['config']['n']}, k {f['config']['k']}, "
+             f"eta {f['config']['eta']}, batch {f['config']['batch']}, Adam, float32",
+             f"  train_ms_per_iter           {f['train_ms_per_iter']:10.3f}   (project training, train.train)",
+             f"  baseline_ms_per_iter        {f['baseline_ms_per_iter']:10.3f}   (straightforward formula, training.baseline)",
+             f"  speedup_vs_baseline         {f['speedup_vs_baseline']:10.1f}x"]
+    if "train_ms_per_iter_by_threads" in f:
+        by = ", ".join(f"{t} thread{'s' if int(t) > 1 else ''} {ms:.2f} ms" for t, ms in f["train_ms_per_iter_by_threads"].items())
+        lines.append(f"  training step by threads    {by}")
+    lines.append("  rollout_us_per_step (per generated step per 1000 prompts, float64):")
+    lines.append("    by k (n 20): " + ", ".join(f"k {k}: {us:.1f}" for k, us in f["rollout_us_per_step"].items()))
+    lines.append("    by n (k 40): " + ", ".join(f"n {n}: {us:.1f}" for n, us in f["rollout_us_per_step_by_n"].items()))
+    b = f["batched_models"]
+    lines.append(f"  batched_models_time_ratio   {f['batched_models_time_ratio']:10.2f}   (M = {b['M']} models, "
+                 f"k {'/'.join(str(k) for k in b['ks'])} x seeds {'/'.join(str(s) for s in b['seeds'])}, "
+                 f"over {b['ratio_reference']})")
+    lines.append(f"    batched {b['batched_ms_per_iter']:.1f} ms/iter; alone: "
+                 + ", ".join(f"k {k} {ms:.1f}" for k, ms in b["single_ms_per_iter_by_k"].items())
+                 + f" ms/iter; {b['speedup_vs_sequential']:.2f}x faster than the 12 one after the other")
+    lines.append(f"  mc_prompts_per_s            {f['mc_prompts_per_s']:10.3g}   (numerics.eval_loss_mc, d 10, n 20, k 10)")
+    lines.append("    by n: " + ", ".join(f"n {n}: {v:.3g}" for n, v in f["mc_prompts_per_s_by_n"].items()))
+    m = f["machine"]
+    lines.append(f"  machine: {m['cpus']} cpus, torch {m['torch']}, load average {m['load_average_before']} -> "
+                 f"{m['load_average_after']}")
+    return "\n".join(lines)
