@@ -36,7 +36,7 @@ from .model import LSA
 from .objectives import objective
 from .structure import STRUCTURE_KEYS, structure_metrics
 from .train import (DTYPES, TrainConfig, TrainResult, guard_gradients, ood_sigma_matrices, resolved_clip,
-                    resolved_lr, theory_reference)
+                    resolved_lr, resolved_threads, theory_reference)
 
 
 def sweep_configs(base: TrainConfig, *, seeds=None, ks=None, etas=None) -> list[TrainConfig]:
@@ -225,15 +225,16 @@ def train_models(base: TrainConfig, *, seeds=None, ks=None, etas=None, theory: b
     and ``model_index``; ``theory_eval_loss`` and ``theory`` (``train.theory_reference``) only with
     ``theory=True`` (a Monte Carlo per model), else None; structure metrics of no-CoT / looped
     models need the theory's step and are None without it.  ``base.out``, ``checkpoint_every``
-    and ``progress`` are not used (no run directory).  Torch threads: ``base.threads`` as
-    ``train`` (None leaves torch's setting).  Raises ValueError for a bad argument and
+    and ``progress`` are not used (no run directory).  Torch threads: as ``train``
+    (``train.resolved_threads``).  Raises ValueError for a bad argument and
     ``TrainingDiverged`` when a model's parameters become non-finite."""
     configs = sweep_configs(base, seeds=seeds, ks=ks, etas=etas)
     if theory not in (True, False):
         raise ValueError(f"theory must be True or False, got {theory!r}")
     before = torch.get_num_threads()
-    if base.threads is not None:
-        torch.set_num_threads(base.threads)
+    threads = resolved_threads(base)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         return _Sweep(configs).run(theory)
     finally:

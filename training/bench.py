@@ -51,13 +51,19 @@ MC_NS = (20, 40, 80, 160)
 FIG3_KS = (10, 20, 30, 40)
 FIG3_SEEDS = (0, 1, 2)
 
-#: Repetitions and sizes: ``quick`` (about 20 s on the 2-core test machine) and default (about 1.5 min).
+#: Repetitions and time budgets (seconds per timed run; iteration counts follow from a pilot run,
+#: within [lo, hi]): ``quick`` takes about 15 s on the 2-core test machine, the default about 1 min.
 PLAN = {
-    True: {"reps": 3, "train_iters": 40, "baseline_iters": 2, "rollout_reps": 3, "mc_samples": 20_000,
-           "mc_reps": 3, "batched_reps": 2, "batched_iters": 8, "thread_iters": 10},
-    False: {"reps": 7, "train_iters": 100, "baseline_iters": 4, "rollout_reps": 7, "mc_samples": 100_000,
-            "mc_reps": 5, "batched_reps": 3, "batched_iters": 20, "thread_iters": 30},
+    True: {"reps": 3, "train_s": 0.3, "baseline_s": 0.3, "rollout_reps": 3, "mc_samples": 20_000, "mc_reps": 3,
+           "batched_reps": 2, "batched_s": 1.5, "single_s": 0.3, "thread_reps": 2, "thread_s": 0.3},
+    False: {"reps": 7, "train_s": 1.0, "baseline_s": 1.0, "rollout_reps": 7, "mc_samples": 100_000, "mc_reps": 5,
+            "batched_reps": 3, "batched_s": 4.0, "single_s": 1.0, "thread_reps": 3, "thread_s": 1.0},
 }
+
+
+def _iters(ms_per_iter: float, seconds: float, lo: int, hi: int) -> int:
+    """Iterations that fill ``seconds`` at ``ms_per_iter``, clamped to [lo, hi]."""
+    return int(min(hi, max(lo, seconds * 1e3 / max(ms_per_iter, 1e-6))))
 
 
 def _quiet_config(device: str, iters: int, **fields) -> TrainConfig:
@@ -102,23 +108,27 @@ def bench_training(device: str, plan: dict) -> dict:
     """Project training vs the straightforward baseline, interleaved (module docstring)."""
     dev = resolve_device(device)
     trainer = StraightforwardTrainer(**PAPER, device=dev)
-    trainer.step()                                                    # warm-up of both sides
-    _train_ms(_quiet_config(device, 5))
+    base_pilot = _baseline_ms(trainer, 1, dev)                         # warm-up and pilot of both sides
+    fast_pilot = _train_ms(_quiet_config(device, 10))
+    fast_iters = _iters(fast_pilot, plan["train_s"], 10, 300)
+    base_iters = _iters(base_pilot, plan["baseline_s"], 1, 30)
     fast, base = [], []
     for _ in range(plan["reps"]):
-        fast.append(_train_ms(_quiet_config(device, plan["train_iters"])))
-        base.append(_baseline_ms(trainer, plan["baseline_iters"], dev))
+        fast.append(_train_ms(_quiet_config(device, fast_iters)))
+        base.append(_baseline_ms(trainer, base_iters, dev))
     fast_ms, base_ms = _median(fast), _median(base)
     return {"train_ms_per_iter": fast_ms, "baseline_ms_per_iter": base_ms, "speedup_vs_baseline": base_ms / fast_ms,
-            "train_ms_samples": fast, "baseline_ms_samples": base}
+            "train_ms_samples": fast, "baseline_ms_samples": base,
+            "iterations_per_sample": {"train": fast_iters, "baseline": base_iters}}
 
 
 def bench_threads(device: str, plan: dict) -> dict:
     """Training step at 1 and 2 torch threads (CPU), interleaved: {threads: ms per iteration}."""
+    iters = {t: _iters(_train_ms(_quiet_config(device, 3, threads=t)), plan["thread_s"], 3, 200) for t in (1, 2)}
     out = {1: [], 2: []}
-    for _ in range(2):
+    for _ in range(plan["thread_reps"]):
         for threads in out:
-            out[threads].append(_train_ms(_quiet_config(device, plan["thread_iters"], threads=threads)))
+            out[threads].append(_train_ms(_quiet_config(device, iters[threads], threads=threads)))
     return {threads: _median(values) for threads, values in out.items()}
 
 
@@ -168,15 +178,15 @@ def bench_monte_carlo(plan: dict) -> dict:
 def bench_batched(device: str, plan: dict) -> dict:
     """Figure 3's 12 models (k 10, 20, 30, 40 x seeds 0, 1, 2) as one ``train_models`` run vs
     each k trained alone (seed 0), interleaved: ms per iteration and their ratios."""
-    iters = plan["batched_iters"]
-    base = _quiet_config(device, iters)
+    pilot = train_models(_quiet_config(device, 2), seeds=FIG3_SEEDS, ks=FIG3_KS)[0].summary["ms_per_iteration"]
+    batched_iters = _iters(pilot, plan["batched_s"], 2, 100)
+    single_iters = {k: _iters(_train_ms(_quiet_config(device, 3, k=k)), plan["single_s"], 3, 200) for k in FIG3_KS}
     single, batched = {k: [] for k in FIG3_KS}, []
-    train_models(_quiet_config(device, 2), seeds=FIG3_SEEDS, ks=FIG3_KS)   # warm-up
     for _ in range(plan["batched_reps"]):
-        results = train_models(base, seeds=FIG3_SEEDS, ks=FIG3_KS)
+        results = train_models(_quiet_config(device, batched_iters), seeds=FIG3_SEEDS, ks=FIG3_KS)
         batched.append(results[0].summary["ms_per_iteration"])
         for k in FIG3_KS:
-            single[k].append(_train_ms(_quiet_config(device, iters, k=k)))
+            single[k].append(_train_ms(_quiet_config(device, single_iters[k], k=k)))
     single_ms = {k: _median(v) for k, v in single.items()}
     batched_ms = _median(batched)
     sequential_ms = len(FIG3_SEEDS) * sum(single_ms.values())
@@ -192,7 +202,8 @@ def bench_batched(device: str, plan: dict) -> dict:
 def run_bench(device: str = "cpu", quick: bool = False) -> dict:
     """Every speed figure of the module docstring as a JSON-ready dict (numbers in ms, us or
     prompts per second; mappings keyed by k or n).  ``device``: 'cpu', 'cuda', 'auto'; ``quick``:
-    fewer repetitions (about 20 s instead of about 1.5 min on 2 CPU cores)."""
+    fewer repetitions and shorter timed runs (about 15 s instead of about 1 min on 2 CPU
+    cores; more when other processes hold the cores)."""
     if quick not in (True, False):
         raise ValueError(f"quick must be True or False, got {quick!r}")
     dev = resolve_device(device)

@@ -56,9 +56,21 @@ class Prompts:
         """``Z_data Z_data^T / n`` on the (x, y) rows: (B, d + 1, d + 1), theory.md section 3.
 
         ``Z_data = [X; y^T]`` are the n data columns' (x, y) rows (their w and one rows are 0)."""
-        n = self.X.shape[-1]
-        Zd = torch.cat([self.X, self.y.unsqueeze(-2)], dim=-2)
-        return Zd @ Zd.transpose(-1, -2) / n
+        return gram_statistic(self.S, self.w_star)
+
+
+def gram_statistic(S: torch.Tensor, w_star: torch.Tensor) -> torch.Tensor:
+    """``Z_data Z_data^T / n = [[S, S w*], [w*^T S, w*^T S w*]]`` (B, d+1, d+1) from ``S`` (B, d, d)
+    and ``w*`` (B, d), since ``y = X^T w*`` gives ``X y / n = S w*`` and ``y^T y / n = w*^T S w*``
+    (theory.md sections 1, 3)."""
+    B, d = w_star.shape
+    h = S @ w_star.unsqueeze(-1)
+    stat = S.new_empty((B, d + 1, d + 1))
+    stat[:, :d, :d] = S
+    stat[:, :d, d:] = h
+    stat[:, d:, :d] = h.transpose(-1, -2)
+    stat[:, d:, d:] = w_star.unsqueeze(-2) @ h
+    return stat
 
 
 def sigma_root(sigma, d: int, *, dtype=torch.float64, device=None) -> torch.Tensor | None:
@@ -87,6 +99,13 @@ def sample_prompts(batch: int, d: int, n: int, *, generator: torch.Generator,
     """Fresh prompts on ``generator.device``: ``X = Sigma^{1/2} N(0, I)`` (B, d, n), then
     ``w* ~ N(0, I_d)`` (B, d), ``y = X^T w*`` (theory.md section 1).  Draw order is fixed (X, then
     w*), so a generator state determines the batch."""
+    X, w_star = _draw(batch, d, n, generator, sigma_sqrt, dtype)
+    y = (w_star.unsqueeze(-2) @ X).squeeze(-2)
+    return Prompts(X=X, w_star=w_star, y=y)
+
+
+def _draw(batch: int, d: int, n: int, generator: torch.Generator, sigma_sqrt, dtype) -> tuple:
+    """``X`` (B, d, n), then ``w*`` (B, d): the draws of ``sample_prompts``."""
     batch = check_int("batch", batch)
     d = check_int("d", d)
     n = check_int("n", n)
@@ -95,22 +114,26 @@ def sample_prompts(batch: int, d: int, n: int, *, generator: torch.Generator,
     if sigma_sqrt is not None:
         X = sigma_sqrt.to(dtype=dtype, device=device) @ X
     w_star = torch.randn((batch, d), generator=generator, device=device, dtype=dtype)
-    y = (w_star.unsqueeze(-2) @ X).squeeze(-2)
-    return Prompts(X=X, w_star=w_star, y=y)
+    return X, w_star
 
 
 def gd_iterates(S: torch.Tensor, w_star: torch.Tensor, eta: float, k: int) -> torch.Tensor:
     """GD iterates ``w_0 = 0, w_{i+1} = w_i - eta S (w_i - w*)`` (theory.md section 2), batched
-    over prompts: ``S`` (B, d, d), ``w_star`` (B, d) -> (B, k + 1, d).  A loop over the k steps
-    (k small batched matrix-vector products), never over prompts."""
+    over prompts: ``S`` (..., d, d), ``w_star`` (..., d) -> (..., k + 1, d).  A loop over the k
+    steps, never over prompts: ``w_{i+1} = (I - eta S) w_i + eta S w*`` with the prompts on the
+    last (contiguous) axis, where a step is one elementwise product and one sum (a batched
+    matrix-vector product is slower for d x d blocks this small)."""
     eta = check_positive_finite("eta", eta)
     k = check_int("k", k, 0)
-    w = torch.zeros_like(w_star)
-    out = [w]
-    for _ in range(k):
-        w = w - eta * (S @ (w - w_star).unsqueeze(-1)).squeeze(-1)
-        out.append(w)
-    return torch.stack(out, dim=-2)
+    d = w_star.shape[-1]
+    lead = w_star.shape[:-1]
+    St = S.reshape(-1, d, d).permute(1, 2, 0)                                # (d, d, B)
+    At = (torch.eye(d, dtype=S.dtype, device=S.device).unsqueeze(-1) - eta * St).contiguous()
+    b = eta * (St * w_star.reshape(-1, d).T.unsqueeze(0)).sum(1)            # eta S w*, (d, B)
+    out = w_star.new_zeros((k + 1, d, St.shape[-1]))
+    for i in range(k):
+        out[i + 1] = torch.mul(At, out[i].unsqueeze(0)).sum(1).add_(b)
+    return out.permute(2, 0, 1).reshape(lead + (k + 1, d))
 
 
 @dataclass
@@ -126,13 +149,17 @@ class Batch:
 
 def make_batch(prompts: Prompts, eta: float, k: int) -> Batch:
     """The statistic and the GD targets of ``prompts`` for step ``eta`` and ``k`` CoT steps."""
-    stat = prompts.data_statistic
-    d = prompts.w_star.shape[-1]
-    return Batch(stat=stat, w_star=prompts.w_star, iterates=gd_iterates(stat[:, :d, :d], prompts.w_star, eta, k))
+    return _batch(prompts.X, prompts.w_star, eta, k)
+
+
+def _batch(X: torch.Tensor, w_star: torch.Tensor, eta: float, k: int) -> Batch:
+    S = X @ X.transpose(-1, -2) / X.shape[-1]
+    return Batch(stat=gram_statistic(S, w_star), w_star=w_star, iterates=gd_iterates(S, w_star, eta, k))
 
 
 def sample_batch(batch: int, d: int, n: int, eta: float, k: int, *, generator: torch.Generator,
                  sigma_sqrt: torch.Tensor | None = None, dtype=torch.float32) -> Batch:
-    """``make_batch(sample_prompts(...), eta, k)``: one training batch of fresh prompts."""
-    prompts = sample_prompts(batch, d, n, generator=generator, sigma_sqrt=sigma_sqrt, dtype=dtype)
-    return make_batch(prompts, eta, k)
+    """``make_batch(sample_prompts(...), eta, k)``: one training batch of fresh prompts (the same
+    draws and numbers, without forming the labels y, which the batch does not need)."""
+    X, w_star = _draw(batch, d, n, generator, sigma_sqrt, dtype)
+    return _batch(X, w_star, eta, k)

