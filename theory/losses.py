@@ -8,14 +8,16 @@ import sympy
 
 from .params import _check_sigma, nocot_gamma
 from .validation import check_dim, check_eta_exact, check_int
-from .wishart import MAX_EXACT_MOMENT, wishart_moment
+from .wishart import MAX_EXACT_MOMENT, trace_moment
+
+_s = sympy.Dummy("s")  # eigenvalue variable of S
 
 
 def gd_eval_loss(d, n, eta, k: int):
     """Exact k-step GD evaluation loss ``(1/2) E tr((I - eta S)^{2k})`` (theory.md section 2).
 
-    Expanded by the binomial theorem into ``sum_j C(2k, j) (-eta)^j E tr(S^j) / 2`` with exact
-    Wishart moments, so it is a polynomial in ``eta`` (a Symbol is allowed) with rational
+    Expanded into ``sum_j C(2k, j) (-eta)^j E tr(S^j) / 2`` with exact Wishart moments
+    (``trace_moment``), so it is a polynomial in ``eta`` (a Symbol is allowed) with rational
     coefficients for int d, n.  Needs moments up to ``2k``; beyond ``MAX_EXACT_MOMENT`` a
     ValueError says so.  This is the mean over all prompts: for ``eta lambda_max(S) >= 2`` on
     some prompts it can be dominated by rare diverging prompts (see numerics.eval_loss_mc).
@@ -32,9 +34,7 @@ def gd_eval_loss(d, n, eta, k: int):
     if 2 * k > MAX_EXACT_MOMENT:
         raise ValueError(f"gd_eval_loss needs E tr(S^m) for m <= 2k = {2 * k}; exact moments "
                          f"are available for m <= {MAX_EXACT_MOMENT} (k <= {MAX_EXACT_MOMENT // 2})")
-    total = sum(sympy.binomial(2 * k, j) * (-eta) ** j * wishart_moment(j, d, n)
-                for j in range(2 * k + 1))
-    return sympy.expand(total / 2)
+    return sympy.expand(trace_moment((1 - eta * _s) ** (2 * k), _s, d, n) / 2)
 
 
 def nocot_loss(d, n, eta):
@@ -47,7 +47,7 @@ def nocot_loss(d, n, eta):
     d = check_dim("d", d)
     n = check_dim("n", n)
     eta = check_eta_exact("eta", eta)
-    return sympy.expand((eta ** 2 * wishart_moment(2, d, n) - 2 * eta * wishart_moment(1, d, n) + d) / 2)
+    return sympy.expand(trace_moment((1 - eta * _s) ** 2, _s, d, n) / 2)
 
 
 def _nocot_optimum(d, n):

@@ -32,7 +32,7 @@ from __future__ import annotations
 import sympy
 
 from .validation import check_dim, check_eta_exact, check_int
-from .wishart import MAX_EXACT_MOMENT, wishart_moment
+from .wishart import MAX_EXACT_MOMENT, trace_moment, wishart_moment
 
 __all__ = ["prove_reduced_unique_zero", "reduced_argmin_a", "reduced_coefficients",
            "reduced_critical_points", "reduced_gradient", "reduced_gram", "reduced_loss",
@@ -107,25 +107,6 @@ def reduced_argmin_a(k: int, eta=None) -> sympy.Expr:
     dL = sympy.Poly(sympy.expand(sympy.diff(reduced_loss_symbolic(k, eta_value), _a)), _a)
     c1, c0 = dL.all_coeffs()          # dL/da = c1 a + c0: L is quadratic in a
     return sympy.collect(-c0 / c1, _b)
-
-
-def trace_moment(p: sympy.Expr, s: sympy.Symbol, d, n) -> sympy.Expr:
-    """``E tr(p(S))`` for a polynomial ``p`` in ``s`` (the eigenvalue variable), ``S = X X^T / n``
-    with ``X`` a ``d x n`` standard Gaussian matrix, by linearity from the exact Wishart moments
-    ``E tr(S^m)`` (theory.md section 9).  Coefficients may involve other symbols (e.g. eta).
-
-    >>> s = sympy.Symbol("s")
-    >>> trace_moment(s ** 2 - s, s, 10, 20)
-    11/2
-    """
-    d = check_dim("d", d)
-    n = check_dim("n", n)
-    poly = sympy.Poly(sympy.expand(p), s)
-    if poly.degree() > MAX_EXACT_MOMENT:
-        raise ValueError(f"p has degree {poly.degree()} in {s}; exact moments E tr(S^m) are "
-                         f"available for m <= {MAX_EXACT_MOMENT}")
-    return sympy.expand(sum((c * wishart_moment(m, d, n) for (m,), c in poly.terms()),
-                            sympy.Integer(0)))
 
 
 def reduced_coefficients(d, n, eta, k: int) -> dict:

@@ -380,3 +380,22 @@ def _from_slices(m: int, vals: dict) -> dict:
             if sum(c.get((i, j), 0) * d ** i for i in range(1, top + 1)) != vals[d][j]:
                 raise ArithmeticError("bidiagonal slices are not symmetric in (d, n)")
     return c
+
+
+def trace_moment(p: sympy.Expr, s: sympy.Symbol, d, n) -> sympy.Expr:
+    """``E tr(p(S))`` for a polynomial ``p`` in ``s`` (the eigenvalue variable), ``S = X X^T / n``
+    with ``X`` a ``d x n`` standard Gaussian matrix, by linearity from the exact Wishart moments
+    ``E tr(S^m)`` (theory.md section 9).  Coefficients may involve other symbols (e.g. eta).
+
+    >>> s = sympy.Symbol("s")
+    >>> trace_moment(s ** 2 - s, s, 10, 20)
+    11/2
+    """
+    d = check_dim("d", d)
+    n = check_dim("n", n)
+    poly = sympy.Poly(sympy.expand(p), s)
+    if poly.degree() > MAX_EXACT_MOMENT:
+        raise ValueError(f"p has degree {poly.degree()} in {s}; exact moments E tr(S^m) are "
+                         f"available for m <= {MAX_EXACT_MOMENT}")
+    return sympy.expand(sum((c * wishart_moment(m, d, n) for (m,), c in poly.terms()),
+                            sympy.Integer(0)))
