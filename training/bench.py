@@ -11,9 +11,12 @@ behind ``cotgd bench``.  Figures only, no pass / fail.
 * ``rollout_us_per_step``: ``evaluate.cot_rollout`` (the running D x D statistic), microseconds
   per generated CoT step per 1000 prompts, for k = 10 .. 160, and at k = 40 for several n;
 * ``batched_models_time_ratio``: ``batched.train_models`` of Figure 3's 12 models (k = 10, 20,
-  30, 40 x seeds 0, 1, 2) per iteration, over one model trained alone with the largest k (40);
-  the details give the single-model times for every k and the ratio to training the 12 one
-  after the other;
+  30, 40 x seeds 0, 1, 2) per iteration (on the sweep's default workers, one per core), over one
+  model trained alone with the largest k (40) at its own default (one torch thread); the details
+  give the single-model times for every k, the sweep on one worker and the ratio to training
+  the 12 one after the other.  The sweep holds 7.5x the CoT steps of the k = 40 model, and a step
+  costs the same in every model, so on a CPU the ratio cannot fall below 7.5 over the parallel
+  speedup of the cores;
 * ``mc_prompts_per_s``: ``numerics.eval_loss_mc`` at d 10, n 20, k 10 (float64, numpy), and for
   n = 20 .. 160.
 
@@ -37,7 +40,7 @@ import torch
 import numerics
 
 from .baseline import StraightforwardTrainer
-from .batched import train_models
+from .batched import sweep_workers, train_models
 from .data import sample_prompts
 from .device import resolve_device
 from .evaluate import cot_rollout
@@ -176,15 +179,22 @@ def bench_monte_carlo(plan: dict) -> dict:
 
 
 def bench_batched(device: str, plan: dict) -> dict:
-    """Figure 3's 12 models (k 10, 20, 30, 40 x seeds 0, 1, 2) as one ``train_models`` run vs
-    each k trained alone (seed 0), interleaved: ms per iteration and their ratios."""
-    pilot = train_models(_quiet_config(device, 2), seeds=FIG3_SEEDS, ks=FIG3_KS)[0].summary["ms_per_iteration"]
+    """Figure 3's 12 models (k 10, 20, 30, 40 x seeds 0, 1, 2) as one ``train_models`` run (its
+    default workers, ``batched.sweep_workers``) vs each k trained alone (seed 0, ``train``'s
+    default threads), interleaved: ms per iteration and their ratios; also the sweep on one
+    worker, which shows what the workers add."""
+    base = _quiet_config(device, 2)
+    workers = sweep_workers(base, len(FIG3_KS) * len(FIG3_SEEDS))
+    pilot = train_models(base, seeds=FIG3_SEEDS, ks=FIG3_KS)[0].summary["ms_per_iteration"]
     batched_iters = _iters(pilot, plan["batched_s"], 2, 100)
     single_iters = {k: _iters(_train_ms(_quiet_config(device, 3, k=k)), plan["single_s"], 3, 200) for k in FIG3_KS}
-    single, batched = {k: [] for k in FIG3_KS}, []
+    single, batched, one_worker = {k: [] for k in FIG3_KS}, [], []
     for _ in range(plan["batched_reps"]):
-        results = train_models(_quiet_config(device, batched_iters), seeds=FIG3_SEEDS, ks=FIG3_KS)
-        batched.append(results[0].summary["ms_per_iteration"])
+        batched.append(train_models(_quiet_config(device, batched_iters), seeds=FIG3_SEEDS,
+                                    ks=FIG3_KS)[0].summary["ms_per_iteration"])
+        if workers > 1:
+            one_worker.append(train_models(_quiet_config(device, batched_iters, threads=1), seeds=FIG3_SEEDS,
+                                           ks=FIG3_KS)[0].summary["ms_per_iteration"])
         for k in FIG3_KS:
             single[k].append(_train_ms(_quiet_config(device, single_iters[k], k=k)))
     single_ms = {k: _median(v) for k, v in single.items()}
@@ -192,9 +202,12 @@ def bench_batched(device: str, plan: dict) -> dict:
     sequential_ms = len(FIG3_SEEDS) * sum(single_ms.values())
     return {"batched_models_time_ratio": batched_ms / single_ms[max(FIG3_KS)],
             "batched_models": {"M": len(FIG3_KS) * len(FIG3_SEEDS), "ks": list(FIG3_KS), "seeds": list(FIG3_SEEDS),
-                               "batched_ms_per_iter": batched_ms, "single_ms_per_iter_by_k": single_ms,
+                               "workers": workers, "batched_ms_per_iter": batched_ms,
+                               "batched_ms_per_iter_one_worker": _median(one_worker) if one_worker else batched_ms,
+                               "single_ms_per_iter_by_k": single_ms,
                                "ratio_reference": f"one model alone at k = {max(FIG3_KS)}",
                                "ratio_to_one_model_k10": batched_ms / single_ms[min(FIG3_KS)],
+                               "work_ratio": sum(FIG3_KS) * len(FIG3_SEEDS) / max(FIG3_KS),
                                "sequential_ms_per_iter": sequential_ms,
                                "speedup_vs_sequential": sequential_ms / batched_ms}}
 
@@ -263,6 +276,8 @@ def format_bench(figures: dict) -> str:
     lines.append(f"    batched {b['batched_ms_per_iter']:.1f} ms/iter; alone: "
                  + ", ".join(f"k {k} {ms:.1f}" for k, ms in b["single_ms_per_iter_by_k"].items())
                  + f" ms/iter; {b['speedup_vs_sequential']:.2f}x faster than the 12 one after the other")
+    lines.append(f"    {b['workers']} worker(s); on one worker {b['batched_ms_per_iter_one_worker']:.1f} ms/iter; "
+                 f"the sweep holds {b['work_ratio']:.1f}x the CoT steps of the k = {max(b['ks'])} model")
     lines.append(f"  mc_prompts_per_s            {f['mc_prompts_per_s']:10.3g}   (numerics.eval_loss_mc, d 10, n 20, k 10)")
     lines.append("    by n: " + ", ".join(f"n {n}: {v:.3g}" for n, v in f["mc_prompts_per_s_by_n"].items()))
     m = f["machine"]
