@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from training import TrainConfig, train
-from training.batched import sweep_configs, train_models
+from training.batched import sweep_configs, sweep_workers, train_models
 
 TINY = dict(d=2, n=5, k=2, batch=32, iters=12, eval_every=6, eval_samples=300, theory_samples=1000,
             structure_samples=100, device="cpu", progress=False)
@@ -31,6 +31,24 @@ def test_batched_models_equal_their_single_runs(param, dtype):
     assert [(r.config.seed, r.config.eta, r.config.k) for r in results] == [
         (s, e, k) for s in (0, 3) for e in (0.3, 0.5) for k in (1, 3)]
     _assert_same_as_single_runs(results)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_worker_threads_change_no_number(threads):
+    """Training, exact: a sweep on one worker and on three worker threads (more than the models
+    of a seed, fewer than all models) gives bitwise the models of their single runs, and
+    restores the caller's torch thread count."""
+    before = torch.get_num_threads()
+    results = train_models(TrainConfig(**TINY, threads=threads), seeds=[0, 1], ks=[1, 2, 3])
+    assert torch.get_num_threads() == before
+    _assert_same_as_single_runs(results)
+
+
+def test_sweep_workers():
+    """One worker per model at most; ``threads`` sets the count, None takes every usable core."""
+    assert sweep_workers(TrainConfig(**TINY, threads=4), 2) == 2
+    assert sweep_workers(TrainConfig(**TINY, threads=1), 12) == 1
+    assert 1 <= sweep_workers(TrainConfig(**TINY), 12) <= 12
 
 
 @pytest.mark.parametrize("mode", ["nocot", "looped"])
