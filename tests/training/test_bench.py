@@ -67,13 +67,14 @@ def test_run_bench_quick_reports_every_figure(monkeypatch):
     monkeypatch.setattr(bench, "PAPER", {**bench.PAPER, "batch": 16})
     figures = bench.run_bench(device="cpu", quick=True)
     for key in ("train_ms_per_iter", "baseline_ms_per_iter", "speedup_vs_baseline", "batched_models_time_ratio",
-                "mc_prompts_per_s"):
+                "mc_prompts_per_s", "train_ms_per_iter_no_prefetch"):
         assert math.isfinite(figures[key]) and figures[key] > 0, key
     assert sorted(figures["rollout_us_per_step"]) == [10, 20, 40, 80, 160]
     for mapping in ("rollout_us_per_step", "rollout_us_per_step_by_n", "mc_prompts_per_s_by_n",
                     "train_ms_per_iter_by_threads"):
         assert all(math.isfinite(v) and v > 0 for v in figures[mapping].values()), mapping
-    assert figures["batched_models"]["M"] == 12
+    assert figures["batched_models"]["M"] == 12 and figures["batched_models"]["work_ratio"] == 7.5
+    assert figures["batched_models"]["workers"] >= 1 and figures["batched_models"]["batched_ms_per_iter_one_worker"] > 0
     assert figures["torch_threads"] >= 1
     json.dumps(figures)
     text = bench.format_bench(figures)

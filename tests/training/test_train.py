@@ -21,7 +21,7 @@ TINY = dict(d=2, n=5, k=2, batch=64, iters=20, eval_every=10, eval_samples=500, 
     ("batch", 0), ("iters", -1), ("lr", -1e-3), ("seed", -1), ("eval_every", 0), ("eval_samples", 0),
     ("init_scale", 0.0), ("checkpoint_every", -2), ("dtype", "float16"), ("device", "tpu"),
     ("sigma", [[1.0, 0.0], [0.0, -1.0]]), ("ood_sigmas", {"big": -2.0}), ("ood_sigmas", [1.0]),
-    ("progress", "yes"), ("theory_samples", 0), ("clip_grad", 0.0)])
+    ("progress", "yes"), ("theory_samples", 0), ("clip_grad", 0.0), ("prefetch", "yes")])
 def test_bad_config_field_is_named(field, value):
     config = TrainConfig(**{**TINY, field: value})
     with pytest.raises(ValueError, match=field if field not in ("sigma",) else "sigma"):
@@ -84,6 +84,38 @@ def test_eval_points_do_not_change_training():
     a = train(TrainConfig(**TINY))
     b = train(TrainConfig(**{**TINY, "eval_every": 3}))
     assert torch.equal(a.V, b.V) and torch.equal(a.W, b.W)
+
+
+@pytest.mark.parametrize("mode", ["cot", "looped"])
+def test_prefetch_changes_no_number(tmp_path, mode):
+    """Training, exact: drawing the next batch on a background thread gives bitwise the run that
+    draws inline: parameters, history rows and the generator state stored at a checkpoint taken
+    while a draw is in flight (checkpoint_every 3, so the stored state is mid-run)."""
+    runs = {}
+    for prefetch in (True, False):
+        out = tmp_path / str(prefetch)
+        runs[prefetch] = train(TrainConfig(**{**TINY, "mode": mode, "iters": 9, "checkpoint_every": 3},
+                                           prefetch=prefetch, out=str(out)))
+    a, b = runs[True], runs[False]
+    assert torch.equal(a.V, b.V) and torch.equal(a.W, b.W)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds")} for r in rows]
+    assert strip(a.history) == strip(b.history)
+
+
+def test_prefetched_batches_and_checkpoint_state():
+    """Training, exact: ``_Batches`` hands out the generator's draws in order; while the next
+    draw is in flight the state a checkpoint stores is the one before it, and ``discard`` puts
+    the generator back there."""
+    g, ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    batches = train_module._Batches(lambda: torch.randn(1000, generator=g), g, prefetch=True)
+    for _ in range(3):
+        expected_state = ref.get_state()
+        assert torch.equal(batches.generator_state(), expected_state)
+        assert torch.equal(batches.next(more=True), torch.randn(1000, generator=ref))
+    assert torch.equal(batches.generator_state(), ref.get_state())
+    batches.shutdown()
+    assert torch.equal(g.get_state(), ref.get_state())
+    assert torch.equal(batches.next(more=True), torch.randn(1000, generator=ref))   # inline after shutdown
 
 
 @pytest.mark.parametrize("param", ["full", "sparse"])
