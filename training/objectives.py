@@ -61,6 +61,28 @@ def teacher_forced_predictions(V: torch.Tensor, W: torch.Tensor, stat: torch.Ten
     return iterates.unsqueeze(0) + update.view(M, B, k, d)
 
 
+def teacher_forced_step(V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, iterates: torch.Tensor,
+                        steps: torch.Tensor, n: int) -> torch.Tensor:
+    """The prediction of ``w_{s+1}`` for one step ``s = steps[b]`` per prompt (teacher forcing,
+    theory.md section 3): ``V``, ``W`` (M, D, D), ``stat`` (B, d+1, d+1), ``iterates`` (B, k, d)
+    of which prompt b's ``w_0 .. w_{s}`` are read, ``steps`` (B,) integers in [0, k) -> (M, B, d).
+
+    Equal to ``teacher_forced_predictions(V, W, stat, iterates, n)[:, b, steps[b]]``, without the
+    other steps: the CoT columns enter only through ``H = (1/n) sum_{l <= s} c_l c_l^T``, so the
+    update is ``V_w (G q_xy, H q_wo)`` with ``q = W c_s``, O(k d^2 + D^2) per prompt instead of
+    O(k (k d + D^2))."""
+    B, k, d = iterates.shape
+    D = V.shape[-1]
+    d1 = d + 1
+    C = torch.cat([iterates, iterates.new_ones((B, k, 1))], -1)                     # rows c_l = (w_l, 1)
+    keep = (torch.arange(k, device=steps.device).unsqueeze(0) <= steps.unsqueeze(1)).to(C.dtype)
+    H = (C * keep.unsqueeze(-1)).transpose(-1, -2) @ C / n                           # (B, d+1, d+1)
+    c = C[torch.arange(B, device=steps.device), steps]                             # (B, d+1)
+    q = (c @ W[:, :, d1:].transpose(-1, -2)).unsqueeze(-1)                          # (M, B, D, 1)
+    r = torch.cat([stat @ q[:, :, :d1], H @ q[:, :, d1:]], -2).squeeze(-1)          # (M, B, D)
+    return c[:, :d] + r @ V[:, d1:D - 1, :].transpose(-1, -2)
+
+
 class _CoTLoss(torch.autograd.Function):
     """``cot_loss`` with its gradient written out: a training step is a handful of large products
     and no intermediate bigger than (prompts x steps x D) (the training path; 1.7x faster than

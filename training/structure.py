@@ -22,7 +22,7 @@ from theory.validation import check_int, check_positive_finite
 
 from .device import resolve_device
 from .data import make_batch, sample_prompts, seeded_generator, sigma_root
-from .objectives import teacher_forced_predictions
+from .objectives import teacher_forced_step
 
 STRUCTURE_KEYS = ("v31_w13", "w24_v31", "offdiag_energy", "functional_deviation")
 
@@ -80,9 +80,8 @@ def functional_deviation(V: torch.Tensor, W: torch.Tensor, *, n: int, eta: float
     steps = torch.randint(0, k, (samples,), generator=generator, device=device)
     batch = make_batch(prompts, eta, k)
     its = batch.iterates
-    pred = teacher_forced_predictions(V, W, batch.stat, its[:, :-1, :], n)        # (M, B, k, d)
     rows = torch.arange(samples, device=device)
-    model_step = pred[:, rows, steps, :] - its[rows, steps, :]
+    model_step = teacher_forced_step(V, W, batch.stat, its[:, :-1, :], steps, n) - its[rows, steps, :]
     gd_step = its[rows, steps + 1, :] - its[rows, steps, :]
     return (model_step - gd_step).norm(dim=-1).mean(-1) / gd_step.norm(dim=-1).mean(-1)
 

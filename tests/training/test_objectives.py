@@ -11,7 +11,7 @@ from theory import Layout
 from training.data import make_batch, sample_prompts
 from training.model import lsa
 from training.objectives import (cot_loss, looped_estimate, looped_loss, nocot_loss, objective,
-                                 teacher_forced_predictions)
+                                 teacher_forced_predictions, teacher_forced_step)
 
 
 def _setup(d, n, k, M, seed, scale=1.0, B=3):
@@ -50,6 +50,20 @@ def test_teacher_forcing_equals_literal_columns(d, n, k, M, seed):
                 Z = torch.cat([Z, c], dim=1)
                 ref = lsa(Z, V[m], W[m], n)[L.w, -1]
                 torch.testing.assert_close(pred[m, b, i], ref, rtol=1e-10, atol=1e-10)
+
+
+@given(d=st.integers(1, 4), n=st.integers(1, 7), k=st.integers(1, 6), M=st.integers(1, 2),
+       seed=st.integers(0, 2**31))
+def test_one_step_per_prompt_equals_all_steps(d, n, k, M, seed):
+    """Numeric float64: ``teacher_forced_step`` (one step per prompt, through the running
+    statistic) = the chosen step of ``teacher_forced_predictions``, for every step choice."""
+    p, batch, V, W = _setup(d, n, k, M, seed)
+    its = batch.iterates[:, :-1]
+    every = teacher_forced_predictions(V, W, batch.stat, its, n)
+    for steps in ([0, k - 1, k // 2], [k - 1, 0, 0]):
+        steps = torch.tensor(steps)
+        one = teacher_forced_step(V, W, batch.stat, its, steps, n)
+        torch.testing.assert_close(one, every[:, torch.arange(3), steps], rtol=1e-12, atol=1e-12)
 
 
 @given(d=st.integers(1, 4), n=st.integers(1, 7), k=st.integers(1, 5), seed=st.integers(0, 2**31))
