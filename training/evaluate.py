@@ -2,8 +2,9 @@
 
 CoT models are evaluated autoregressively: each generated estimate ``w_{i+1}`` (the w-block of
 the last output column) is appended as the column ``(0, 0, w_{i+1}, 1)``.  The rollout carries
-the running statistic ``G_i = Z_i Z_i^T / n`` (D x D per prompt) and adds ``c c^T / n`` per
-generated column, so one step costs O(D^2) per prompt whatever n and k.  No-CoT is one pass on
+the running statistic ``G_i = Z_i Z_i^T / n`` (in the reduced form of ``cot_rollout``: d x (d+1)
+per prompt) and adds ``c c^T / n`` per generated column, so one step costs O(D^2) per prompt
+whatever n and k.  No-CoT is one pass on
 ``Z_0``; looped is the layer applied k times in place.  Evaluation runs in float64.
 
 Losses are summarised by ``numerics.loss_report`` (mean, se, median, q10, q90, diverged_frac, ...)
@@ -33,29 +34,36 @@ def cot_rollout(V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, k: int, n:
     With ``G = Z_i Z_i^T / n`` and ``c = (0, 0, w_i, 1)`` the last column of ``f(Z_i)`` is
     ``c + V G W c``; its w-block is ``w_{i+1}``, and the new column ``c'`` adds ``c' c'^T / n`` to
     G.  G is block diagonal: the constant data block ``stat`` on the (x, y) rows and the running
-    block ``Gamma`` of the CoT columns on the (w, one) rows, so a step costs O(D^2) per prompt,
-    whatever n and k."""
+    block ``Gamma`` of the CoT columns on the (w, one) rows.  Only the w-rows of ``V G W c`` are
+    read, and c lives on the (w, one) rows, so with ``c_wo = (w_i, 1)`` the step is
+
+        w_{i+1} = w_i + A c_wo + T P c_wo,   A = V[w, xy] stat W[xy, wo],   P = W[wo, wo],
+        T = V[w, wo] Gamma = (1/n) sum_{l <= i} (V[w, wo] c_l) c_l^T   (d x (d+1) per prompt),
+
+    with A fixed per prompt and T updated by one outer product per generated column: O(d^2) per
+    prompt and step, whatever n and k.  Prompts sit on the last (contiguous) axis, where every
+    per-prompt product is one elementwise product and a sum."""
     k = check_int("k", k, 0)
     M, D = V.shape[0], V.shape[-1]
     d = (D - 2) // 2
+    d1 = d + 1
     B = stat.shape[0]
-    xy, wo = slice(0, d + 1), slice(d + 1, D)            # (x, y) rows | (w, one) rows
-    Vw = V[:, d + 1:2 * d + 1, :].transpose(-1, -2)      # (M, D, d): rows of V that write w
-    Wwo = W[:, :, wo].transpose(-1, -2)                  # (M, d+1, D): W c = W[:, wo] c_wo
-    w = stat.new_zeros((M, B, d))
-    one = stat.new_ones((M, B, 1))
-    c = torch.cat([w, one], dim=-1)                      # (w, one) part of c_0
-    Gamma = (c.unsqueeze(-1) * c.unsqueeze(-2)) / n      # (M, B, d+1, d+1)
-    out = [w]
-    for _ in range(k):
-        u = c @ Wwo                                                      # (M, B, D): W c
-        r = torch.cat([(u[..., xy].unsqueeze(-1) * stat).sum(-2),        # stat u_xy (stat symmetric)
-                       (u[..., wo].unsqueeze(-1) * Gamma).sum(-2)], -1)  # Gamma u_wo
-        w = w + r @ Vw                                                   # w-block of c + V G W c
-        c = torch.cat([w, one], dim=-1)
-        Gamma = Gamma + (c.unsqueeze(-1) * c.unsqueeze(-2)) / n
-        out.append(w)
-    return torch.stack(out, dim=-2)
+    Vw = V[:, d1:D - 1, :]                                                   # (M, d, D): rows of V that write w
+    A = (Vw[:, :, :d1].unsqueeze(1) @ stat.unsqueeze(0) @ W[:, :d1, d1:].unsqueeze(1))
+    A = A.permute(0, 2, 3, 1).contiguous()                                   # (M, d, d+1, B)
+    P = W[:, d1:, d1:]                                                       # (M, d+1, d+1)
+    Vwo = Vw[:, :, d1:]                                                      # (M, d, d+1)
+    c = stat.new_zeros((M, d1, B))
+    c[:, d] = 1.0                                                            # c_0 = (w_0, 1) = (0, 1)
+    T = (Vwo @ c).unsqueeze(2) * c.unsqueeze(1) / n                          # (M, d, d+1, B)
+    out = stat.new_empty((k + 1, M, d, B))
+    out[0] = 0.0
+    for i in range(k):
+        step = (A * c.unsqueeze(1)).sum(2) + (T * (P @ c).unsqueeze(1)).sum(2)   # (M, d, B)
+        c = torch.cat([c[:, :d] + step, c[:, d:]], 1)
+        out[i + 1] = c[:, :d]
+        T += (Vwo @ c).unsqueeze(2) * c.unsqueeze(1) / n
+    return out.permute(1, 3, 0, 2)
 
 
 def final_estimate(mode: str, V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, k: int, n: int) -> torch.Tensor:
