@@ -16,8 +16,11 @@ exactly the run ``train.train`` would give it alone:
   is the one of its single run.
 
 What is shared is the sampling, the optimiser and the evaluation passes, not the arithmetic of the
-objective: on a CPU the objective is compute-bound and M models cost about M times one (see
-``training.bench``).  tests/training/test_batched.py checks model by model against ``train``.
+objective: on a CPU the objective is compute-bound and M models cost about M times one.  The
+models' losses and gradients are independent, so on a CPU they run on one worker thread per core
+(``sweep_workers``), each model on its own detached (V, W), and one backward pass through
+``LSA.matrices`` collects them; the numbers are those of the serial loop, bitwise.
+tests/training/test_batched.py checks model by model against ``train``.
 """
 from __future__ import annotations
 
@@ -278,9 +281,9 @@ def sweep_workers(base: TrainConfig, models: int) -> int:
     """Worker threads of a sweep of ``models`` models on ``base.device``.  On a CPU the models'
     losses and gradients are independent, so they run on ``base.threads`` workers (None: every
     core this process may use), at most one per model, each with one torch thread: on the
-    2-core test machine two workers train Figure 3's 12 models about 1.6x faster than one,
-    where two torch threads inside each product gain about 1.2x (``cotgd bench``).  On CUDA:
-    one worker (the device runs the products)."""
+    2-core test machine two workers train Figure 3's 12 models 1.5x faster than one (108
+    against 159 ms per iteration, ``cotgd bench``), where two torch threads inside each product
+    gained about 1.2x.  On CUDA: one worker (the device runs the products)."""
     if resolve_device(base.device).type != "cpu":
         return 1
     cores = base.threads if base.threads is not None else len(_usable_cores())
