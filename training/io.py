@@ -35,6 +35,19 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def remove_stale_temporaries(directory: str) -> list:
+    """Delete the ``.tmp-*`` files that ``atomic_write_bytes`` leaves in ``directory`` when the
+    process is killed between creating and renaming one (they are never a valid file); return
+    their names.  Only for a directory no other process is writing to."""
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name.startswith(".tmp-") and os.path.isfile(path):
+            os.unlink(path)
+            removed.append(name)
+    return removed
+
+
 def atomic_write_text(path: str, text: str) -> None:
     """Text version of ``atomic_write_bytes`` (UTF-8)."""
     atomic_write_bytes(path, text.encode("utf-8"))

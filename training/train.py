@@ -50,7 +50,7 @@ from .data import derived_seed, sample_batch, seeded_generator, sigma_root
 from .device import resolve_device
 from .errors import TrainingDiverged
 from .evaluate import eval_generator, eval_losses, loss_reports, report_dict
-from .io import atomic_write_bytes, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from .model import LSA, PARAMS
 from .objectives import MODES, objective
 from .structure import STRUCTURE_KEYS, structure_metrics
@@ -672,13 +672,17 @@ def resume(out_dir) -> TrainResult:
 
     From ``checkpoint.pt`` when there is one; from the start, with the config in ``manifest.json``,
     when the run was killed before its first checkpoint.  Either way with the torch thread count
-    the run had (CPU results depend on it), unless ``config.threads`` fixes it.  A corrupt, foreign or inconsistent checkpoint
-    raises ValueError naming it; a directory with neither file raises FileNotFoundError."""
+    the run had (CPU results depend on it), unless ``config.threads`` fixes it.  Temporary files
+    of writes a kill interrupted (``.tmp-*``) are deleted.  A corrupt, foreign or inconsistent
+    checkpoint raises ValueError naming it; a directory with neither file raises
+    FileNotFoundError."""
     if not isinstance(out_dir, (str, os.PathLike)):
         raise ValueError(f"out_dir must be a run directory path, got {out_dir!r}")
     out_dir = os.fspath(out_dir)
     path = os.path.join(out_dir, "checkpoint.pt")
     manifest = _read_manifest(out_dir)
+    if os.path.isdir(out_dir):
+        remove_stale_temporaries(out_dir)
     if not os.path.isfile(path):
         if manifest is None:
             raise FileNotFoundError(f"no checkpoint to resume in {out_dir!r} (checkpoint.pt and "
@@ -693,7 +697,9 @@ def resume(out_dir) -> TrainResult:
     config = _config_from(state["config"], f"checkpoint {path!r}")
     config.out = out_dir
     if manifest is not None and isinstance(manifest.get("config"), dict):
-        mine = {k: v for k, v in manifest["config"].items() if k != "out"}
+        # both through TrainConfig, so that a field added since the run started compares equal
+        mine = {k: v for k, v in _config_from(manifest["config"], f"manifest.json in {out_dir!r}").to_dict().items()
+                if k != "out"}
         theirs = {k: v for k, v in config.to_dict().items() if k != "out"}
         if mine != theirs:
             raise ValueError(f"checkpoint {path!r} belongs to another run: its config differs from "

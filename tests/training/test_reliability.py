@@ -101,6 +101,28 @@ def test_crash_before_first_checkpoint_resumes_from_saved_config(tmp_path, monke
     assert stripped(metrics_rows(tmp_path / "cut")) == stripped(whole.history)
 
 
+def test_resume_deletes_temporaries_of_a_killed_write_and_accepts_older_manifests(tmp_path, monkeypatch):
+    """Training: a SIGKILL inside an atomic write leaves a ``.tmp-*`` file (no handler runs);
+    resume deletes it and ends bitwise on the uninterrupted run.  A manifest and checkpoint
+    written before a config field existed (here ``prefetch``) still resume: both configs are
+    read through TrainConfig, so the new field's default compares equal."""
+    whole = train(TrainConfig(**TINY, out=str(tmp_path / "whole")))
+    crash_at(monkeypatch, 7)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**TINY, out=str(tmp_path / "cut")))
+    monkeypatch.undo()
+    cut = tmp_path / "cut"
+    (cut / ".tmp-abc123checkpoint.pt").write_bytes(b"half a checkpoint")
+    manifest = json.loads((cut / "manifest.json").read_text())
+    del manifest["config"]["prefetch"]
+    (cut / "manifest.json").write_text(json.dumps(manifest))
+    state = torch.load(cut / "checkpoint.pt", weights_only=False)
+    del state["config"]["prefetch"]
+    torch.save(state, cut / "checkpoint.pt")
+    same_result(resume(str(cut)), whole)
+    assert not [f for f in os.listdir(cut) if f.startswith(".tmp")]
+
+
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     """Training: the process dies inside the atomic write of the second checkpoint, after the
     temporary file is complete and before the rename.  checkpoint.pt is still the first one
