@@ -16,9 +16,10 @@ behind ``cotgd bench``.  Figures only, no pass / fail.
   30, 40 x seeds 0, 1, 2) per iteration (on the sweep's default workers, one per core), over one
   model trained alone with the largest k (40) at its own default (one torch thread); the details
   give the single-model times for every k, the sweep on one worker and the ratio to training
-  the 12 one after the other.  The sweep holds 7.5x the CoT steps of the k = 40 model, and a step
-  costs the same in every model, so on a CPU the ratio cannot fall below 7.5 over the parallel
-  speedup of the cores;
+  the 12 one after the other.  The sweep holds 7.5x the CoT steps of the k = 40 model (``work_ratio``)
+  and about 6.3x its arithmetic, and no product is shared between models with different
+  parameters, so on a CPU the ratio cannot fall below about 6.3 over the parallel speedup of the
+  cores;
 * ``mc_prompts_per_s``: ``numerics.eval_loss_mc`` at d 10, n 20, k 10 (float64, numpy), and for
   n = 20 .. 160.
 
