@@ -254,9 +254,11 @@ def train_models(base: TrainConfig, *, seeds=None, ks=None, etas=None, theory: b
     and ``model_index``; ``theory_eval_loss`` and ``theory`` (``train.theory_reference``) only with
     ``theory=True`` (a Monte Carlo per model), else None; structure metrics of no-CoT / looped
     models need the theory's step and are None without it.  ``base.out``, ``checkpoint_every``
-    and ``progress`` are not used (no run directory).  Torch threads: as ``train``
-    (``train.resolved_threads``).  Raises ValueError for a bad argument and
-    ``TrainingDiverged`` when a model's parameters become non-finite."""
+    and ``progress`` are not used (no run directory).  Threads: ``sweep_workers(base, M)``
+    worker threads with one torch thread each; with a single worker, torch threads as ``train``
+    (``train.resolved_threads``); the caller's torch thread count is restored.  Raises
+    ValueError for a bad argument and ``TrainingDiverged`` when a model's parameters become
+    non-finite."""
     configs = sweep_configs(base, seeds=seeds, ks=ks, etas=etas)
     if theory not in (True, False):
         raise ValueError(f"theory must be True or False, got {theory!r}")
