@@ -181,16 +181,22 @@ class _Sweep:
 
     def _eval_reports(self, V, W, sigma) -> list:
         """Evaluation reports of every model: one ``eval_losses`` pass per (seed, k), on the
-        prompts of ``eval_generator(seed)`` (those a single run evaluates on)."""
+        prompts of ``eval_generator(seed)`` (those a single run evaluates on), the passes spread
+        over the workers (largest k first)."""
         b = self.base
-        out = [None] * self.M
-        keys = dict.fromkeys((c.seed, c.k) for c in self.configs)
-        for seed, k in keys:
-            idx = [j for j, c in enumerate(self.configs) if (c.seed, c.k) == (seed, k)]
+        keys = sorted(dict.fromkeys((c.seed, c.k) for c in self.configs), key=lambda key: -key[1])
+
+        def reports(key):
+            seed, k = key
+            idx = [j for j, c in enumerate(self.configs) if (c.seed, c.k) == key]
             losses, norms = eval_losses(b.mode, V[idx], W[idx], n=b.n, k=k, samples=b.eval_samples,
                                         generator=eval_generator(seed, self.device), sigma=sigma)
-            for j, report in zip(idx, loss_reports(losses, norms)):
-                out[j] = report_dict(report)
+            return list(zip(idx, (report_dict(r) for r in loss_reports(losses, norms))))
+
+        out = [None] * self.M
+        for pairs in self._map(reports, keys):
+            for j, report in pairs:
+                out[j] = report
         return out
 
     def sync(self) -> None:
