@@ -340,7 +340,8 @@ class _Batches:
         if self.pending is None:
             batch = self.draw()
         else:
-            batch, self.pending = self.pending.result(), None
+            pending, self.pending = self.pending, None
+            batch = pending.result()
         if more and self.pool is not None:
             self.state_before_pending = self.generator.get_state()
             self.pending = self.pool.submit(self.draw)
@@ -359,9 +360,10 @@ class _Batches:
     def discard(self) -> None:
         """Wait for a draw in flight and undo it: the generator is back at ``generator_state()``."""
         if self.pending is not None:
-            self.pending.result()
+            pending, self.pending = self.pending, None
+            with contextlib.suppress(Exception):     # a failed draw: its error is not this caller's
+                pending.result()
             self.generator.set_state(self.state_before_pending)
-            self.pending = None
 
     def shutdown(self) -> None:
         """Discard a draw in flight and stop the thread; later batches are drawn inline."""

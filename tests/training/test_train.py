@@ -118,6 +118,25 @@ def test_prefetched_batches_and_checkpoint_state():
     assert torch.equal(batches.next(more=True), torch.randn(1000, generator=ref))   # inline after shutdown
 
 
+def test_a_failed_background_draw_raises_its_own_error_once():
+    """Training: an error inside a prefetched draw reaches the caller of ``next`` as itself,
+    and shutting down afterwards neither raises it again nor hangs."""
+    g = torch.Generator().manual_seed(0)
+    calls = []
+
+    def draw():
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("no room for the batch")
+        return torch.randn(4, generator=g)
+
+    batches = train_module._Batches(draw, g, prefetch=True)
+    batches.next(more=True)
+    with pytest.raises(MemoryError, match="no room"):
+        batches.next(more=True)
+    batches.shutdown()
+
+
 @pytest.mark.parametrize("param", ["full", "sparse"])
 def test_resume_is_bitwise_identical(tmp_path, monkeypatch, param):
     """Checkpoint at iteration 10, crash at 15, resume: parameters, metrics and metrics.jsonl are
