@@ -27,6 +27,7 @@ import torch
 
 import training.cli as cli
 from training.cli import main
+from runlog import metrics_rows, stripped
 
 train_module = importlib.import_module("training.train")   # the attribute training.train is the function
 
@@ -34,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ITERS, EVERY = 200, 5
 RUN = ["train", "--d", "3", "--n", "8", "--k", "3", "--batch", "64", "--iters", str(ITERS),
        "--eval-every", "50", "--eval-samples", "500", "--checkpoint-every", str(EVERY), "--seed", "3"]
-TIMING = ("seconds", "train_seconds", "ms_per_iteration")
 
 
 @pytest.fixture(autouse=True)
@@ -57,21 +57,6 @@ def child_env() -> dict:
 def cotgd(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=ROOT, env=child_env(),
                           capture_output=True, text=True, timeout=900)
-
-
-def stripped(obj) -> str:
-    """``obj`` without wall-clock fields and the run directory's path, as canonical JSON."""
-    def strip(x):
-        if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k not in TIMING and k != "out"}
-        if isinstance(x, list):
-            return [strip(v) for v in x]
-        return x
-    return json.dumps(strip(obj), sort_keys=True)
-
-
-def metrics_rows(run_dir: Path) -> list:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def assert_same_run(a: Path, b: Path) -> None:

@@ -21,29 +21,13 @@ import torch
 import numerics
 import theory
 from training import TrainConfig, TrainingDiverged, evaluate_params, resume, train
+from runlog import metrics_rows, stripped
 
 train_module = importlib.import_module("training.train")   # the attribute training.train is the function
 io_module = importlib.import_module("training.io")
 
 TINY = dict(d=2, n=5, k=2, batch=64, iters=20, eval_every=10, eval_samples=500, theory_samples=2000,
             structure_samples=200, device="cpu", progress=False, checkpoint_every=5)
-TIMING = ("seconds", "train_seconds", "ms_per_iteration")
-
-
-def stripped(obj):
-    """``obj`` without wall-clock fields and without the run directory's path (``config.out``),
-    as canonical JSON text (NaN-safe comparison)."""
-    def strip(x):
-        if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k not in TIMING and k != "out"}
-        if isinstance(x, list):
-            return [strip(v) for v in x]
-        return x
-    return json.dumps(strip(obj), sort_keys=True)
-
-
-def metrics_rows(run_dir) -> list:
-    return [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8")]
 
 
 def same_result(a, b) -> None:
