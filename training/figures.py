@@ -70,6 +70,24 @@ def _save(fig, path: str) -> str:
     return path
 
 
+def _band(ax, history: list, reports: list, center: str, color: str, label: str) -> None:
+    """One run's loss curve over its evaluation points: ``reports[i][center]`` as a line, the
+    10-90% band of prompts shaded."""
+    it = [h["iteration"] for h in history]
+    ax.plot(it, [r[center] for r in reports], color=color, label=label)
+    ax.fill_between(it, [r["q10"] for r in reports], [r["q90"] for r in reports], color=color, alpha=0.15, lw=0)
+
+
+def _save_loss_vs_iteration(fig, ax, path: str, ylabel: str, title: str) -> str:
+    """Log loss axis against training iterations, labels, legend; then ``_save``."""
+    ax.set_yscale("log")
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def fig2(runs: _Runs, path: str) -> str:
     """Figure 2: eval loss vs iteration, CoT vs no-CoT (k = 10), theory lines."""
     plt = _plt()
@@ -77,20 +95,13 @@ def fig2(runs: _Runs, path: str) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for mode, color, label in (("cot", "C0", "with CoT"), ("nocot", "C3", "without CoT")):
         hist = runs.get(mode, k).history
-        it = [h["iteration"] for h in hist]
-        ax.plot(it, [h["eval"]["mean"] for h in hist], color=color, label=f"{label} (mean)")
-        ax.fill_between(it, [h["eval"]["q10"] for h in hist], [h["eval"]["q90"] for h in hist],
-                        color=color, alpha=0.15, lw=0)
+        _band(ax, hist, [h["eval"] for h in hist], "mean", color, f"{label} (mean)")
     gd = runs.get("cot", k).summary["theory_eval_loss"]
     floor = float(theory.nocot_min_loss(d, n))
     ax.axhline(gd, color="C0", ls="--", lw=1, label=f"{k}-step GD loss {gd:.3f}")
     ax.axhline(floor, color="C3", ls="--", lw=1, label=f"no-CoT floor d(d+1)/2(n+d+1) = {floor:.3f}")
-    ax.set_yscale("log")
-    ax.set_xlabel("training iteration")
-    ax.set_ylabel("evaluation loss (1/2)||w_k - w*||^2")
-    ax.set_title(f"CoT vs no-CoT (d={d}, n={n}, k={k}, eta={eta}); band: 10-90% of prompts", fontsize=9)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save_loss_vs_iteration(fig, ax, path, "evaluation loss (1/2)||w_k - w*||^2",
+                                   f"CoT vs no-CoT (d={d}, n={n}, k={k}, eta={eta}); band: 10-90% of prompts")
 
 
 def fig3(runs: _Runs, path: str) -> str:
@@ -101,20 +112,13 @@ def fig3(runs: _Runs, path: str) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for j, k in enumerate(FIG3_KS):
         hist = runs.get("cot", k, ood=True).history
-        it = [h["iteration"] for h in hist]
-        ood = [h["eval_ood"]["ood"] for h in hist]
         color = f"C{j}"
-        ax.plot(it, [r["median"] for r in ood], color=color, label=f"k = {k}")
-        ax.fill_between(it, [r["q10"] for r in ood], [r["q90"] for r in ood], color=color, alpha=0.15, lw=0)
+        _band(ax, hist, [h["eval_ood"]["ood"] for h in hist], "median", color, f"k = {k}")
         gd = numerics.eval_loss_mc(d, n, eta, k, samples=20_000 if runs.quick else 100_000,
                                    seed=runs.seed + 99, sigma=sigma)
         ax.axhline(gd["median"], color=color, ls="--", lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("training iteration")
-    ax.set_ylabel("OOD evaluation loss (median over prompts)")
-    ax.set_title(f"OOD: Sigma of condition number 3 (d={d}, n={n}, eta={eta}); dashed: GD median", fontsize=9)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save_loss_vs_iteration(fig, ax, path, "OOD evaluation loss (median over prompts)",
+                                   f"OOD: Sigma of condition number 3 (d={d}, n={n}, eta={eta}); dashed: GD median")
 
 
 def _block_lines(ax, d: int) -> None:
