@@ -8,7 +8,7 @@ import sympy
 
 from .params import _check_sigma, nocot_gamma
 from .validation import check_dim, check_eta_exact, check_int
-from .wishart import MAX_EXACT_MOMENT, trace_moment
+from .wishart import check_steps_exact, trace_moment
 
 _s = sympy.Dummy("s")  # eigenvalue variable of S
 
@@ -31,9 +31,7 @@ def gd_eval_loss(d, n, eta, k: int):
     n = check_dim("n", n)
     k = check_int("k", k, 0)
     eta = check_eta_exact("eta", eta)
-    if 2 * k > MAX_EXACT_MOMENT:
-        raise ValueError(f"gd_eval_loss needs E tr(S^m) for m <= 2k = {2 * k}; exact moments "
-                         f"are available for m <= {MAX_EXACT_MOMENT} (k <= {MAX_EXACT_MOMENT // 2})")
+    check_steps_exact("gd_eval_loss", k)
     return sympy.expand(trace_moment((1 - eta * _s) ** (2 * k), _s, d, n) / 2)
 
 

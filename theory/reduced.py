@@ -32,7 +32,7 @@ from __future__ import annotations
 import sympy
 
 from .validation import check_dim, check_eta_exact, check_int
-from .wishart import MAX_EXACT_MOMENT, trace_moment, wishart_moment
+from .wishart import check_steps_exact, trace_moment, wishart_moment
 
 __all__ = ["prove_reduced_unique_zero", "reduced_argmin_a", "reduced_coefficients",
            "reduced_critical_points", "reduced_gradient", "reduced_gram", "reduced_loss",
@@ -126,9 +126,7 @@ def reduced_coefficients(d, n, eta, k: int) -> dict:
     n = check_dim("n", n)
     k = check_int("k", k, 1)
     eta = check_eta_exact("eta", eta)
-    if 2 * k > MAX_EXACT_MOMENT:
-        raise ValueError(f"the reduced loss needs E tr(S^m) for m <= 2k = {2 * k}; exact moments "
-                         f"are available for m <= {MAX_EXACT_MOMENT} (k <= {MAX_EXACT_MOMENT // 2})")
+    check_steps_exact("the reduced loss", k)
     A, B, C = reduced_moment_symbols(k)
     out = {}
     for i in range(k):

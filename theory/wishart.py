@@ -148,6 +148,14 @@ def _check_moment_order(m) -> int:
     return m
 
 
+def check_steps_exact(what: str, k: int) -> None:
+    """Raise ValueError when ``what`` (an exact loss of k GD steps, which needs ``E tr(S^m)``
+    for m <= 2k) asks for moments beyond ``MAX_EXACT_MOMENT``."""
+    if 2 * k > MAX_EXACT_MOMENT:
+        raise ValueError(f"{what} needs E tr(S^m) for m <= 2k = {2 * k}; exact moments "
+                         f"are available for m <= {MAX_EXACT_MOMENT} (k <= {MAX_EXACT_MOMENT // 2})")
+
+
 def _check_gamma(gamma):
     if isinstance(gamma, bool):
         raise ValueError(f"gamma must be a number >= 0 or a sympy expression, got {gamma!r}")
