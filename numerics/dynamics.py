@@ -1,4 +1,4 @@
-"""The reduced training dynamics in float64 (theory.md section 6, Theorem 4.1).
+"""The reduced training dynamics in float64 (docs/theory.md section 6, Theorem 4.1).
 
 The isotropic reduction ``V31 = a I``, ``W13 = b I``, ``W24 = -1`` turns the CoT population loss
 into a polynomial ``L(a, b)`` (``theory.reduced``) whose coefficients are the expectations
@@ -44,7 +44,7 @@ def _coefficient_dict(d, n, eta, k, method, samples, A_i, B_i, C, se_A_i, se_B_i
 
 
 def reduced_coefficients_exact(d: int, n: int, eta: float, k: int) -> dict:
-    """The coefficients of the reduced loss (theory.md section 6) as float64, from the exact
+    """The coefficients of the reduced loss (docs/theory.md section 6) as float64, from the exact
     values of ``theory.reduced.reduced_coefficients`` (needs ``2k <= MAX_EXACT_MOMENT``).
 
     Returns a dict: ``tr_S2_P2[i] = E tr(S^2 P_i^2)``, ``tr_S2_P[i] = E tr(S^2 P_i)`` (arrays of
@@ -67,7 +67,7 @@ def reduced_coefficients_exact(d: int, n: int, eta: float, k: int) -> dict:
 
 def reduced_coefficients_mc(d: int, n: int, eta: float, k: int, *, samples: int, seed: int,
                             chunk: int = 20000) -> dict:
-    """Monte Carlo estimates of the reduced-loss coefficients (theory.md section 6) with standard
+    """Monte Carlo estimates of the reduced-loss coefficients (docs/theory.md section 6) with standard
     errors: ``samples`` draws of ``S = X X^T / n`` (``X`` a ``d x n`` standard Gaussian matrix,
     ``numpy.random.default_rng(seed)``), each giving ``tr(S^2 P_i^2)``, ``tr(S^2 P_i)`` and
     ``tr(S^2)`` from the eigenvalues of S.  Same keys as ``reduced_coefficients_exact``, with
@@ -157,19 +157,19 @@ def _evaluate(coeffs: dict, a, b):
 
 
 def reduced_loss_value(coeffs: dict, a, b):
-    """``L(a, b)`` of theory.md section 6 in float64 (arrays broadcast), for coefficients from
+    """``L(a, b)`` of docs/theory.md section 6 in float64 (arrays broadcast), for coefficients from
     ``reduced_coefficient_values``."""
     return _evaluate(coeffs, a, b)[0]
 
 
 def reduced_gradient_value(coeffs: dict, a, b) -> tuple:
-    """``(dL/da, dL/db)`` of the reduced loss (theory.md section 6) in float64."""
+    """``(dL/da, dL/db)`` of the reduced loss (docs/theory.md section 6) in float64."""
     _, ga, gb = _evaluate(coeffs, a, b)
     return ga, gb
 
 
 def reduced_hessian_value(coeffs: dict, a: float, b: float) -> np.ndarray:
-    """The 2 x 2 Hessian of the reduced loss at ``(a, b)`` (theory.md section 6) in float64.  At
+    """The 2 x 2 Hessian of the reduced loss at ``(a, b)`` (docs/theory.md section 6) in float64.  At
     the minimum ``(-eta, 1)`` its smallest eigenvalue ``mu`` sets the final, linear stage of the
     flow: ``L(t) ~ exp(-2 mu t)``."""
     return np.array(_polynomial(coeffs)[1](float(a), float(b)), dtype=float)
@@ -195,7 +195,7 @@ def _argmin_function(k: int):
 def gradient_flow(coeffs: dict, a0: float, b0: float, t_end: float, *, t_eval=None,
                   points: int = 2001, rtol: float = 1e-10, atol: float = 1e-12) -> dict:
     """Gradient flow ``(a', b') = -grad L(a, b)`` of the reduced loss from ``(a0, b0)`` on
-    ``[0, t_end]`` (theory.md section 6, Theorem 4.1), by ``scipy.integrate.solve_ivp`` (DOP853).
+    ``[0, t_end]`` (docs/theory.md section 6, Theorem 4.1), by ``scipy.integrate.solve_ivp`` (DOP853).
 
     The solution is reported at ``t_eval`` (increasing times in ``[0, t_end]``) or, if None, on
     ``points`` equally spaced times.  Returns a dict of float64 arrays ``t``, ``a``, ``b``,
@@ -239,7 +239,7 @@ def _first_crossing(t: np.ndarray, progress: np.ndarray, level: float):
 
 
 def stage_times(t, a, b, coeffs: dict, *, fraction: float = 0.9) -> dict:
-    """The two stages of the reduced flow from a small initialisation (theory.md section 6), timed
+    """The two stages of the reduced flow from a small initialisation (docs/theory.md section 6), timed
     on a recorded path ``(t, a, b)`` (ODE or training; same definition for both).
 
     * ``stage1_end``: stage 1 is ``a`` relaxing onto the slow manifold ``a = a*(b)`` (the

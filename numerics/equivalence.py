@@ -1,5 +1,5 @@
 """Theorem 3.2 in float64: the constructed transformer's iterates equal k-step GD and its closed
-form (theory.md sections 2-4).
+form (docs/theory.md sections 2-4).
 """
 from __future__ import annotations
 

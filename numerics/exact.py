@@ -1,7 +1,7 @@
 """Float64 values of theory's exact losses, evaluated exactly and rounded once.
 
 ``theory.gd_eval_loss(d, n, eta, k)`` is a polynomial of degree ``2k`` in ``eta`` with rational
-coefficients (theory.md section 2, exact Wishart moments of section 9).  Its terms alternate in
+coefficients (docs/theory.md section 2, exact Wishart moments of section 9).  Its terms alternate in
 sign and grow like ``C(2k, j) eta^j E tr(S^j)``, so summing them in float64 loses many digits
 (d = 10, n = 20, k = 20, eta = 0.4: terms up to 1e13 for a loss of 0.114; the float sum is 4 %
 off).  Here the polynomial is evaluated in exact integer arithmetic at the float ``eta`` (a
@@ -57,7 +57,7 @@ def polynomial_value(denominator: int, numerators, x: float) -> float:
 def gd_eval_loss_value(d: int, n: int, eta, k: int):
     """``theory.gd_eval_loss(d, n, eta, k)`` at a float ``eta`` (or an array of them), computed
     exactly and rounded once: the exact in-distribution mean of ``(1/2) ||w_k - w*||^2`` for
-    k-step GD (theory.md section 2).  Needs ``2k <= theory.MAX_EXACT_MOMENT``.
+    k-step GD (docs/theory.md section 2).  Needs ``2k <= theory.MAX_EXACT_MOMENT``.
 
     >>> gd_eval_loss_value(10, 20, 0.4, 10)
     0.26952376850811866

@@ -1,5 +1,5 @@
 """Gradient descent on the in-context least squares in float64, two independent routes
-(theory.md section 2): the recursion on the data, and the closed form through the
+(docs/theory.md section 2): the recursion on the data, and the closed form through the
 eigendecomposition of ``S = X X^T / n``.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .checks import check_prompt, check_w, float_array
 
 def gd_iterates(X, y, eta: float, k: int, w0=None) -> np.ndarray:
     """Plain GD ``w_{i+1} = w_i - eta X (X^T w_i - y) / n`` from ``w_0`` (default 0) on
-    ``L(w) = (1/2n) sum_i (<w, x_i> - y_i)^2`` (theory.md section 2).  ``X`` is ``(..., d, n)``,
+    ``L(w) = (1/2n) sum_i (<w, x_i> - y_i)^2`` (docs/theory.md section 2).  ``X`` is ``(..., d, n)``,
     ``y`` is ``(..., n)``; returns ``w_0 .. w_k``, shape ``(..., k + 1, d)``.
 
     >>> gd_iterates([[2.0]], [4.0], 0.125, 3)[:, 0]
@@ -37,7 +37,7 @@ def gd_iterates(X, y, eta: float, k: int, w0=None) -> np.ndarray:
 
 def gd_closed_form(X, w_star, eta: float, k: int) -> np.ndarray:
     """GD iterates from ``w_0 = 0`` by the closed form ``w_i = (I - (I - eta S)^i) w*``
-    (theory.md section 2), through ``scipy.linalg.eigh`` of ``S = X X^T / n``: with
+    (docs/theory.md section 2), through ``scipy.linalg.eigh`` of ``S = X X^T / n``: with
     ``S = Q diag(s) Q^T``, ``w_i = Q diag(1 - (1 - eta s)^i) Q^T w*``.  ``X`` is ``(..., d, n)``,
     ``w_star`` is ``(..., d)``; returns ``(..., k + 1, d)``.  Independent of ``gd_iterates``:
     no recursion and no labels.

@@ -1,5 +1,5 @@
 """The one-layer linear transformer (LSA) in float64: embedding, forward pass, CoT and looped
-rollouts (theory.md section 3).
+rollouts (docs/theory.md section 3).
 
 ``lsa_forward`` is the formula ``f(Z) = Z + V Z (Z^T W Z) / n`` written out literally; it is the
 reference.  The rollouts come in two forms that must agree (tests/numerics/test_lsa.py):
@@ -26,7 +26,7 @@ from .checks import check_params, check_prompt, check_w, float_array
 
 def embed(X, y, w0=None) -> np.ndarray:
     """The prompt matrix ``Z_0 = [[X, 0], [y^T, 0], [0, w_0], [0, 1]]``, ``D x (n + 1)`` with
-    ``D = 2d + 2`` and rows in ``theory.Layout(d)`` order (theory.md section 3).
+    ``D = 2d + 2`` and rows in ``theory.Layout(d)`` order (docs/theory.md section 3).
 
     ``X`` is ``(..., d, n)``, ``y`` is ``(..., n)``, ``w0`` is ``(..., d)`` or None (``w_0 = 0``).
 
@@ -50,7 +50,7 @@ def embed(X, y, w0=None) -> np.ndarray:
 
 
 def lsa_forward(Z, V, W, n: int) -> np.ndarray:
-    """One LSA layer ``f(Z; V, W) = Z + V Z (Z^T W Z) / n`` (theory.md section 3), literally.
+    """One LSA layer ``f(Z; V, W) = Z + V Z (Z^T W Z) / n`` (docs/theory.md section 3), literally.
 
     ``Z`` is ``(..., D, N)`` (any number ``N`` of columns: data and CoT columns), ``V`` and ``W``
     are ``D x D`` and ``n`` is the number of examples (the fixed normalisation).
@@ -134,7 +134,7 @@ def _prepare(X, y, V, W, k, w0):
 
 
 def cot_rollout(X, y, V, W, k: int, w0=None) -> np.ndarray:
-    """Autoregressive CoT generation (theory.md section 3): from ``Z_0 = embed(X, y, w0)``, the
+    """Autoregressive CoT generation (docs/theory.md section 3): from ``Z_0 = embed(X, y, w0)``, the
     model writes ``w_{i+1}`` = w-block of the last column of ``f(Z_i)`` and appends the column
     ``(0, 0, w_{i+1}, 1)``.  Returns the iterates ``w_0 .. w_k``, shape ``(..., k + 1, d)``.
 
@@ -168,7 +168,7 @@ def cot_rollout_reference(X, y, V, W, k: int, w0=None) -> np.ndarray:
 
 
 def looped_rollout(X, y, V, W, k: int, w0=None) -> np.ndarray:
-    """The looped model (theory.md section 3): ``Z <- f(Z)`` applied ``k`` times to ``Z_0`` in
+    """The looped model (docs/theory.md section 3): ``Z <- f(Z)`` applied ``k`` times to ``Z_0`` in
     place (no new columns); the estimate after ``i`` loops is the w-block of the last column.
     Returns the estimates after ``0 .. k`` loops, shape ``(..., k + 1, d)``.
 

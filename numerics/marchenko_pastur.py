@@ -1,4 +1,4 @@
-"""The Marchenko-Pastur limit of the GD evaluation loss (theory.md sections 2 and 9).
+"""The Marchenko-Pastur limit of the GD evaluation loss (docs/theory.md sections 2 and 9).
 
 As ``d, n -> oo`` with ``d / n -> gamma`` the spectrum of ``S = X X^T / n`` (Sigma = I) tends to
 the Marchenko-Pastur law ``MP_gamma``: density

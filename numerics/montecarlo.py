@@ -1,4 +1,4 @@
-"""Monte Carlo of evaluation losses with honest tails (theory.md sections 2, 5 and 7).
+"""Monte Carlo of evaluation losses with honest tails (docs/theory.md sections 2, 5 and 7).
 
 The evaluation loss of a prompt is ``(1/2) ||w_hat - w*||^2``.  Out of distribution (and, rarely,
 in distribution) a prompt with ``eta lambda_max(S) >= 2`` makes GD diverge, and a few such prompts
@@ -171,7 +171,7 @@ def eval_loss_mc(d: int, n: int, eta: float, k: int, *, samples: int, seed, sigm
                  chunk: int = DEFAULT_CHUNK, method: str = "auto",
                  keep_losses: bool = False) -> LossReport:
     """Monte Carlo of the evaluation loss ``(1/2) ||w_k - w*||^2`` of the Theorem 3.2 transformer,
-    i.e. k-step GD with step ``eta`` from ``w_0 = 0`` (theory.md sections 2, 4 and 7).
+    i.e. k-step GD with step ``eta`` from ``w_0 = 0`` (docs/theory.md sections 2, 4 and 7).
 
     Prompts: ``w* ~ N(0, I)``, ``x ~ N(0, Sigma)`` (``sigma=None``: ``Sigma = I``, in
     distribution).  Per prompt the error is ``e_k = -(I - eta S)^k w*``, computed by ``k``
@@ -202,7 +202,7 @@ def eval_loss_mc_params(V, W, d: int, n: int, k: int, *, samples: int, seed, sig
                         keep_losses: bool = False) -> LossReport:
     """Monte Carlo of ``(1/2) ||w_k - w*||^2`` for any LSA parameters ``(V, W)`` (``D x D``,
     ``D = 2d + 2``), ``mode`` "cot" (autoregressive generation, ``k`` generated steps) or
-    "looped" (``k`` loops in place), from ``w_0 = 0`` (theory.md section 3).  ``k = 1`` in either
+    "looped" (``k`` loops in place), from ``w_0 = 0`` (docs/theory.md section 3).  ``k = 1`` in either
     mode is the no-CoT model (one forward pass on ``Z_0``).
 
     Uses the rollouts of ``numerics.lsa`` on ``G = Z_0 Z_0^T / n``, which needs only ``S``,
@@ -243,7 +243,7 @@ def eval_loss_mc_params(V, W, d: int, n: int, k: int, *, samples: int, seed, sig
 def nocot_loss_mc(d: int, n: int, *, samples: int, seed, sigma=None, eta: float | None = None,
                   chunk: int | None = None, method: str = "auto",
                   keep_losses: bool = False) -> LossReport:
-    """Monte Carlo of the no-CoT model's evaluation loss (theory.md section 5): one forward pass on
+    """Monte Carlo of the no-CoT model's evaluation loss (docs/theory.md section 5): one forward pass on
     ``Z_0``, prediction ``eta S w*``.  ``eta=None`` takes Theorem 3.1's in-distribution optimum
     ``nocot_params(d, n)`` (``eta_1 = n / (n + d + 1)``), also when prompts come from ``sigma``
     (the ID-trained model out of distribution: it degrades but cannot diverge).  For the model

@@ -1,4 +1,4 @@
-"""Numerical optima with scipy.optimize (theory.md sections 2 and 5).
+"""Numerical optima with scipy.optimize (docs/theory.md sections 2 and 5).
 
 * ``nocot_optimum_numeric``: minimise the no-CoT loss over the step (recovering Theorem 3.1's
   ``eta_1 = n / (n + d + 1)``) and over a free diagonal preconditioner (optionally a full
@@ -71,7 +71,7 @@ class StepSizeOptimum:
 
 
 def nocot_optimum_numeric(d: int, n: int, *, seed=0, full_matrix: bool = False) -> NocotOptimum:
-    """Theorem 3.1 numerically (theory.md section 5, Sigma = I): minimise the no-CoT loss
+    """Theorem 3.1 numerically (docs/theory.md section 5, Sigma = I): minimise the no-CoT loss
 
     * over the step: ``theory.nocot_loss(d, n, eta)`` with ``scipy.optimize.minimize_scalar``
       (polished by ``brentq`` on its derivative);

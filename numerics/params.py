@@ -1,8 +1,8 @@
 """The constructed transformers' parameters as float64 arrays, evaluated from ``theory``.
 
 Nothing here is typed in: ``gd_params`` lambdifies ``theory.gd_transformer_params`` (Theorem
-3.2, theory.md section 4) in a symbolic step ``eta``; ``nocot_params`` evaluates
-``theory.nocot_params`` (Theorem 3.1, theory.md section 5).
+3.2, docs/theory.md section 4) in a symbolic step ``eta``; ``nocot_params`` evaluates
+``theory.nocot_params`` (Theorem 3.1, docs/theory.md section 5).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def gd_params(d: int, eta: float) -> tuple[np.ndarray, np.ndarray]:
 
 def nocot_params(d: int, n: int, sigma=None) -> tuple[np.ndarray, np.ndarray]:
     """Theorem 3.1's best no-CoT ``(V, W)`` as float64 arrays: ``V31 = -Gamma^{-1}``,
-    ``W13 = I``, ``W24 = -1`` with ``Gamma = (1 + 1/n) Sigma + tr(Sigma)/n I`` (theory.md
+    ``W13 = I``, ``W24 = -1`` with ``Gamma = (1 + 1/n) Sigma + tr(Sigma)/n I`` (docs/theory.md
     section 5), evaluated from ``theory.nocot_params``.  ``sigma=None`` is ``Sigma = I``, for
     which ``V31 = -n/(n + d + 1) I`` exactly rounded; a float ``sigma`` is carried through sympy
     at float64 precision.

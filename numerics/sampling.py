@@ -1,4 +1,4 @@
-"""Random prompts and their Gram matrices ``S = X X^T / n`` (theory.md sections 1 and 7).
+"""Random prompts and their Gram matrices ``S = X X^T / n`` (docs/theory.md sections 1 and 7).
 
 ``w* ~ N(0, I_d)``, ``x_i ~ N(0, Sigma)`` i.i.d., ``y_i = <w*, x_i>``.  Losses of GD and of any
 LSA parameters depend on a prompt only through ``S`` and ``w*`` (``X y / n = S w*``,

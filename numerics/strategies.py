@@ -3,7 +3,7 @@
 
 * ``problem_sizes(max_d, max_n, max_k)``: ``(d, n, k)``, ``n < d`` included.
 * ``stable_etas(lambda_max)``: steps with ``eta lambda_max`` in ``[2 margin, 2 (1 - margin)]``,
-  i.e. GD contracts on a prompt whose ``S`` has top eigenvalue ``lambda_max`` (theory.md section 2).
+  i.e. GD contracts on a prompt whose ``S`` has top eigenvalue ``lambda_max`` (docs/theory.md section 2).
 * ``spd_covariances(d, max_condition)``: symmetric positive definite Sigma with condition number
   at most ``max_condition``.
 * ``prompts(d, n, sigma)``: ``(X, y, w_star)`` float64 with ``w* ~ N(0, I)``, ``x ~ N(0, Sigma)``.
@@ -47,7 +47,7 @@ def problem_sizes(max_d: int = 12, max_n: int = 40, max_k: int = 40, *, min_d: i
 
 def stable_etas(lambda_max: float, *, margin: float = 0.05) -> st.SearchStrategy:
     """Steps ``eta`` with ``eta lambda_max`` in ``[2 margin, 2 (1 - margin)]``: every factor
-    ``|1 - eta lambda_j|`` is below 1 for the positive eigenvalues of S (theory.md section 2).
+    ``|1 - eta lambda_j|`` is below 1 for the positive eigenvalues of S (docs/theory.md section 2).
     Use the largest eigenvalue of the prompt's S (``numpy.linalg.eigvalsh(S)[-1]``)."""
     lambda_max = check_positive_finite("lambda_max", lambda_max)
     margin = check_positive_finite("margin", margin)
@@ -93,7 +93,7 @@ def _prompt(d: int, n: int, L, seed: int):
 
 def prompts(d: int, n: int, sigma=None) -> st.SearchStrategy:
     """``(X, y, w_star)``: ``X`` d x n with columns ``N(0, Sigma)`` (``sigma=None``: identity),
-    ``w* ~ N(0, I_d)``, ``y = X^T w*`` (theory.md section 1)."""
+    ``w* ~ N(0, I_d)``, ``y = X^T w*`` (docs/theory.md section 1)."""
     d = check_int("d", d)
     n = check_int("n", n)
     _, L = check_sigma(sigma, d)

@@ -1,4 +1,4 @@
-"""Gradient descent on the in-context least squares (theory.md section 2), exactly.
+"""Gradient descent on the in-context least squares (docs/theory.md section 2), exactly.
 
 ``L(w) = (1/2n) sum_i (<w, x_i> - y_i)^2``, ``grad L(w) = S (w - w*)`` with ``S = X X^T / n``,
 ``w_0 = 0``, ``w_{i+1} = w_i - eta grad L(w_i)``; closed form ``w_i = (I - (I - eta S)^i) w*``.
@@ -11,7 +11,7 @@ from .validation import check_int
 
 
 def gd_step(w, S, w_star, eta):
-    """One GD step ``w - eta S (w - w*)`` (theory.md section 2) on sympy matrices.
+    """One GD step ``w - eta S (w - w*)`` (docs/theory.md section 2) on sympy matrices.
 
     >>> S = sympy.Matrix([[2, 0], [0, 1]]); ws = sympy.Matrix([1, 1])
     >>> gd_step(sympy.zeros(2, 1), S, ws, sympy.Rational(1, 2)).T

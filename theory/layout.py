@@ -1,4 +1,4 @@
-"""Token layout of the embedding (theory.md section 3).
+"""Token layout of the embedding (docs/theory.md section 3).
 
 A token is a column of ``D = 2d + 2`` rows, in this order::
 
@@ -21,7 +21,7 @@ BLOCK_NAMES = {1: "x", 2: "y", 3: "w", 4: "one"}
 
 
 class Layout:
-    """Row slices of the token blocks for dimension ``d`` (theory.md section 3).
+    """Row slices of the token blocks for dimension ``d`` (docs/theory.md section 3).
 
     ``d`` may be an int (the slices are Python ``slice`` objects usable on numpy, torch and
     sympy matrices) or a sympy Symbol (the sizes are symbolic; ``.sizes`` gives the block

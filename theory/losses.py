@@ -1,4 +1,4 @@
-"""Exact evaluation losses (theory.md sections 2, 5 and 9), derived from Wishart moments.
+"""Exact evaluation losses (docs/theory.md sections 2, 5 and 9), derived from Wishart moments.
 
 All losses are ``(1/2) E ||w_hat - w*||^2`` with ``w* ~ N(0, I_d)`` and ``x ~ N(0, Sigma)``.
 """
@@ -14,7 +14,7 @@ _s = sympy.Dummy("s")  # eigenvalue variable of S
 
 
 def gd_eval_loss(d, n, eta, k: int):
-    """Exact k-step GD evaluation loss ``(1/2) E tr((I - eta S)^{2k})`` (theory.md section 2).
+    """Exact k-step GD evaluation loss ``(1/2) E tr((I - eta S)^{2k})`` (docs/theory.md section 2).
 
     Expanded into ``sum_j C(2k, j) (-eta)^j E tr(S^j) / 2`` with exact Wishart moments
     (``trace_moment``), so it is a polynomial in ``eta`` (a Symbol is allowed) with rational
@@ -36,7 +36,7 @@ def gd_eval_loss(d, n, eta, k: int):
 
 
 def nocot_loss(d, n, eta):
-    """Evaluation loss of the one-step no-CoT prediction ``eta S w*`` (theory.md section 5):
+    """Evaluation loss of the one-step no-CoT prediction ``eta S w*`` (docs/theory.md section 5):
     ``(1/2) (eta^2 E tr(S^2) - 2 eta E tr(S) + d)``, a quadratic in ``eta``.
 
     >>> nocot_loss(1, 1, sympy.Symbol("eta"))
@@ -68,7 +68,7 @@ def nocot_optimal_eta(d, n):
 
 def nocot_min_loss(d, n):
     """Theorem 3.1: the minimum no-CoT evaluation loss ``(1/2) d (d + 1) / (n + d + 1)``,
-    derived from the exact moments (theory.md section 5).
+    derived from the exact moments (docs/theory.md section 5).
 
     >>> nocot_min_loss(10, 20)
     55/31
@@ -121,7 +121,7 @@ def nocot_min_loss_sigma(n, Sigma):
 
 def gd_limit_loss(d, n):
     """Large-k limit of the GD evaluation loss from ``w_0 = 0`` when every prompt is stable:
-    ``(d - n)/2`` for ``n < d`` (minimum-norm interpolant), 0 otherwise (theory.md section 2).
+    ``(d - n)/2`` for ``n < d`` (minimum-norm interpolant), 0 otherwise (docs/theory.md section 2).
 
     >>> gd_limit_loss(10, 4), gd_limit_loss(10, 20)
     (3, 0)

@@ -1,4 +1,4 @@
-"""Out-of-distribution conditions of Theorem 4.2 (theory.md section 7).
+"""Out-of-distribution conditions of Theorem 4.2 (docs/theory.md section 7).
 
 On prompts with ``x ~ N(0, Sigma)`` the trained CoT model runs GD on ``S_Sigma``, whose spectrum
 lies near ``[lambda_min(Sigma)(1 - sqrt(d/n))^2, lambda_max(Sigma)(1 + sqrt(d/n))^2]`` with high
@@ -48,7 +48,7 @@ def spectrum_interval(sigma_eigenvalues, d: int, n: int):
 
 
 def is_stable(eta, lambda_max) -> bool:
-    """GD with step ``eta`` contracts on a prompt iff ``eta lambda_max(S) < 2`` (theory.md
+    """GD with step ``eta`` contracts on a prompt iff ``eta lambda_max(S) < 2`` (docs/theory.md
     section 2); at or above 2 the top eigendirection does not shrink.
 
     >>> is_stable(sympy.Rational(2, 5), 3), is_stable(sympy.Rational(2, 5), 5)

@@ -1,5 +1,5 @@
 """Parameters of the constructed transformers: Theorem 3.2 (CoT = k-step GD) and
-Theorem 3.1 (the best no-CoT model), theory.md sections 4 and 5."""
+Theorem 3.1 (the best no-CoT model), docs/theory.md sections 4 and 5."""
 from __future__ import annotations
 
 import sympy
@@ -46,7 +46,7 @@ def gd_transformer_params(d, eta) -> tuple:
 
     ``V31 = -eta I_d``, ``W13 = I_d``, ``W24 = -1``, every other block zero.  Then the last
     column of ``f(Z_i)`` is exactly ``(0, 0, w_{i+1}, 1)`` with ``w_{i+1} = w_i - eta grad L(w_i)``
-    (theory.md section 4).  ``d`` an int gives explicit ``sympy.Matrix`` objects of size
+    (docs/theory.md section 4).  ``d`` an int gives explicit ``sympy.Matrix`` objects of size
     ``2d + 2``; ``d`` a Symbol gives ``BlockMatrix`` objects of Identity / ZeroMatrix blocks.
     ``eta`` may be a number (floats become exact rationals when short: 0.4 -> 2/5) or a Symbol.
 
@@ -72,7 +72,7 @@ def gd_transformer_params(d, eta) -> tuple:
 
 
 def nocot_gamma(d, n, Sigma=None):
-    """Theorem 3.1's preconditioner ``Gamma = (1 + 1/n) Sigma + tr(Sigma)/n I`` (theory.md
+    """Theorem 3.1's preconditioner ``Gamma = (1 + 1/n) Sigma + tr(Sigma)/n I`` (docs/theory.md
     section 5).  ``Sigma=None`` means ``Sigma = I_d``, for which ``Gamma = (n + d + 1)/n I``;
     it is returned then as the scalar ``(n + d + 1)/n`` (d, n ints or Symbols).  With a
     ``Sigma`` (a d x d sympy Matrix, symmetric positive definite) the matrix Gamma is returned.
@@ -106,7 +106,7 @@ def nocot_params(d, n, Sigma=None) -> tuple:
 
     ``V31 = -Gamma^{-1}``, ``W13 = I_d``, ``W24 = -1`` (every other block zero), so the
     prediction from ``Z_0`` is ``Gamma^{-1} X y / n = Gamma^{-1} S w*``, the minimiser of the
-    evaluation loss over all linear maps of ``X y / n`` (theory.md section 5).  For ``Sigma = I``
+    evaluation loss over all linear maps of ``X y / n`` (docs/theory.md section 5).  For ``Sigma = I``
     this is ``gd_transformer_params(d, n / (n + d + 1))``.
 
     >>> V, W = nocot_params(1, 2)

@@ -1,5 +1,5 @@
 """Symbolic proofs: one LSA step on a CoT matrix is one GD step (Theorem 3.2), and the GD
-closed form (theory.md sections 2 and 4)."""
+closed form (docs/theory.md sections 2 and 4)."""
 from __future__ import annotations
 
 import sympy

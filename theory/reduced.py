@@ -1,4 +1,4 @@
-"""The isotropic reduction of the CoT training dynamics (theory.md section 6, Theorem 4.1).
+"""The isotropic reduction of the CoT training dynamics (docs/theory.md section 6, Theorem 4.1).
 
 Restrict the LSA to ``V31 = a I``, ``W13 = b I``, ``W24 = -1``, every other block zero.  With
 teacher forcing the model's step from the GD iterate ``w_i = P_i w*``, ``P_i = I - (I - eta S)^i``,
@@ -45,7 +45,7 @@ _s = sympy.Symbol("s")
 
 def reduced_symbols() -> tuple:
     """The symbols ``(a, b)`` of the isotropic reduction: ``V31 = a I``, ``W13 = b I``
-    (theory.md section 6).  Every expression of this module is a polynomial in them.
+    (docs/theory.md section 6).  Every expression of this module is a polynomial in them.
 
     >>> reduced_symbols()
     (a, b)
@@ -54,7 +54,7 @@ def reduced_symbols() -> tuple:
 
 
 def reduced_moment_symbols(k: int) -> tuple:
-    """The named expectations of the reduced loss (theory.md section 6), as sympy Symbols:
+    """The named expectations of the reduced loss (docs/theory.md section 6), as sympy Symbols:
     ``(A, B, C)`` with ``A[i]`` named ``E tr(S^2 P_i^2)``, ``B[i]`` named ``E tr(S^2 P_i)``
     (``i = 0 .. k-1``, lists) and ``C`` named ``E tr(S^2)``; ``P_i = I - (I - eta S)^i``.
 
@@ -70,7 +70,7 @@ def reduced_moment_symbols(k: int) -> tuple:
 
 def reduced_loss_symbolic(k: int, eta=None) -> sympy.Expr:
     """The CoT population loss ``L(a, b)`` of the isotropic reduction with the expectations left
-    as named symbols (``reduced_moment_symbols``), theory.md section 6 (module docstring):
+    as named symbols (``reduced_moment_symbols``), docs/theory.md section 6 (module docstring):
     ``(1/k) sum_i (1/2) [(ab + eta)^2 E tr(S^2 P_i^2) - 2 (ab + eta)(a + eta) E tr(S^2 P_i)
     + (a + eta)^2 E tr(S^2)]``.  ``eta=None`` leaves ``eta`` a Symbol.
 
@@ -90,7 +90,7 @@ def reduced_loss_symbolic(k: int, eta=None) -> sympy.Expr:
 
 
 def reduced_argmin_a(k: int, eta=None) -> sympy.Expr:
-    """The minimiser of the reduced loss in ``a`` at fixed ``b`` (theory.md section 6), in the
+    """The minimiser of the reduced loss in ``a`` at fixed ``b`` (docs/theory.md section 6), in the
     named expectations (substitute ``reduced_coefficients`` for exact values):
     ``a*(b) = -eta (A b - B (1 + b) + C) / (A b^2 - 2 B b + C)`` with the aggregated
     ``A, B, C`` of ``reduced_gram``; solved from ``dL/da = 0`` (L is quadratic in a, with
@@ -110,7 +110,7 @@ def reduced_argmin_a(k: int, eta=None) -> sympy.Expr:
 
 
 def reduced_coefficients(d, n, eta, k: int) -> dict:
-    """Exact values of the named expectations of the reduced loss (theory.md section 6), as a
+    """Exact values of the named expectations of the reduced loss (docs/theory.md section 6), as a
     substitution map ``{symbol: value}`` for ``reduced_loss_symbolic(k)``'s symbols.
 
     ``E tr(S^2 P_i^2)`` and ``E tr(S^2 P_i)`` expand ``P_i = 1 - (1 - eta s)^i`` over the
@@ -140,7 +140,7 @@ def reduced_coefficients(d, n, eta, k: int) -> dict:
 def reduced_gram(d, n, eta, k: int) -> sympy.Matrix:
     """The Gram matrix ``G = [[A, -B], [-B, C]]`` with ``L(a, b) = (1/2k) [u, v] G [u, v]^T``,
     ``u = ab + eta``, ``v = a + eta``, ``A = sum_i E tr(S^2 P_i^2)``, ``B = sum_i E tr(S^2 P_i)``,
-    ``C = k E tr(S^2)`` (theory.md section 6; module docstring), exact.
+    ``C = k E tr(S^2)`` (docs/theory.md section 6; module docstring), exact.
 
     >>> reduced_gram(10, 20, sympy.Rational(2, 5), 2)
     Matrix([
@@ -156,7 +156,7 @@ def reduced_gram(d, n, eta, k: int) -> sympy.Matrix:
 
 
 def reduced_loss(d, n, eta, k: int) -> sympy.Expr:
-    """The CoT population loss ``L(a, b)`` of the isotropic reduction (theory.md section 6) as an
+    """The CoT population loss ``L(a, b)`` of the isotropic reduction (docs/theory.md section 6) as an
     expanded polynomial in ``(a, b)`` (``reduced_symbols``) with exact coefficients:
     ``reduced_loss_symbolic`` with ``reduced_coefficients`` substituted.
 
@@ -170,7 +170,7 @@ def reduced_loss(d, n, eta, k: int) -> sympy.Expr:
 
 
 def reduced_gradient(d, n, eta, k: int) -> tuple:
-    """``(dL/da, dL/db)`` of the reduced loss (theory.md section 6), exact polynomials in (a, b).
+    """``(dL/da, dL/db)`` of the reduced loss (docs/theory.md section 6), exact polynomials in (a, b).
 
     >>> a, b = reduced_symbols()
     >>> [g.subs({a: sympy.Rational(-2, 5), b: 1}) for g in reduced_gradient(10, 20, 0.4, 3)]
@@ -181,7 +181,7 @@ def reduced_gradient(d, n, eta, k: int) -> tuple:
 
 
 def prove_reduced_unique_zero(d, n, eta, k: int) -> bool:
-    """True when ``(a, b) = (-eta, 1)`` is the unique zero of the reduced loss (theory.md
+    """True when ``(a, b) = (-eta, 1)`` is the unique zero of the reduced loss (docs/theory.md
     section 6): the loss vanishes there and the Gram matrix ``G`` is positive definite (exact
     leading minors), so ``L = 0`` forces ``ab + eta = a + eta = 0``.  False otherwise (k = 1: G
     is singular and every ``a = -eta`` is a zero).
@@ -207,7 +207,7 @@ def _kind(H: sympy.Matrix) -> str:
 
 
 def reduced_critical_points(d, n, eta, k: int) -> list:
-    """All real critical points of the reduced loss, exact and classified (theory.md section 6).
+    """All real critical points of the reduced loss, exact and classified (docs/theory.md section 6).
 
     Found by solving ``grad L = 0`` with ``sympy.solve`` (complex roots dropped); each entry is a
     dict with ``a``, ``b``, ``loss``, ``hessian`` (2 x 2 exact) and ``kind`` (``minimum``,

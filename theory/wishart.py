@@ -1,4 +1,4 @@
-"""Exact moments of a real Wishart matrix and their Marchenko-Pastur limit (theory.md section 9).
+"""Exact moments of a real Wishart matrix and their Marchenko-Pastur limit (docs/theory.md section 9).
 
 ``S = X X^T / n`` with ``X`` a ``d x n`` matrix of i.i.d. standard real Gaussians (real Wishart,
 Laguerre orthogonal ensemble, identity covariance).  ``n^m E tr(S^m) = E tr((X X^T)^m)`` is a
@@ -64,7 +64,7 @@ _d, _n = sympy.symbols("d n", positive=True, integer=True)
 
 
 def wishart_moment_method(m: int) -> str:
-    """Name of the exact method ``wishart_moment`` uses for ``E tr(S^m)`` (theory.md section 9):
+    """Name of the exact method ``wishart_moment`` uses for ``E tr(S^m)`` (docs/theory.md section 9):
     ``"trivial"`` (m = 0), ``"wick"`` (1 <= m <= 6) or ``"bidiagonal"`` (7 <= m <= 60).
 
     >>> wishart_moment_method(3), wishart_moment_method(20)
@@ -80,7 +80,7 @@ def wishart_moment_method(m: int) -> str:
 
 def wishart_moment(m: int, d, n) -> sympy.Expr:
     """Exact ``E tr(S^m)``, ``S = X X^T / n``, ``X`` a ``d x n`` standard real Gaussian matrix
-    (real Wishart moments, theory.md section 9).
+    (real Wishart moments, docs/theory.md section 9).
 
     ``d`` and ``n`` are positive integers (the result is a sympy Rational) or sympy Symbols (the
     result is the rational function ``Q_m(d, n) / n^m``, factored).  ``m = 0`` gives ``d``.
@@ -109,7 +109,7 @@ def wishart_moment(m: int, d, n) -> sympy.Expr:
 
 def narayana(m: int, r: int) -> sympy.Integer:
     """Narayana number ``N(m, r) = C(m, r) C(m, r - 1) / m`` (Marchenko-Pastur moments,
-    theory.md section 9); 0 when ``r`` is outside ``1..m``.
+    docs/theory.md section 9); 0 when ``r`` is outside ``1..m``.
 
     >>> [narayana(4, r) for r in range(1, 5)]
     [1, 6, 6, 1]
@@ -125,7 +125,7 @@ def narayana(m: int, r: int) -> sympy.Integer:
 
 def mp_moment(m: int, gamma) -> sympy.Expr:
     """Marchenko-Pastur moment ``lim E tr(S^m) / d = sum_{r=1}^m N(m, r) gamma^(r - 1)`` as
-    ``d, n -> oo`` with ``d / n -> gamma`` (theory.md section 9); ``m = 0`` gives 1.
+    ``d, n -> oo`` with ``d / n -> gamma`` (docs/theory.md section 9); ``m = 0`` gives 1.
 
     ``gamma`` is a number >= 0 (exact Rational out; a float is read through its decimal repr)
     or a sympy expression such as a Symbol (expanded polynomial out).
@@ -393,7 +393,7 @@ def _from_slices(m: int, vals: dict) -> dict:
 def trace_moment(p: sympy.Expr, s: sympy.Symbol, d, n) -> sympy.Expr:
     """``E tr(p(S))`` for a polynomial ``p`` in ``s`` (the eigenvalue variable), ``S = X X^T / n``
     with ``X`` a ``d x n`` standard Gaussian matrix, by linearity from the exact Wishart moments
-    ``E tr(S^m)`` (theory.md section 9).  Coefficients may involve other symbols (e.g. eta).
+    ``E tr(S^m)`` (docs/theory.md section 9).  Coefficients may involve other symbols (e.g. eta).
 
     >>> s = sympy.Symbol("s")
     >>> trace_moment(s ** 2 - s, s, 10, 20)

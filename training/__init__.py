@@ -19,10 +19,11 @@ from .objectives import (cot_loss, looped_estimate, looped_loss, nocot_loss, obj
                          teacher_forced_step)
 from .structure import (block_norms, functional_deviation, offdiag_energy, structure_metrics, v31_w13,
                         w24_v31)
-from .train import TrainConfig, TrainResult, resume, theory_reference, train
+from .config import PAPER, PaperSetting, TrainConfig
+from .train import TrainResult, resume, theory_reference, train
 
 __all__ = [
-    "Batch", "LSA", "Prompts", "TrainConfig", "TrainResult", "TrainingDiverged", "block_norms", "cot_loss",
+    "Batch", "LSA", "PAPER", "PaperSetting", "Prompts", "TrainConfig", "TrainResult", "TrainingDiverged", "block_norms", "cot_loss",
     "cot_rollout", "evaluate_params", "final_estimate", "functional_deviation", "gd_iterates", "looped_estimate",
     "looped_loss", "lsa", "make_batch", "nocot_loss", "objective", "offdiag_energy", "resolve_device", "resume",
     "run_dynamics", "run_sparse_dynamics", "sample_batch", "sample_prompts", "sigma_root", "structure_metrics",

@@ -1,10 +1,10 @@
-"""A straightforward implementation of CoT training, written from the formula (theory.md
+"""A straightforward implementation of CoT training, written from the formula (docs/theory.md
 section 3), kept as the reference that ``training.bench`` times the project's training against.
 
 Per batch of prompts it does what the formula says, with nothing precomputed:
 
 * GD targets by a Python loop of GD steps on the data itself,
-  ``w_{i+1} = w_i - eta X (X^T w_i - y) / n`` (theory.md section 2);
+  ``w_{i+1} = w_i - eta X (X^T w_i - y) / n`` (docs/theory.md section 2);
 * ``Z_0 = [[X, 0], [y^T, 0], [0, w_0], [0, 1]]`` (D x (n+1)), then for ``i = 0 .. k-1`` the model
   output ``f(Z_i) = Z_i + V Z_i (Z_i^T W Z_i) / n`` evaluated in full, the w-block of its last
   column compared with ``w_{i+1}``, and the column ``(0, 0, w_{i+1}, 1)`` appended (teacher
@@ -27,7 +27,7 @@ from .model import LSA
 
 
 def straightforward_gd_targets(X: torch.Tensor, y: torch.Tensor, eta: float, k: int) -> list:
-    """GD iterates ``w_0 = 0, w_{i+1} = w_i - eta X (X^T w_i - y) / n`` (theory.md section 2)
+    """GD iterates ``w_0 = 0, w_{i+1} = w_i - eta X (X^T w_i - y) / n`` (docs/theory.md section 2)
     by a Python loop over the steps, from the data ``X`` (B, d, n) and ``y`` (B, n): a list of
     k + 1 tensors (B, d)."""
     eta = check_positive_finite("eta", eta)
@@ -43,7 +43,7 @@ def straightforward_gd_targets(X: torch.Tensor, y: torch.Tensor, eta: float, k: 
 
 
 def straightforward_cot_loss(V: torch.Tensor, W: torch.Tensor, prompts: Prompts, eta: float, k: int) -> torch.Tensor:
-    """The CoT training loss (theory.md section 3) evaluated literally: ``V``, ``W`` (M, D, D),
+    """The CoT training loss (docs/theory.md section 3) evaluated literally: ``V``, ``W`` (M, D, D),
     ``prompts`` with ``X`` (B, d, n), ``y`` (B, n) -> (M,), the mean over prompts and steps
     ``i = 0 .. k-1`` of ``(1/2) ||w-block of f(Z_i)[:, -1] - w_{i+1}||^2``, the token matrix
     ``Z_i`` grown column by column and ``f`` evaluated in full at every step."""

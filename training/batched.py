@@ -40,8 +40,9 @@ from .evaluate import eval_generator, eval_losses, loss_reports, report_dict
 from .model import LSA
 from .objectives import objective
 from .structure import STRUCTURE_KEYS, structure_metrics
-from .train import (DTYPES, TrainConfig, TrainResult, guard_gradients, ood_sigma_matrices, resolved_clip,
-                    resolved_lr, resolved_threads, theory_reference)
+from .config import DTYPES, TrainConfig, ood_sigma_matrices, resolved_clip, resolved_lr, resolved_threads
+from .train import (TrainResult, guard_gradients,
+                    theory_reference)
 
 
 def sweep_configs(base: TrainConfig, *, seeds=None, ks=None, etas=None) -> list[TrainConfig]:

@@ -2,7 +2,7 @@
 behind ``cotgd bench``.  Figures only, no pass / fail.
 
 * ``train_ms_per_iter``: the project's training (``train.train`` at the paper's configuration,
-  theory.md section 8: CoT, full parameters, d 10, n 20, k 10, eta 0.4, batch 1000, Adam), read
+  docs/theory.md section 8: CoT, full parameters, d 10, n 20, k 10, eta 0.4, batch 1000, Adam), read
   from the run's own ``ms_per_iteration`` (the optimisation loop alone); by default the next batch
   is drawn on a background thread (``TrainConfig.prefetch``), and the details give the time with
   it drawn inline, one core only, as the baseline runs;
@@ -49,7 +49,7 @@ from .device import resolve_device
 from .evaluate import cot_rollout
 from .train import TrainConfig, train
 
-#: The paper's experiment (theory.md section 8), the configuration every training figure uses.
+#: The paper's experiment (docs/theory.md section 8), the configuration every training figure uses.
 PAPER = {"d": 10, "n": 20, "k": 10, "eta": 0.4, "batch": 1000}
 ROLLOUT_KS = (10, 20, 40, 80, 160)
 ROLLOUT_NS = (20, 80, 320)

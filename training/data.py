@@ -1,12 +1,12 @@
-"""Prompts for in-context weight prediction, drawn on the training device (theory.md section 1).
+"""Prompts for in-context weight prediction, drawn on the training device (docs/theory.md section 1).
 
 Every batch is fresh: ``w* ~ N(0, I_d)``, ``x_j ~ N(0, Sigma)`` (``Sigma = I`` in distribution),
 ``y_j = <w*, x_j>``, drawn from an explicit ``torch.Generator`` (no global RNG), so the same seed
 gives the same prompts on the same device.  The objectives see a prompt only through
 
 * the data statistic ``G = Z_data Z_data^T / n`` on the (x, y) rows, i.e.
-  ``[[S, S w*], [w*^T S, w*^T S w*]]`` with ``S = X X^T / n`` (theory.md sections 3, 4), and
-* the GD iterates ``w_0 = 0, w_{i+1} = w_i - eta S (w_i - w*)`` (theory.md section 2),
+  ``[[S, S w*], [w*^T S, w*^T S w*]]`` with ``S = X X^T / n`` (docs/theory.md sections 3, 4), and
+* the GD iterates ``w_0 = 0, w_{i+1} = w_i - eta S (w_i - w*)`` (docs/theory.md section 2),
 
 which is why one training step costs the same for any n.
 """
@@ -53,7 +53,7 @@ class Prompts:
 
     @property
     def data_statistic(self) -> torch.Tensor:
-        """``Z_data Z_data^T / n`` on the (x, y) rows: (B, d + 1, d + 1), theory.md section 3.
+        """``Z_data Z_data^T / n`` on the (x, y) rows: (B, d + 1, d + 1), docs/theory.md section 3.
 
         ``Z_data = [X; y^T]`` are the n data columns' (x, y) rows (their w and one rows are 0)."""
         return gram_statistic(self.S, self.w_star)
@@ -62,7 +62,7 @@ class Prompts:
 def gram_statistic(S: torch.Tensor, w_star: torch.Tensor) -> torch.Tensor:
     """``Z_data Z_data^T / n = [[S, S w*], [w*^T S, w*^T S w*]]`` (B, d+1, d+1) from ``S`` (B, d, d)
     and ``w*`` (B, d), since ``y = X^T w*`` gives ``X y / n = S w*`` and ``y^T y / n = w*^T S w*``
-    (theory.md sections 1, 3)."""
+    (docs/theory.md sections 1, 3)."""
     B, d = w_star.shape
     h = S @ w_star.unsqueeze(-1)
     stat = S.new_empty((B, d + 1, d + 1))
@@ -97,7 +97,7 @@ def sigma_root(sigma, d: int, *, dtype=torch.float64, device=None) -> torch.Tens
 def sample_prompts(batch: int, d: int, n: int, *, generator: torch.Generator,
                    sigma_sqrt: torch.Tensor | None = None, dtype=torch.float32) -> Prompts:
     """Fresh prompts on ``generator.device``: ``X = Sigma^{1/2} N(0, I)`` (B, d, n), then
-    ``w* ~ N(0, I_d)`` (B, d), ``y = X^T w*`` (theory.md section 1).  Draw order is fixed (X, then
+    ``w* ~ N(0, I_d)`` (B, d), ``y = X^T w*`` (docs/theory.md section 1).  Draw order is fixed (X, then
     w*), so a generator state determines the batch."""
     X, w_star = _draw(batch, d, n, generator, sigma_sqrt, dtype)
     y = (w_star.unsqueeze(-2) @ X).squeeze(-2)
@@ -118,7 +118,7 @@ def _draw(batch: int, d: int, n: int, generator: torch.Generator, sigma_sqrt, dt
 
 
 def gd_iterates(S: torch.Tensor, w_star: torch.Tensor, eta: float, k: int) -> torch.Tensor:
-    """GD iterates ``w_0 = 0, w_{i+1} = w_i - eta S (w_i - w*)`` (theory.md section 2), batched
+    """GD iterates ``w_0 = 0, w_{i+1} = w_i - eta S (w_i - w*)`` (docs/theory.md section 2), batched
     over prompts: ``S`` (..., d, d), ``w_star`` (..., d) -> (..., k + 1, d).  A loop over the k
     steps, never over prompts: ``w_{i+1} = (I - eta S) w_i + eta S w*`` with the prompts on the
     last (contiguous) axis, where a step is one elementwise product and one sum (a batched
@@ -138,7 +138,7 @@ def gd_iterates(S: torch.Tensor, w_star: torch.Tensor, eta: float, k: int) -> to
 
 @dataclass
 class Batch:
-    """What the objectives read from a batch of prompts (theory.md sections 3-5):
+    """What the objectives read from a batch of prompts (docs/theory.md sections 3-5):
     ``stat`` = ``Z_data Z_data^T / n`` on the (x, y) rows (B, d+1, d+1), ``w_star`` (B, d) and the
     GD iterates ``w_0 .. w_k`` (B, k+1, d)."""
 

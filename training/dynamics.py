@@ -1,4 +1,4 @@
-"""Training dynamics (Theorem 4.1, theory.md section 6): the reduced gradient-flow ODE laid over
+"""Training dynamics (Theorem 4.1, docs/theory.md section 6): the reduced gradient-flow ODE laid over
 real training.
 
 ``run_dynamics`` trains the ``isotropic`` LSA (``V31 = a I``, ``W13 = b I``, ``W24 = -1``; the
@@ -116,7 +116,7 @@ def train_reduced(param: str, *, d: int, n: int, k: int, eta: float, lr: float, 
                   b0: float | None = None, init_scale: float | None = None, record=None,
                   threads: int | None = 1) -> dict:
     """Plain gradient descent (``torch.optim.SGD``, lr ``lr``, no momentum) on the teacher-forced
-    CoT loss (``training.objectives.cot_loss``, theory.md sections 3 and 6) for the ``isotropic``
+    CoT loss (``training.objectives.cot_loss``, docs/theory.md sections 3 and 6) for the ``isotropic``
     or ``sparse`` parametrisation of ``training.model.LSA``, float64, one model.
 
     ``isotropic`` starts at ``a = a0``, ``b = b0``; ``sparse`` at the Assumption 4.1 initialisation
@@ -194,7 +194,7 @@ def run_dynamics(*, d: int = 10, n: int = 20, k: int = 10, eta: float = 0.4, lr:
                  pool: int = 40000, seed: int = 0, device: str = "cpu", out: str | None = None,
                  coefficient_method: str = "auto", max_points: int = 1001,
                  threads: int | None = 1) -> dict:
-    """The reduced ODE laid over real training (Theorem 4.1, theory.md section 6).
+    """The reduced ODE laid over real training (Theorem 4.1, docs/theory.md section 6).
 
     Trains the isotropic model (``train_reduced``) from ``(a0, b0)`` for ``steps`` steps of
     learning rate ``lr`` (None: ``default_schedule``) and integrates the population gradient flow
@@ -382,7 +382,7 @@ def run_sparse_dynamics(*, d: int = 10, n: int = 20, k: int = 10, eta: float = 0
                         init_scale: float = 0.02, batch: int = 1000,
                         pool: int = 40000, seed: int = 0, device: str = "cpu", out: str | None = None,
                         max_points: int = 701, threads: int | None = 1) -> dict:
-    """Beyond isotropic (theory.md section 6): train the ``sparse`` parametrisation (``V31``,
+    """Beyond isotropic (docs/theory.md section 6): train the ``sparse`` parametrisation (``V31``,
     ``W13`` free, ``W24 = -1``) from the Assumption 4.1 initialisation of ``training.model.LSA``
     (``W13(0) = Q diag(l) Q^T = -V31(0)``, ``l`` uniform in ``[init_scale/2, init_scale]``) with
     the same GD as ``run_dynamics``, recording the eigenvalues of ``V31`` and ``W13`` over time

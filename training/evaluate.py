@@ -1,4 +1,4 @@
-"""Evaluation of trained LSA parameters on fresh prompts (theory.md sections 2, 3 and 7).
+"""Evaluation of trained LSA parameters on fresh prompts (docs/theory.md sections 2, 3 and 7).
 
 CoT models are evaluated autoregressively: each generated estimate ``w_{i+1}`` (the w-block of
 the last output column) is appended as the column ``(0, 0, w_{i+1}, 1)``.  The rollout carries
@@ -27,7 +27,7 @@ EVAL_CHUNK = 8192
 
 
 def cot_rollout(V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, k: int, n: int) -> torch.Tensor:
-    """Autoregressive CoT generation (theory.md section 3) from ``w_0 = 0``: ``V``, ``W``
+    """Autoregressive CoT generation (docs/theory.md section 3) from ``w_0 = 0``: ``V``, ``W``
     (M, D, D), ``stat`` = ``Z_data Z_data^T / n`` on the (x, y) rows (B, d+1, d+1) -> the model's
     iterates ``w_0 .. w_k``, (M, B, k+1, d).
 
@@ -68,7 +68,7 @@ def cot_rollout(V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, k: int, n:
 
 def final_estimate(mode: str, V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, k: int, n: int) -> torch.Tensor:
     """The model's final estimate of ``w*`` (M, B, d): ``cot`` after k generated steps, ``nocot``
-    after one pass on ``Z_0``, ``looped`` after k loops (theory.md section 3)."""
+    after one pass on ``Z_0``, ``looped`` after k loops (docs/theory.md section 3)."""
     if mode == "cot":
         return cot_rollout(V, W, stat, k, n)[..., -1, :]
     if mode == "nocot":

@@ -1,5 +1,5 @@
 """``cotgd reproduce``: the paper's figures (and an OOD figure beyond it) as PNG, each with the
-theory laid over the measurement (theory.md section 8).
+theory laid over the measurement (docs/theory.md section 8).
 
 - fig2: evaluation loss vs iteration, CoT vs no-CoT (k = 10), with the k-step GD loss and
   Theorem 3.1's no-CoT floor as horizontal lines;

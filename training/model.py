@@ -1,4 +1,4 @@
-"""The one-layer linear self-attention (LSA) model ``f(Z) = Z + V Z (Z^T W Z) / n`` (theory.md
+"""The one-layer linear self-attention (LSA) model ``f(Z) = Z + V Z (Z^T W Z) / n`` (docs/theory.md
 section 3) with three parametrisations of ``(V, W)``, and a literal forward pass for reference.
 
 Every parameter carries a leading MODEL axis ``M``: ``V`` and ``W`` are (M, D, D), so M models
@@ -6,9 +6,9 @@ Every parameter carries a leading MODEL axis ``M``: ``V`` and ``W`` are (M, D, D
 
 * ``full``: every entry of V and W trainable, small random init (the paper's experiments).
 * ``sparse``: ``V31`` and ``W13`` trainable, ``W24 = -1`` fixed, every other entry 0; initialised
-  as the paper's Assumption 4.1 (theory.md section 6): ``V31(0)`` and ``W13(0)`` small, sharing
+  as the paper's Assumption 4.1 (docs/theory.md section 6): ``V31(0)`` and ``W13(0)`` small, sharing
   eigenvectors and eigenvalues (up to the sign of V31, see ``LSA``).
-* ``isotropic``: ``V31 = a I``, ``W13 = b I``, ``W24 = -1`` (theory.md section 6).
+* ``isotropic``: ``V31 = a I``, ``W13 = b I``, ``W24 = -1`` (docs/theory.md section 6).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ DEFAULT_INIT_SCALE = {"full": 0.01, "sparse": 0.05, "isotropic": 0.05}
 
 
 def lsa(Z: torch.Tensor, V: torch.Tensor, W: torch.Tensor, n: int) -> torch.Tensor:
-    """Literal LSA layer ``f(Z) = Z + V Z (Z^T W Z) / n`` (theory.md section 3) on (..., D, N)
+    """Literal LSA layer ``f(Z) = Z + V Z (Z^T W Z) / n`` (docs/theory.md section 3) on (..., D, N)
     tokens; ``n`` is the number of examples (fixed normalisation, not the number of columns).
     Cost O(D N^2): the reference for tests, not the training path."""
     return Z + V @ Z @ (Z.transpose(-1, -2) @ W @ Z) / n
@@ -50,7 +50,7 @@ class LSA(torch.nn.Module):
     Initialisation (all from ``generator``, on its device):
 
     * ``full``: every entry of V and W i.i.d. ``N(0, init_scale^2)``.
-    * ``sparse`` (Assumption 4.1, theory.md section 6): with ``Q`` Haar-orthogonal and eigenvalues
+    * ``sparse`` (Assumption 4.1, docs/theory.md section 6): with ``Q`` Haar-orthogonal and eigenvalues
       ``l_j`` uniform in ``[init_scale / 2, init_scale]``, ``W13(0) = Q diag(l) Q^T`` and
       ``V31(0) = -Q diag(l) Q^T``: the two blocks share eigenvectors and eigenvalue magnitudes, and
       ``V31(0) W13(0)`` is negative definite like the target ``-eta I``.  ``W24 = -1`` fixed.

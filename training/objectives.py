@@ -1,4 +1,4 @@
-"""Training objectives of the one-layer LSA (theory.md section 3), computed from sufficient
+"""Training objectives of the one-layer LSA (docs/theory.md section 3), computed from sufficient
 statistics so that a step costs the same for any number of examples n.
 
 Notation: ``V``, ``W`` are (M, D, D) (M models); a batch holds ``G = Z_data Z_data^T / n`` on the
@@ -29,7 +29,7 @@ LOOPED_FREEZE = 1e6
 def teacher_forced_predictions(V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor,
                                iterates: torch.Tensor, n: int) -> torch.Tensor:
     """The w-block of the last column of ``f(Z_i)`` for every step ``i`` at once (teacher
-    forcing, theory.md section 3): ``V``, ``W`` (M, D, D), ``stat`` (B, d+1, d+1), ``iterates``
+    forcing, docs/theory.md section 3): ``V``, ``W`` (M, D, D), ``stat`` (B, d+1, d+1), ``iterates``
     the given CoT history ``w_0 .. w_{k-1}`` (B, k, d) -> predictions of ``w_1 .. w_k``,
     (M, B, k, d).
 
@@ -64,7 +64,7 @@ def teacher_forced_predictions(V: torch.Tensor, W: torch.Tensor, stat: torch.Ten
 def teacher_forced_step(V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, iterates: torch.Tensor,
                         steps: torch.Tensor, n: int) -> torch.Tensor:
     """The prediction of ``w_{s+1}`` for one step ``s = steps[b]`` per prompt (teacher forcing,
-    theory.md section 3): ``V``, ``W`` (M, D, D), ``stat`` (B, d+1, d+1), ``iterates`` (B, k, d)
+    docs/theory.md section 3): ``V``, ``W`` (M, D, D), ``stat`` (B, d+1, d+1), ``iterates`` (B, k, d)
     of which prompt b's ``w_0 .. w_{s}`` are read, ``steps`` (B,) integers in [0, k) -> (M, B, d).
 
     Equal to ``teacher_forced_predictions(V, W, stat, iterates, n)[:, b, steps[b]]``, without the
@@ -149,7 +149,7 @@ class _CoTLoss(torch.autograd.Function):
 
 
 def cot_loss(V: torch.Tensor, W: torch.Tensor, batch: Batch, n: int) -> torch.Tensor:
-    """CoT objective with teacher forcing (theory.md section 3): mean over steps ``i = 0 .. k-1``
+    """CoT objective with teacher forcing (docs/theory.md section 3): mean over steps ``i = 0 .. k-1``
     and prompts of ``(1/2) ||pred_i - w_{i+1}||^2``, pred_i the w-block of the last column of
     ``f(Z_i)`` with the true GD history.  Returns (M,).  Computed by ``_CoTLoss`` (the same
     predictions as ``teacher_forced_predictions``, with an explicit gradient)."""
@@ -157,7 +157,7 @@ def cot_loss(V: torch.Tensor, W: torch.Tensor, batch: Batch, n: int) -> torch.Te
 
 
 def nocot_loss(V: torch.Tensor, W: torch.Tensor, batch: Batch, n: int) -> torch.Tensor:
-    """No-CoT objective (theory.md section 3): one pass on ``Z_0`` (last column ``c_0 = (0,0,0,1)``),
+    """No-CoT objective (docs/theory.md section 3): one pass on ``Z_0`` (last column ``c_0 = (0,0,0,1)``),
     ``(1/2) ||pred - w*||^2`` averaged over prompts.  Returns (M,)."""
     w0 = batch.w_star.new_zeros((batch.w_star.shape[0], 1, batch.w_star.shape[-1]))
     pred = teacher_forced_predictions(V, W, batch.stat, w0, n)[..., 0, :]
@@ -176,7 +176,7 @@ def initial_gram(stat: torch.Tensor, D: int, n: int) -> torch.Tensor:
 def looped_estimate(V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, k: int, n: int, *,
                     freeze_above: float | None = None) -> torch.Tensor:
     """The w-block of the last column after applying the layer k times in place to ``Z_0``
-    (looped transformer, theory.md section 3): (M, B, d).
+    (looped transformer, docs/theory.md section 3): (M, B, d).
 
     One layer maps ``Z -> A Z`` with ``A = I + V (Z Z^T / n) W``; so with ``G = Z Z^T / n`` and z the
     last column, ``G <- A G A^T`` and ``z <- A z``, exactly, at O(D^3) per prompt and layer.
@@ -213,7 +213,7 @@ def looped_estimate(V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, k: int
 
 def looped_loss(V: torch.Tensor, W: torch.Tensor, batch: Batch, n: int, k: int,
                 freeze_above: float | None = LOOPED_FREEZE) -> torch.Tensor:
-    """Looped objective (theory.md section 3): the layer applied k times in place to ``Z_0``, loss
+    """Looped objective (docs/theory.md section 3): the layer applied k times in place to ``Z_0``, loss
     ``(1/2) ||w-block of the last column - w*||^2`` on the final estimate only.  Returns (M,).
     Prompts that diverge past ``freeze_above`` are frozen (``looped_estimate``)."""
     pred = looped_estimate(V, W, batch.stat, k, n, freeze_above=freeze_above)

@@ -1,4 +1,4 @@
-"""Scale-free structure of learned LSA parameters (theory.md section 4).
+"""Scale-free structure of learned LSA parameters (docs/theory.md section 4).
 
 The function is unchanged under ``(V31, W13, W24) -> (c V31, W13 / c, W24 / c)``, so learned weights
 are judged by invariants that Theorem 3.2's point fixes:
@@ -54,7 +54,7 @@ def offdiag_energy(V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
 
 def block_norms(A: torch.Tensor) -> torch.Tensor:
     """Frobenius norm of each block (row block, column block) of A, (M, 4, 4); blocks 1 = x,
-    2 = y, 3 = w, 4 = one (theory.md section 3), so ``[:, 2, 0]`` is ``||V31||``."""
+    2 = y, 3 = w, 4 = one (docs/theory.md section 3), so ``[:, 2, 0]`` is ``||V31||``."""
     L = _layout(A)
     blocks = [L.x, L.y, L.w, L.one]
     return torch.stack([torch.stack([A[:, r, c].square().sum(dim=(-1, -2)).sqrt() for c in blocks], -1)
@@ -66,7 +66,7 @@ def functional_deviation(V: torch.Tensor, W: torch.Tensor, *, n: int, eta: float
     """``E ||model step - GD step|| / E ||GD step||`` per model, (M,), in float64 on
     ``generator``'s device.  Each fresh prompt gets a step ``i`` uniform in ``0 .. k-1``; the model
     sees the true CoT history ``w_0 .. w_i`` (teacher forcing) and its step is its prediction
-    minus ``w_i``; GD's step is ``w_{i+1} - w_i`` (theory.md sections 2 and 4)."""
+    minus ``w_i``; GD's step is ``w_{i+1} - w_i`` (docs/theory.md sections 2 and 4)."""
     n = check_int("n", n)
     k = check_int("k", k)
     samples = check_int("samples", samples)

@@ -52,7 +52,7 @@ def test_unavailable_cuda_exits_2(capsys):
 
 
 def test_train_small_run_writes_summary(tmp_path, capsys):
-    """Training (tiny, seconds): the JSON summary carries architecture.md's keys."""
+    """Training (tiny, seconds): the JSON summary carries the documented keys (docs/architecture.md)."""
     out = tmp_path / "run"
     js = tmp_path / "s.json"
     status = main(["train", "--mode", "cot", "--d", "3", "--n", "8", "--k", "3", "--batch", "64",

@@ -1,5 +1,5 @@
 """Tests of numerics.dynamics: the reduced loss, its coefficients and its gradient flow
-(theory.md section 6).  Each test says which kind of check it is."""
+(docs/theory.md section 6).  Each test says which kind of check it is."""
 import subprocess
 import sys
 

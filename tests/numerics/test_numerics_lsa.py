@@ -29,7 +29,7 @@ def _near_gd_params(X, seed, noise=0.01):
 
 
 def test_embed_puts_each_block_in_its_rows():
-    """Numeric: Z_0 = [[X, 0], [y^T, 0], [0, w_0], [0, 1]] in theory.Layout order (theory.md section 3)."""
+    """Numeric: Z_0 = [[X, 0], [y^T, 0], [0, w_0], [0, 1]] in theory.Layout order (docs/theory.md section 3)."""
     X, y, _ = sample_prompts(3, 5, 1, seed=0)
     w0 = np.array([0.5, -1.0, 2.0])
     Z = embed(X[0], y[0], w0)

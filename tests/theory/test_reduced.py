@@ -1,4 +1,4 @@
-"""Tests of theory.reduced, the isotropic reduction of the CoT dynamics (theory.md section 6).
+"""Tests of theory.reduced, the isotropic reduction of the CoT dynamics (docs/theory.md section 6).
 Every check is symbolic (exact sympy) unless its docstring says otherwise."""
 import doctest
 import itertools

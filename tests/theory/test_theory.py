@@ -92,7 +92,7 @@ def test_concrete_proof_and_its_failure_cases(d):
 @given(st.integers(1, 4), st.fractions(min_value=sympy.Rational(1, 10), max_value=3).map(sympy.Rational),
        st.integers(1, 5))
 def test_scale_invariance(d, c, p):
-    """Symbolic: (c V31, W13 / c, W24 / c) implements the same step (theory.md section 4)."""
+    """Symbolic: (c V31, W13 / c, W24 / c) implements the same step (docs/theory.md section 4)."""
     eta = sympy.Rational(p, 7)
     V, W = gd_transformer_params(d, eta)
     assert lsa_step_size(c * V, W / c) == eta

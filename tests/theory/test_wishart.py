@@ -1,4 +1,4 @@
-"""Tests of theory.wishart: exact real Wishart moments (theory.md section 9) and Marchenko-Pastur."""
+"""Tests of theory.wishart: exact real Wishart moments (docs/theory.md section 9) and Marchenko-Pastur."""
 import ast
 import doctest
 import math

@@ -1,4 +1,4 @@
-"""Tests of training.dynamics: the reduced ODE laid over real GD training (theory.md section 6,
+"""Tests of training.dynamics: the reduced ODE laid over real GD training (docs/theory.md section 6,
 Theorem 4.1).  Each test says which kind of check it is."""
 import json
 import math
