@@ -9,6 +9,9 @@ A token is a column of ``D = 2d + 2`` rows, in this order::
 
 A block of a D x D parameter is named by (row block, column block): ``V31`` is rows ``w``,
 columns ``x``; ``W13`` is rows ``x``, columns ``w``; ``W24`` is row ``y``, column ``one``.
+Two unions recur in the sufficient-statistic form of the model (docs/theory.md section 3): the
+data rows ``xy`` (x and y: where data columns are non-zero) and the CoT rows ``wo`` (w and one:
+where CoT columns are non-zero); ``Z Z^T`` is block diagonal in them.
 This module is the one definition of the layout: numerics and training import it.
 """
 from __future__ import annotations
@@ -32,6 +35,8 @@ class Layout:
     (6, slice(0, 2, None), slice(2, 3, None), slice(3, 5, None), slice(5, 6, None))
     >>> L.block(3)
     slice(3, 5, None)
+    >>> L.xy, L.wo
+    (slice(0, 3, None), slice(3, 6, None))
     """
 
     def __init__(self, d):
@@ -39,13 +44,15 @@ class Layout:
         self.D = 2 * self.d + 2
         self.sizes = (self.d, 1, self.d, 1)
         if isinstance(self.d, sympy.Symbol):
-            self.x = self.y = self.w = self.one = None
+            self.x = self.y = self.w = self.one = self.xy = self.wo = None
         else:
             d = self.d
             self.x = slice(0, d)
             self.y = slice(d, d + 1)
             self.w = slice(d + 1, 2 * d + 1)
             self.one = slice(2 * d + 1, 2 * d + 2)
+            self.xy = slice(0, d + 1)               # data rows: x, y
+            self.wo = slice(d + 1, 2 * d + 2)       # CoT rows: w, one
 
     def block(self, index: int) -> slice:
         """The row slice of block ``index`` (1 = x, 2 = y, 3 = w, 4 = one)."""

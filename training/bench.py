@@ -43,11 +43,11 @@ import torch
 import numerics
 
 from .baseline import StraightforwardTrainer
-from .batched import sweep_workers, train_models
+from .engine import sweep_workers, train, train_models
 from .data import sample_prompts
 from .device import resolve_device
-from .evaluate import cot_rollout
-from .train import TrainConfig, train
+from .kernels import cot_rollout
+from .config import PAPER, TrainConfig
 
 #: The paper's experiment (docs/theory.md section 8), the configuration every training figure uses.
 PAPER = {"d": 10, "n": 20, "k": 10, "eta": 0.4, "batch": 1000}

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from theory.validation import check_int, check_positive_finite
+from theory.validation import check_finite, check_int, check_positive_finite
 
 from .data import sigma_root
 from .device import resolve_device
 from .model import PARAMS
-from .objectives import MODES
+from .kernels import MODES
 
 
 @dataclass(frozen=True)
@@ -48,49 +48,62 @@ PAPER = PaperSetting()
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def _field(default, help: str, *, cli: bool = True, minimum: int | None = None, choices=None):
+    """A ``TrainConfig`` field with what the command line needs to offer it (``training.cli``
+    generates the ``train`` options from these)."""
+    return field(default=default, metadata={"help": help, "cli": cli, "minimum": minimum, "choices": choices})
+
+
+OPTIMIZERS = ("adam", "sgd")
+
+
 @dataclass
 class TrainConfig:
-    """Everything that defines a run; the defaults are the paper's experiment (docs/theory.md section 8).
+    """Everything that defines a run; the defaults are the paper's experiment (``PAPER``,
+    docs/theory.md section 8).  Each field's help text is in its metadata (``cotgd train --help``
+    shows them all); ``validate()`` checks every field."""
 
-    ``sigma``: covariance of x for training and in-distribution evaluation (d x d nested list;
-    None = identity).  ``ood_sigmas``: extra evaluation distributions, ``{name: sigma}`` with sigma
-    a d x d nested list or a positive number c meaning ``c I``.  ``init_scale``: None takes
-    ``model.DEFAULT_INIT_SCALE[param]``.  ``progress``: tqdm bar (None: when stderr is a
-    terminal).  ``checkpoint_every``: iterations between checkpoints (0: only at the end; needs
-    ``out``).  ``theory_samples``: Monte Carlo prompts for the theory value; ``structure_samples``:
-    prompts for the functional deviation.  ``lr`` None: ``DEFAULT_LR[param]`` (the paper's 1e-3 for
-    the full model); ``clip_grad`` None: ``DEFAULT_CLIP[mode]`` (per-model gradient-norm clip; a
-    batch whose gradient is not finite is always skipped and counted).  ``threads``: torch CPU
-    threads for the run (None: ``DEFAULT_CPU_THREADS`` on a CPU, torch's setting on CUDA;
-    restored afterwards).  ``prefetch``: on a CPU, draw the next batch on a background thread
-    while the current step computes (``_Batches``; the same batches, so the same run, bitwise).
-    """
-
-    mode: str = "cot"
-    param: str = "full"
-    d: int = PAPER.d
-    n: int = PAPER.n
-    k: int = PAPER.k
-    eta: float = PAPER.eta
-    batch: int = PAPER.batch
-    iters: int = PAPER.iters
-    lr: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    eval_every: int = 50
-    eval_samples: int = 20000
-    sigma: list | None = None
-    ood_sigmas: dict | None = None
-    init_scale: float | None = None
-    checkpoint_every: int = 0
-    out: str | None = None
-    progress: bool | None = None
-    dtype: str = "float32"
-    theory_samples: int = 200_000
-    structure_samples: int = 4096
-    clip_grad: float | None = None
-    threads: int | None = None
-    prefetch: bool = True
+    mode: str = _field("cot", "objective: chain of thought (teacher forced), no CoT (one pass), "
+                       "or looped (the layer applied k times in place)", choices=MODES)
+    param: str = _field("full", "parametrisation of V, W: every entry, sparse (V31, W13 free, W24 = -1), "
+                        "or isotropic (V31 = a I, W13 = b I, W24 = -1)", choices=PARAMS)
+    d: int = _field(PAPER.d, "dimension of x and w*", minimum=1)
+    n: int = _field(PAPER.n, "examples per prompt", minimum=1)
+    k: int = _field(PAPER.k, "CoT steps (looped: loops)", minimum=1)
+    eta: float = _field(PAPER.eta, "GD step of the target iterates")
+    batch: int = _field(PAPER.batch, "fresh prompts per optimiser step", minimum=1)
+    iters: int = _field(PAPER.iters, "optimiser steps", minimum=1)
+    lr: float | None = _field(None, "learning rate (default: DEFAULT_LR[param]: 1e-3 for full, the "
+                              "paper's; 3e-3 for sparse and isotropic)")
+    seed: int = _field(0, "seed of the run's random streams (init, data, eval, structure, theory)", minimum=0)
+    device: str = _field("auto", "auto (CUDA when torch sees it, else CPU), cpu, cuda or cuda:N")
+    eval_every: int = _field(50, "iterations between evaluation points", minimum=1)
+    eval_samples: int = _field(20000, "fresh prompts per evaluation point", minimum=1)
+    sigma: list | None = _field(None, "covariance of x for training and in-distribution evaluation "
+                                "(d x d, symmetric positive semi-definite; None: identity)", cli=False)
+    ood_sigmas: dict | None = _field(None, "extra evaluation covariances {name: d x d matrix or c "
+                                     "(meaning c I)}", cli=False)
+    init_scale: float | None = _field(None, "initialisation scale (default: model.DEFAULT_INIT_SCALE[param])")
+    checkpoint_every: int = _field(0, "iterations between resumable checkpoints (0: only at the end; "
+                                   "needs --out)", minimum=0)
+    out: str | None = _field(None, "run directory", cli=False)
+    progress: bool | None = _field(None, "progress bar (None: when stderr is a terminal)", cli=False)
+    dtype: str = _field("float32", "training precision (evaluation is always float64)", choices=tuple(DTYPES))
+    theory_samples: int = _field(200_000, "Monte Carlo prompts for the theory's value", minimum=1)
+    structure_samples: int = _field(4096, "prompts for the functional deviation", minimum=1)
+    clip_grad: float | None = _field(None, "per-model gradient-norm clip (default: DEFAULT_CLIP[mode]); "
+                                     "a step whose gradient is not finite is always skipped and counted")
+    threads: int | None = _field(None, "torch CPU threads (default: DEFAULT_CPU_THREADS on a CPU, torch's "
+                                 "own on CUDA; a CPU run is bitwise reproducible for a fixed count)", minimum=1)
+    prefetch: bool = _field(True, "on a CPU, draw the next batch on a background thread while the "
+                            "current step runs (the same batches, so the same run, bitwise)")
+    optimizer: str = _field("adam", "optimiser: Adam (the paper's) or plain gradient descent (SGD "
+                            "without momentum, as in the dynamics of docs/theory.md section 6)",
+                            choices=OPTIMIZERS)
+    pool: int | None = _field(None, "train on a fixed set of this many prompts, drawn once, in "
+                              "shuffled passes (default: fresh prompts every step)", minimum=1)
+    init_ab: list | None = _field(None, "isotropic only: start at V31 = a I, W13 = b I, given as [a, b]",
+                                  cli=False)
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise ValueError naming the first bad one.  Returns self."""
@@ -125,6 +138,18 @@ class TrainConfig:
             raise ValueError(f"prefetch must be True or False, got {self.prefetch!r}")
         if self.progress not in (None, True, False):
             raise ValueError(f"progress must be True, False or None, got {self.progress!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.pool is not None:
+            check_int("pool", self.pool, 1)
+            if self.pool < self.batch:
+                raise ValueError(f"pool must be >= batch, got pool = {self.pool}, batch = {self.batch}")
+        if self.init_ab is not None:
+            if self.param != "isotropic":
+                raise ValueError(f"init_ab is for param 'isotropic' only, got param {self.param!r}")
+            if not isinstance(self.init_ab, (list, tuple)) or len(self.init_ab) != 2:
+                raise ValueError(f"init_ab must be a pair [a, b], got {self.init_ab!r}")
+            self.init_ab = [check_finite("init_ab[0]", self.init_ab[0]), check_finite("init_ab[1]", self.init_ab[1])]
         return self
 
     def to_dict(self) -> dict:
@@ -145,7 +170,7 @@ DEFAULT_LR = {"full": PAPER.lr, "sparse": 3e-3, "isotropic": 3e-3}
 #: paper's plain Adam); 1.0 for looped, whose loss is a polynomial of very high degree in the
 #: parameters: rare batches with an exploding prompt give gradients 1e4 times the typical one,
 #: which wreck Adam's moment estimates (measured at d 3, lr 3e-3: one 6e4 spike near iteration
-#: 800 undoes the training).  Prompts that diverge outright are frozen (objectives.LOOPED_FREEZE).
+#: 800 undoes the training).  Prompts that diverge outright are frozen (kernels.LOOPED_FREEZE).
 DEFAULT_CLIP = {"cot": None, "nocot": None, "looped": 1.0}
 
 

@@ -2,7 +2,7 @@
 real training.
 
 ``run_dynamics`` trains the ``isotropic`` LSA (``V31 = a I``, ``W13 = b I``, ``W24 = -1``; the
-``training.model`` parametrisation, the ``training.objectives.cot_loss`` teacher-forced CoT
+``training.model`` parametrisation, the ``training.kernels.cot_loss`` teacher-forced CoT
 loss, prompts from ``training.data``) with plain gradient descent (``torch.optim.SGD``, no
 momentum) at a small learning rate, and compares ``(a, b)`` at time ``t = lr * step`` with the
 gradient flow of the population loss ``L(a, b)`` (``numerics.dynamics``, exact coefficients from
@@ -45,7 +45,7 @@ from .device import resolve_device
 from .errors import TrainingDiverged
 from .io import atomic_write_bytes, atomic_write_text
 from .model import LSA
-from .objectives import cot_loss
+from .kernels import cot_loss
 
 __all__ = ["default_schedule", "plot_dynamics", "plot_sparse_dynamics", "run_dynamics", "run_sparse_dynamics",
            "sparse_eigenvalues", "train_reduced"]
@@ -116,7 +116,7 @@ def train_reduced(param: str, *, d: int, n: int, k: int, eta: float, lr: float, 
                   b0: float | None = None, init_scale: float | None = None, record=None,
                   threads: int | None = 1) -> dict:
     """Plain gradient descent (``torch.optim.SGD``, lr ``lr``, no momentum) on the teacher-forced
-    CoT loss (``training.objectives.cot_loss``, docs/theory.md sections 3 and 6) for the ``isotropic``
+    CoT loss (``training.kernels.cot_loss``, docs/theory.md sections 3 and 6) for the ``isotropic``
     or ``sparse`` parametrisation of ``training.model.LSA``, float64, one model.
 
     ``isotropic`` starts at ``a = a0``, ``b = b0``; ``sparse`` at the Assumption 4.1 initialisation

@@ -1,11 +1,7 @@
 """Evaluation of trained LSA parameters on fresh prompts (docs/theory.md sections 2, 3 and 7).
 
-CoT models are evaluated autoregressively: each generated estimate ``w_{i+1}`` (the w-block of
-the last output column) is appended as the column ``(0, 0, w_{i+1}, 1)``.  The rollout carries
-the running statistic ``G_i = Z_i Z_i^T / n`` (in the reduced form of ``cot_rollout``: d x (d+1)
-per prompt) and adds ``c c^T / n`` per generated column, so one step costs O(D^2) per prompt
-whatever n and k.  No-CoT is one pass on
-``Z_0``; looped is the layer applied k times in place.  Evaluation runs in float64.
+CoT models are evaluated autoregressively (``kernels.cot_rollout``), no-CoT by one pass on
+``Z_0``, looped by k loops in place (``kernels.final_estimate``).  Evaluation runs in float64.
 
 Losses are summarised by ``numerics.loss_report`` (mean, se, median, q10, q90, diverged_frac, ...)
 with numerics' divergence rule, so training and numerics report the same statistics.
@@ -16,66 +12,15 @@ import numpy as np
 import torch
 
 import numerics
+import theory
 from theory.validation import check_int
 
-from .data import sample_prompts, seeded_generator, sigma_root
+from .data import derived_seed, sample_prompts, seeded_generator, sigma_root
 from .device import resolve_device
-from .objectives import MODES, looped_estimate
+from .kernels import MODES, final_estimate
 
 #: Prompts per evaluation chunk: bounds the (M, chunk, D, D) running statistic.
 EVAL_CHUNK = 8192
-
-
-def cot_rollout(V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, k: int, n: int) -> torch.Tensor:
-    """Autoregressive CoT generation (docs/theory.md section 3) from ``w_0 = 0``: ``V``, ``W``
-    (M, D, D), ``stat`` = ``Z_data Z_data^T / n`` on the (x, y) rows (B, d+1, d+1) -> the model's
-    iterates ``w_0 .. w_k``, (M, B, k+1, d).
-
-    With ``G = Z_i Z_i^T / n`` and ``c = (0, 0, w_i, 1)`` the last column of ``f(Z_i)`` is
-    ``c + V G W c``; its w-block is ``w_{i+1}``, and the new column ``c'`` adds ``c' c'^T / n`` to
-    G.  G is block diagonal: the constant data block ``stat`` on the (x, y) rows and the running
-    block ``Gamma`` of the CoT columns on the (w, one) rows.  Only the w-rows of ``V G W c`` are
-    read, and c lives on the (w, one) rows, so with ``c_wo = (w_i, 1)`` the step is
-
-        w_{i+1} = w_i + A c_wo + T P c_wo,   A = V[w, xy] stat W[xy, wo],   P = W[wo, wo],
-        T = V[w, wo] Gamma = (1/n) sum_{l <= i} (V[w, wo] c_l) c_l^T   (d x (d+1) per prompt),
-
-    with A fixed per prompt and T updated by one outer product per generated column: O(d^2) per
-    prompt and step, whatever n and k.  Prompts sit on the last (contiguous) axis, where every
-    per-prompt product is one elementwise product and a sum."""
-    k = check_int("k", k, 0)
-    M, D = V.shape[0], V.shape[-1]
-    d = (D - 2) // 2
-    d1 = d + 1
-    B = stat.shape[0]
-    Vw = V[:, d1:D - 1, :]                                                   # (M, d, D): rows of V that write w
-    A = (Vw[:, :, :d1].unsqueeze(1) @ stat.unsqueeze(0) @ W[:, :d1, d1:].unsqueeze(1))
-    A = A.permute(0, 2, 3, 1).contiguous()                                   # (M, d, d+1, B)
-    P = W[:, d1:, d1:]                                                       # (M, d+1, d+1)
-    Vwo = Vw[:, :, d1:]                                                      # (M, d, d+1)
-    c = stat.new_zeros((M, d1, B))
-    c[:, d] = 1.0                                                            # c_0 = (w_0, 1) = (0, 1)
-    T = (Vwo @ c).unsqueeze(2) * c.unsqueeze(1) / n                          # (M, d, d+1, B)
-    out = stat.new_empty((k + 1, M, d, B))
-    out[0] = 0.0
-    for i in range(k):
-        step = (A * c.unsqueeze(1)).sum(2) + (T * (P @ c).unsqueeze(1)).sum(2)   # (M, d, B)
-        c = torch.cat([c[:, :d] + step, c[:, d:]], 1)
-        out[i + 1] = c[:, :d]
-        T += (Vwo @ c).unsqueeze(2) * c.unsqueeze(1) / n
-    return out.permute(1, 3, 0, 2)
-
-
-def final_estimate(mode: str, V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, k: int, n: int) -> torch.Tensor:
-    """The model's final estimate of ``w*`` (M, B, d): ``cot`` after k generated steps, ``nocot``
-    after one pass on ``Z_0``, ``looped`` after k loops (docs/theory.md section 3)."""
-    if mode == "cot":
-        return cot_rollout(V, W, stat, k, n)[..., -1, :]
-    if mode == "nocot":
-        return cot_rollout(V, W, stat, 1, n)[..., -1, :]
-    if mode == "looped":
-        return looped_estimate(V, W, stat, k, n)
-    raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
 def eval_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -162,3 +107,38 @@ def evaluate_params(V, W, *, d: int, n: int, k: int, samples: int, seed: int, si
                                 sigma=sigma, chunk=chunk)
     reports = loss_reports(losses, norms)
     return reports[0] if single else reports
+
+
+#: Largest k for which the exact theory.gd_eval_loss is reported next to the Monte Carlo value:
+#: it needs Wishart moments up to 2k, under a second for k <= 12 but ~15 s for k = 30.
+EXACT_THEORY_MAX_K = 12
+
+def theory_reference(config) -> dict:
+    """The theory's evaluation loss for the run's configuration, with how it was obtained:
+    ``{value, method, se, step, ...}``; ``step`` is the GD step the trained model should implement
+    (eta for cot, Theorem 3.1's eta_1 for nocot, the best single step for looped).
+
+    Out of distribution (``config.sigma``) the nocot floor is theory.nocot_min_loss_sigma; the
+    looped optimum is only available in distribution (value None otherwise)."""
+    d, n, k, eta = config.d, config.n, config.k, config.eta
+    if config.mode == "cot":
+        mc = numerics.eval_loss_mc(d, n, eta, k, samples=config.theory_samples,
+                                   seed=derived_seed(config.seed, "theory"), sigma=config.sigma)
+        out = {"value": float(mc["mean"]), "method": "monte_carlo numerics.eval_loss_mc",
+               "se": float(mc["se"]), "step": eta, "monte_carlo": report_dict(mc)}
+        if config.sigma is None and k <= EXACT_THEORY_MAX_K:
+            out["exact"] = float(numerics.gd_eval_loss_value(d, n, eta, k))
+        return out
+    if config.mode == "nocot":
+        step = float(theory.nocot_optimal_eta(d, n))
+        if config.sigma is None:
+            value = float(theory.nocot_min_loss(d, n))
+        else:
+            import sympy
+            value = float(theory.nocot_min_loss_sigma(n, sympy.Matrix(config.sigma).applyfunc(sympy.nsimplify)))
+        return {"value": value, "method": "exact theory.nocot_min_loss", "se": 0.0, "step": step}
+    if config.sigma is not None:
+        return {"value": None, "method": "unavailable out of distribution", "se": None, "step": None}
+    opt = numerics.looped_optimal_eta(d, n, k)
+    return {"value": float(opt.loss), "method": f"{opt.method} numerics.looped_optimal_eta",
+            "se": float(opt.loss_se), "step": float(opt.eta)}

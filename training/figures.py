@@ -40,7 +40,8 @@ class _Runs:
         self.cache = {}
 
     def get(self, mode: str, k: int, ood: bool = False):
-        from .train import TrainConfig, train
+        from .config import TrainConfig
+        from .engine import train
         key = (mode, k, ood)
         if key not in self.cache:
             name = f"{mode}-k{k}" + ("-ood" if ood else "")

@@ -22,7 +22,7 @@ from theory.validation import check_int, check_positive_finite
 
 from .device import resolve_device
 from .data import make_batch, sample_prompts, seeded_generator, sigma_root
-from .objectives import teacher_forced_step
+from .kernels import teacher_forced_step
 
 STRUCTURE_KEYS = ("v31_w13", "w24_v31", "offdiag_energy", "functional_deviation")
 

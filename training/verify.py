@@ -1,24 +1,66 @@
 """``cotgd verify``: every claim of the paper checked three ways, in one report.
 
-Each check has a name, a kind (symbolic: exact sympy; numeric: float64 with a tolerance near
-machine precision; statistical: Monte Carlo, tolerance in standard errors; training: a trained
-PyTorch model against the theory's number), the measured and expected values, the tolerance and
-whether it passed.  A check that raises is reported as failed with the error, never skipped.
+The checks form a registry: each is a small function registered with ``@check(name, kind=...)``
+under a unique, stable name (``<kind>.<what>``, e.g. ``symbolic.thm32-lsa-step-is-gd``), a kind
+and a description (the first paragraph of its docstring).  Kinds:
+
+* ``symbolic``: exact sympy identities (docs/theory.md sections 2, 4, 5, 9);
+* ``numeric``: float64 computations, tolerance near machine precision (sections 2, 4);
+* ``statistical``: Monte Carlo against an exact value, tolerance in standard errors (sections 5, 7, 9);
+* ``training``: a trained PyTorch model against the theory's number (sections 6, 7, 8).
+
+A check function takes its inputs as explicit arguments, by name: ``settings`` (a frozen
+``VerifySettings``: quick, seed, device, out) and, when it needs trained models, ``models`` (a
+frozen ``TrainedModels``: cot, nocot, looped, built by ``train_models_for_verify``, which trains
+only the models the selected checks declared in ``needs``).  It returns one ``Check`` row (or a
+list of them): measured and expected values, the tolerance in words, whether it passed, details.
+
+``run_verify(only=...)`` runs the checks whose names match the patterns (all by default);
+a check that raises is reported as a failed row with its error, never skipped.
+``format_report`` prints the rows as a table whose long cells wrap inside their column.
 """
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
+import functools
+import inspect
+import os
+import re
 import sys
+import textwrap
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import numpy as np
 import sympy
 
-PAPER = dict(d=10, n=20, k=10, eta=0.4)
+from . import PAPER, TrainConfig, evaluate_params, train
+from .device import resolve_device
+
+#: The kinds of check, in the order the report lists them.
+KINDS = ("symbolic", "numeric", "statistical", "training")
+#: The trained models a check can ask for (``TrainedModels`` fields).
+MODEL_NAMES = ("cot", "nocot", "looped")
+#: How each model is trained (``TrainConfig`` fields on top of ``PAPER``); ``quick`` adds the
+#: ``quick`` overrides.
+MODEL_SPECS = {
+    "cot": {"mode": "cot", "param": "full"},
+    "nocot": {"mode": "nocot", "param": "full"},
+    # The sparse looped model (V31, W13 free, W24 = -1) learns fast; quick trains it less.
+    "looped": {"mode": "looped", "param": "sparse", "quick": {"iters": 300, "batch": 200}},
+}
+_NAME = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*\Z")
+_GLOB = set("*?[")
 
 
-@dataclass
+# ---------------------------------------------------------------- rows, settings, models
+@dataclass(frozen=True)
 class Check:
+    """One row of the report.  ``measured`` / ``expected``: numbers, sympy expressions or text;
+    ``tolerance``: the pass criterion in words; ``detail``: where, how many samples, the error."""
+
     name: str
     kind: str
     measured: object
@@ -28,6 +70,580 @@ class Check:
     detail: str = ""
 
 
+def result(measured, expected, tolerance: str, passed, detail: str = "") -> Check:
+    """A ``Check`` row whose name and kind the registry fills in (``@check``)."""
+    return Check("", "", measured, expected, tolerance, bool(passed), detail)
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """What a run of ``cotgd verify`` is: ``quick`` (smaller samples, shorter looped training),
+    ``seed`` (of every sampled prompt and of the training runs), ``device`` (a resolved torch
+    device name, for training) and ``out`` (directory for the training runs, or None)."""
+
+    quick: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    out: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainedModels:
+    """The trained models the selected checks need (``training.TrainResult`` or None when not
+    trained): ``cot`` (full V, W, CoT objective), ``nocot`` (full, no-CoT objective), ``looped``
+    (sparse, looped objective); ``errors``: model name -> error text for a model whose training
+    raised."""
+
+    cot: object = None
+    nocot: object = None
+    looped: object = None
+    errors: dict = field(default_factory=dict)
+
+    def missing(self, names: Iterable[str]) -> list:
+        """The error texts of the models among ``names`` that are not available."""
+        out = []
+        for name in names:
+            if getattr(self, name) is None:
+                out.append(f"the {name} model did not train: {self.errors[name]}" if name in self.errors
+                           else f"the {name} model was not trained")
+        return out
+
+
+# ---------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class RegisteredCheck:
+    """A registered check: ``name``, ``kind``, ``description``, the models it ``needs`` and the
+    function (called with the arguments it names: ``settings``, ``models``)."""
+
+    name: str
+    kind: str
+    description: str
+    needs: tuple
+    func: Callable
+    params: tuple
+
+    def __call__(self, settings: VerifySettings, models: TrainedModels | None = None) -> list:
+        inputs = {"settings": settings, "models": models}
+        return self.func(**{p: inputs[p] for p in self.params})
+
+
+#: name -> ``RegisteredCheck``, in registration order (the order of the report).
+REGISTRY: dict = {}
+
+
+def check(name: str, *, kind: str, needs: Iterable[str] = (), description: str | None = None):
+    """Register the decorated function as the check ``name`` of ``kind``.
+
+    ``name``: unique, lower-case words joined by ``-`` or ``.``, starting with ``<kind>.``.
+    ``needs``: the trained models (``MODEL_NAMES``) the function reads from its ``models``
+    argument.  ``description``: defaults to the first paragraph of the docstring.  The function's
+    parameters are among ``settings`` and ``models`` (``models`` exactly when ``needs``).  The
+    decorated function returns a list of complete ``Check`` rows: rows built with ``result``
+    get the registered name and kind."""
+    needs = tuple(needs)
+    if kind not in KINDS:
+        raise ValueError(f"check {name!r}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if not _NAME.match(name) or not name.startswith(kind + "."):
+        raise ValueError(f"check name {name!r}: expected '{kind}.' followed by lower-case words "
+                         "joined by '-' or '.'")
+    if unknown := [m for m in needs if m not in MODEL_NAMES]:
+        raise ValueError(f"check {name!r}: unknown models {unknown} (known: {', '.join(MODEL_NAMES)})")
+
+    def register(func):
+        if name in REGISTRY:
+            raise ValueError(f"check {name!r} is registered twice")
+        params = tuple(inspect.signature(func).parameters)
+        if not set(params) <= {"settings", "models"} or ("models" in params) != bool(needs):
+            raise ValueError(f"check {name!r}: parameters must be among settings, models "
+                             f"(models exactly when the check needs trained models), got {params}")
+        text = description or (inspect.getdoc(func) or "").split("\n\n")[0]
+        if not text.strip():
+            raise ValueError(f"check {name!r} needs a description (or a docstring)")
+
+        @functools.wraps(func)
+        def run(*args, **kwargs) -> list:
+            rows = func(*args, **kwargs)
+            rows = [rows] if isinstance(rows, Check) else list(rows)
+            return [dataclasses.replace(r, name=r.name or name, kind=r.kind or kind, passed=bool(r.passed))
+                    for r in rows]
+
+        REGISTRY[name] = RegisteredCheck(name, kind, " ".join(text.split()), needs, run, params)
+        return run
+
+    return register
+
+
+def select_checks(only=None) -> list:
+    """The registered checks whose names match ``only`` (all when None), in registry order.
+
+    ``only``: a string of comma-separated patterns, or a list of patterns.  A pattern with one of
+    ``* ? [`` is a shell-style glob matched against the whole name (``fnmatch``); any other is a
+    substring of the name.  Case-insensitive.  A pattern that matches no check is a ValueError."""
+    if only is None:
+        return list(REGISTRY.values())
+    parts = only.split(",") if isinstance(only, str) else list(only)
+    patterns = [p.strip().lower() for p in parts if p.strip()]
+    if not patterns:
+        raise ValueError(f"--only {only!r}: no pattern given (cotgd verify --list shows the check names)")
+    chosen = set()
+    for pattern in patterns:
+        hits = {name for name in REGISTRY if _matches(name, pattern)}
+        if not hits:
+            raise ValueError(f"--only: no check matches {pattern!r} (a glob if it has * ? [, else a "
+                             "substring; cotgd verify --list shows the check names)")
+        chosen |= hits
+    return [entry for name, entry in REGISTRY.items() if name in chosen]
+
+
+def _matches(name: str, pattern: str) -> bool:
+    if _GLOB & set(pattern):
+        return fnmatch.fnmatchcase(name, pattern)
+    return pattern in name
+
+
+def models_needed(entries: Iterable[RegisteredCheck]) -> tuple:
+    """The models (in ``MODEL_NAMES`` order) that the checks ``entries`` need."""
+    needed = {m for e in entries for m in e.needs}
+    return tuple(m for m in MODEL_NAMES if m in needed)
+
+
+# ---------------------------------------------------------------- symbolic (exact)
+def _exact(measured, expected, detail: str = "") -> Check:
+    """Exact comparison: ``is`` for booleans, ``simplify(measured - expected) == 0`` otherwise."""
+    if isinstance(expected, bool):
+        passed = measured is expected
+    else:
+        passed = sympy.simplify(sympy.sympify(measured) - sympy.sympify(expected)) == 0
+    return result(measured, expected, "exact identity", passed, detail)
+
+
+_ETA = sympy.nsimplify(PAPER.eta)     # 2/5, exactly
+
+
+@check("symbolic.thm32-lsa-step-is-gd", kind="symbolic")
+def thm32_lsa_step_is_gd():
+    """Thm 3.2 (docs/theory.md section 4): one step of the constructed LSA is one GD step, proved
+    for symbolic d, n and step index i with block matrices."""
+    import theory
+    return _exact(theory.prove_lsa_step_is_gd(), True, "symbolic d, n, i; block matrices")
+
+
+@check("symbolic.thm32-rejects-v31-minus-2eta", kind="symbolic")
+def thm32_rejects_wrong_v31():
+    """Thm 3.2 (docs/theory.md section 4): the same proof rejects a wrong transformer,
+    V31 = -2 eta I, at d = 10 (the check can fail)."""
+    import theory
+    V, W = theory.gd_transformer_params(PAPER.d, _ETA)
+    return _exact(theory.prove_lsa_step_is_gd(2 * V, W, eta=_ETA), False, f"d = {PAPER.d}, eta = {_ETA}")
+
+
+@check("symbolic.gd-closed-form", kind="symbolic")
+def gd_closed_form():
+    """GD from w_0 = 0 has the closed form w_k = (I - (I - eta S)^k) w*, proved by induction
+    (docs/theory.md section 2)."""
+    import theory
+    return _exact(theory.prove_gd_closed_form(), True, "induction on k")
+
+
+@check("symbolic.thm31-nocot-optimal-step", kind="symbolic")
+def thm31_nocot_optimal_step():
+    """Thm 3.1 (docs/theory.md section 5): the best one-step (no-CoT) step is n / (n + d + 1),
+    from the exact Wishart moments."""
+    import theory
+    d, n = sympy.symbols("d n", positive=True, integer=True)
+    return _exact(theory.nocot_optimal_eta(d, n), n / (n + d + 1), "symbolic d, n")
+
+
+@check("symbolic.thm31-nocot-floor", kind="symbolic")
+def thm31_nocot_floor():
+    """Thm 3.1 (docs/theory.md section 5): the no-CoT loss floor is d (d + 1) / (2 (n + d + 1)),
+    from the exact Wishart moments."""
+    import theory
+    d, n = sympy.symbols("d n", positive=True, integer=True)
+    return _exact(theory.nocot_min_loss(d, n), sympy.factor(d * (d + 1) / (2 * (n + d + 1))), "symbolic d, n")
+
+
+@check("symbolic.wishart-third-moment", kind="symbolic")
+def wishart_third_moment():
+    """E tr(S^3) of the sample Gram matrix S = X^T X / n (docs/theory.md section 9) equals
+    d (n^2 + d^2 + 3nd + 3n + 3d + 4) / n^2."""
+    import theory
+    d, n = sympy.symbols("d n", positive=True, integer=True)
+    return _exact(theory.wishart_moment(3, d, n), d * (n**2 + d**2 + 3*n*d + 3*n + 3*d + 4) / n**2,
+                  "symbolic d, n")
+
+
+# ---------------------------------------------------------------- numeric (float64)
+#: (d, n, k) of the equivalence grid: n < d included; quick uses the first six.
+EQUIVALENCE_GRID = ((1, 1, 5), (3, 2, 10), (5, 20, 20), (10, 20, 10), (12, 7, 40), (8, 40, 30),
+                    (2, 30, 40), (11, 5, 25), (6, 6, 35), (12, 40, 40))
+EQUIVALENCE_TOL = 1e-10
+
+
+def equivalence_worst(key: str, *, grid, prompts: int, seed: int, eta: float = 0.2) -> tuple:
+    """The largest relative deviation ``key`` of ``numerics.check_gd_equivalence`` over the
+    (d, n, k) ``grid`` (every other point with a random Sigma = A A^T / d + I / 2), and where:
+    ``(worst, (d, n, k, 'Sigma = I' | 'random Sigma'))``."""
+    import numerics
+    rng = np.random.default_rng(seed)
+    worst, where = 0.0, None
+    for j, (d, n, k) in enumerate(grid):
+        sigma = None
+        if j % 2:
+            A = rng.standard_normal((d, d))
+            sigma = A @ A.T / d + 0.5 * np.eye(d)
+        report = numerics.check_gd_equivalence(d, n, k, eta, seed=seed + j, sigma=sigma, prompts=prompts)
+        rel = float(report.deviations[key][1])
+        if rel >= worst or where is None:
+            worst, where = rel, (d, n, k, "random Sigma" if sigma is not None else "Sigma = I")
+    return worst, where
+
+
+def _equivalence_check(settings: VerifySettings, key: str) -> Check:
+    grid = EQUIVALENCE_GRID[:6] if settings.quick else EQUIVALENCE_GRID
+    prompts = 8 if settings.quick else 32
+    worst, where = equivalence_worst(key, grid=grid, prompts=prompts, seed=settings.seed)
+    return result(worst, 0.0, f"<= {EQUIVALENCE_TOL:g} relative", worst <= EQUIVALENCE_TOL,
+                  f"{len(grid)} (d, n, k) incl. n < d, {prompts} prompts each; worst at (d, n, k) = {where}")
+
+
+@check("numeric.thm32-cot-rollout-is-gd", kind="numeric")
+def cot_rollout_is_gd(settings):
+    """Thm 3.2 (docs/theory.md section 4): the CoT rollout of the constructed transformer gives
+    the k-step GD iterates, in float64 over a (d, n, k) grid incl. n < d and random Sigma."""
+    return _equivalence_check(settings, "cot_vs_gd")
+
+
+@check("numeric.thm32-looped-is-gd", kind="numeric")
+def looped_is_gd(settings):
+    """Thm 3.2 (docs/theory.md section 4): the looped constructed transformer gives the k-step GD
+    iterates, in float64 over a (d, n, k) grid incl. n < d and random Sigma."""
+    return _equivalence_check(settings, "looped_vs_gd")
+
+
+@check("numeric.gd-recursion-is-closed-form", kind="numeric")
+def gd_recursion_is_closed_form(settings):
+    """The GD recursion equals the closed form (I - (I - eta S)^k) w* through eigh of S
+    (docs/theory.md section 2), in float64 over a (d, n, k) grid incl. n < d and random Sigma."""
+    return _equivalence_check(settings, "gd_vs_closed_form")
+
+
+# ---------------------------------------------------------------- statistical (Monte Carlo)
+Z_SE = 4.0
+
+
+def within_se(measured: float, expected: float, se: float, z: float = Z_SE) -> bool:
+    """``|measured - expected| <= z se``."""
+    return abs(measured - expected) <= z * se
+
+
+@check("statistical.gd-loss-mc-vs-exact", kind="statistical")
+def gd_loss_mc_vs_exact(settings):
+    """The k-step GD evaluation loss (docs/theory.md sections 2, 9): an independent Monte Carlo
+    estimate against the exact value from the Wishart moments (d 10, n 20, eta 0.4)."""
+    import numerics
+    import theory
+    samples = 200_000 if settings.quick else 1_000_000
+    k = min(PAPER.k, theory.MAX_EXACT_MOMENT // 2)
+    exact = float(theory.gd_eval_loss(PAPER.d, PAPER.n, _ETA, k))
+    mc = numerics.eval_loss_mc(PAPER.d, PAPER.n, PAPER.eta, k, samples=samples, seed=settings.seed)
+    return result(mc["mean"], exact, f"{Z_SE:g} SE (independent Monte Carlo vs exact)",
+                  within_se(mc["mean"], exact, mc["se"]), f"k {k}; SE {mc['se']:.2g}, {samples} prompts")
+
+
+@check("statistical.nocot-floor-mc-vs-exact", kind="statistical")
+def nocot_floor_mc_vs_exact(settings):
+    """Thm 3.1 (docs/theory.md section 5): the loss of the optimal no-CoT transformer, an
+    independent Monte Carlo estimate against the exact floor d (d + 1) / (2 (n + d + 1))."""
+    import numerics
+    import theory
+    samples = 200_000 if settings.quick else 1_000_000
+    floor = float(theory.nocot_min_loss(PAPER.d, PAPER.n))
+    mc = numerics.nocot_loss_mc(PAPER.d, PAPER.n, samples=samples, seed=settings.seed + 1)
+    return result(mc["mean"], floor, f"{Z_SE:g} SE (independent Monte Carlo vs exact)",
+                  within_se(mc["mean"], floor, mc["se"]), f"SE {mc['se']:.2g}, {samples} prompts")
+
+
+@check("statistical.mp-limit-vs-mc", kind="statistical")
+def mp_limit_vs_mc(settings):
+    """The Marchenko-Pastur limit of the per-coordinate GD loss (docs/theory.md section 9) against
+    an independent Monte Carlo at d = 100, n = 200 (k 10, eta 0.4).
+
+    The finite-d gap is O(1/d), so the tolerance adds the exact gap at d = 10, n = 20 scaled by
+    10 / 100 to 4 standard errors."""
+    import numerics
+    d, n, eta, k = PAPER.d, PAPER.n, PAPER.eta, PAPER.k
+    mp = float(numerics.mp_gd_eval_loss(d / n, eta, k))
+    gap10 = abs(float(numerics.gd_eval_loss_value(d, n, eta, k)) / d - mp)
+    dl, nl = 10 * d, 10 * n
+    samples = 2_000 if settings.quick else 10_000
+    mc = numerics.eval_loss_mc(dl, nl, eta, k, samples=samples, seed=settings.seed + 2)
+    per_coord, se = mc["mean"] / dl, mc["se"] / dl
+    tol = Z_SE * se + gap10 * d / dl
+    return result(per_coord, mp, f"{Z_SE:g} SE + gap(d=10) / 10 = {tol:.2g} (independent Monte Carlo vs exact limit)",
+                  abs(per_coord - mp) <= tol,
+                  f"d {dl}, n {nl}, k {k}; SE {se:.2g}, {samples} prompts; exact gap at d = 10: {gap10:.3g}")
+
+
+def ood_boundary(d: int = PAPER.d, n: int = PAPER.n, eta: float = PAPER.eta) -> float:
+    """Thm 4.2 (docs/theory.md section 7): the scale c* of Sigma = c I at which the upper edge of
+    the Marchenko-Pastur spectrum of S reaches GD's stability boundary eta c lambda_max(S) = 2:
+    c* = 2 / (eta (1 + sqrt(d/n))^2)."""
+    import theory
+    return float(2 / theory.spectrum_interval([1], d, n)[1] / eta)
+
+
+@check("statistical.ood-thm42-boundary-predicted-fraction", kind="statistical")
+def thm42_boundary_predicted_fraction(settings):
+    """Thm 4.2 (docs/theory.md section 7): GD on a prompt with Sigma = c I is stable iff
+    eta c lambda_max(S) < 2; from sampled spectra of S, the fraction of unstable prompts is below
+    0.05 at 0.8 c* and above 0.95 at 2 c*."""
+    import numerics
+    d, n, eta = PAPER.d, PAPER.n, PAPER.eta
+    samples = 5_000 if settings.quick else 20_000
+    boundary = ood_boundary(d, n, eta)
+    lam_max = np.linalg.eigvalsh(numerics.sample_gram(d, n, samples, settings.seed + 9))[:, -1]
+    p_lo, p_hi = (float(np.mean(eta * f * boundary * lam_max >= 2)) for f in (0.8, 2.0))
+    return result(f"{p_lo:.3f} / {p_hi:.3f}", "< 0.05 / > 0.95", "fractions at 0.8 c* / 2 c*",
+                  p_lo < 0.05 and p_hi > 0.95, f"c* = {boundary:.3g}; {samples} sampled spectra of S")
+
+
+# ---------------------------------------------------------------- training
+def _train_config(settings: VerifySettings, name: str) -> TrainConfig:
+    spec = dict(MODEL_SPECS[name])
+    quick = spec.pop("quick", {})
+    config = dict(PAPER.problem(), seed=settings.seed, device=settings.device, progress=False, threads=1,
+                  eval_every=250, eval_samples=5_000 if settings.quick else 20_000,
+                  theory_samples=50_000 if settings.quick else 200_000, **spec)
+    if settings.quick:
+        config.update(quick)
+    if settings.out:
+        config["out"] = os.path.join(settings.out, f"{spec['mode']}-{spec['param']}")
+    return TrainConfig(**config)
+
+
+def train_models_for_verify(settings: VerifySettings, needed: Iterable[str] = MODEL_NAMES,
+                            on_model: Callable | None = None) -> TrainedModels:
+    """Train the models ``needed`` (names from ``MODEL_NAMES``) in the paper's setting
+    (docs/theory.md section 8; ``MODEL_SPECS``) and return them as ``TrainedModels``.  A model
+    whose training raises is left None and its error recorded (the checks that need it fail with
+    it).  ``on_model(name)`` is called before each model (progress)."""
+    trained, errors = {}, {}
+    for name in MODEL_NAMES:
+        if name not in needed:
+            continue
+        if on_model is not None:
+            on_model(name)
+        try:
+            trained[name] = train(_train_config(settings, name))
+        except Exception as exc:   # reported by every check that needs the model
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    return TrainedModels(**trained, errors=errors)
+
+
+def _relative(measured: float, expected: float) -> float:
+    return abs(measured - expected) / abs(expected)
+
+
+@check("training.cot-loss-vs-gd-independent-mc", kind="training", needs=("cot",))
+def cot_loss_vs_gd(models):
+    """Thm 3.2 learned (docs/theory.md sections 6, 8): the trained CoT model's (full V, W)
+    evaluation loss against the k-step GD loss (k 10) from an independent Monte Carlo."""
+    s = models.cot.summary
+    rel = _relative(s["final_eval_loss"], s["theory_eval_loss"])
+    return result(s["final_eval_loss"], s["theory_eval_loss"], "10% relative (independent Monte Carlo)",
+                  rel <= 0.10, f"{rel:.1%} off")
+
+
+def _structure(models, key: str, target: float, tolerance: float) -> Check:
+    value = models.cot.summary["structure"][key]
+    rel = _relative(value, target)
+    return result(value, target, f"{tolerance:.0%} relative", rel <= tolerance, f"{rel:.1%} off")
+
+
+@check("training.cot-structure-v31-w13", kind="training", needs=("cot",))
+def cot_structure_v31_w13(models):
+    """The trained CoT model's structure (docs/theory.md sections 4, 6): the mean diagonal of
+    V31 W13 is -eta, as in the Thm 3.2 transformer."""
+    return _structure(models, "v31_w13", -PAPER.eta, 0.03)
+
+
+@check("training.cot-structure-w24-v31", kind="training", needs=("cot",))
+def cot_structure_w24_v31(models):
+    """The trained CoT model's structure (docs/theory.md sections 4, 6): the mean diagonal of
+    W24 V31 is eta, as in the Thm 3.2 transformer."""
+    return _structure(models, "w24_v31", PAPER.eta, 0.03)
+
+
+@check("training.cot-structure-offdiag-energy", kind="training", needs=("cot",))
+def cot_structure_offdiag_energy(models):
+    """The trained CoT model's structure (docs/theory.md section 6): the off-diagonal share of
+    the energy of V31 W13 is near 0 (the Thm 3.2 transformer's is 0)."""
+    value = models.cot.summary["structure"]["offdiag_energy"]
+    return result(value, 0.0, "<= 0.05", value <= 0.05)
+
+
+@check("training.cot-structure-functional-deviation", kind="training", needs=("cot",))
+def cot_structure_functional_deviation(models):
+    """The trained CoT model's function (docs/theory.md sections 4, 6): one model step against
+    one GD step with step eta on the same prompts, relative deviation near 0."""
+    value = models.cot.summary["structure"]["functional_deviation"]
+    return result(value, 0.0, "<= 0.03 (GD step on the same prompts)", value <= 0.03)
+
+
+@check("training.nocot-at-thm31-floor-exact", kind="training", needs=("nocot",))
+def nocot_at_floor(models):
+    """Thm 3.1 (docs/theory.md sections 5, 8): the trained no-CoT model's evaluation loss sits at
+    the exact floor d (d + 1) / (2 (n + d + 1)), within 5% and not below it by more than 4 SE."""
+    import theory
+    s = models.nocot.summary
+    floor = float(theory.nocot_min_loss(PAPER.d, PAPER.n))
+    rel = (s["final_eval_loss"] - floor) / floor
+    se = (s.get("eval") or {}).get("se", 0.0)
+    return result(s["final_eval_loss"], floor, "within 5% of the exact floor, not below by > 4 SE",
+                  abs(rel) <= 0.05 and s["final_eval_loss"] >= floor - 4 * se, f"{rel:+.1%}; SE {se:.2g}")
+
+
+@check("training.cot-beats-nocot", kind="training", needs=("cot", "nocot"))
+def cot_beats_nocot(models):
+    """CoT against no CoT (docs/theory.md section 8): the trained no-CoT model's evaluation loss
+    is at least twice the trained CoT model's."""
+    ratio = models.nocot.summary["final_eval_loss"] / max(models.cot.summary["final_eval_loss"], 1e-12)
+    return result(ratio, ">= 2", "ratio of eval losses (no-CoT / CoT)", ratio >= 2.0)
+
+
+@check("training.looped-median-below-cot", kind="training", needs=("cot", "looped"))
+def looped_median_below_cot(models):
+    """Looped against CoT (docs/theory.md section 8): the trained sparse looped model's (k 10)
+    median evaluation loss is below the trained CoT model's."""
+    looped, cot = models.looped.summary["eval"]["median"], models.cot.summary["eval"]["median"]
+    return result(looped, cot, "measured < expected", looped < cot)
+
+
+@check("training.looped-vs-best-gd-step-same-prompts", kind="training", needs=("looped",))
+def looped_vs_best_gd_step(models):
+    """Looped against GD (docs/theory.md section 8): the trained sparse looped model's median
+    loss is at most 5% above that of k GD steps with the best single step, on the same prompts.
+
+    The sparse parametrisation (V31, W13 free, W24 = -1) contains every single-step GD
+    (V31 = -eta I, W13 = I), so training reaches at most the best single step's loss; it can do
+    better (a rescaled GD).  Compared by median on the very prompts of the final evaluation,
+    where one heavy-tailed prompt cannot decide the outcome."""
+    s = models.looped.summary
+    same = s["theory_same_prompts"]
+    rel = (s["eval"]["median"] - same["median"]) / same["median"]
+    return result(s["eval"]["median"], same["median"], "at most +5% (GD on the same prompts)", rel <= 0.05,
+                  f"{rel:+.1%}; best single step {s['structure_step']:.4f}; learned step -V31 W13 = "
+                  f"{s['learned_contraction_step']:.4f}, W24 V31 = {s['learned_step']:.4f}; "
+                  f"mean {s['final_eval_loss']:.4g} vs {same['mean']:.4g}")
+
+
+def _ood_samples(settings: VerifySettings) -> int:
+    return 5_000 if settings.quick else 20_000
+
+
+def _ood_vs_gd(settings: VerifySettings, models: TrainedModels, scale: float) -> Check:
+    import numerics
+    d, n, k, eta = PAPER.d, PAPER.n, PAPER.k, PAPER.eta
+    samples, seed, sigma = _ood_samples(settings), settings.seed + 7, scale * np.eye(d)
+    V_gd, W_gd = numerics.gd_params(d, eta)
+    model = evaluate_params(models.cot.V, models.cot.W, d=d, n=n, k=k, samples=samples, seed=seed, sigma=sigma)
+    gd = evaluate_params(V_gd, W_gd, d=d, n=n, k=k, samples=samples, seed=seed, sigma=sigma)
+    rel = _relative(model["median"], gd["median"])
+    return result(model["median"], gd["median"], "10% relative (GD on the same prompts)", rel <= 0.10,
+                  f"{rel:.1%} off; median losses, {samples} prompts")
+
+
+@check("training.ood-sigma-0.5-vs-gd-same-prompts", kind="training", needs=("cot",))
+def ood_half_vs_gd(settings, models):
+    """Out of distribution (docs/theory.md section 7): at Sigma = 0.5 I the trained CoT model's
+    median loss is within 10% of the Thm 3.2 transformer's (= GD's) on the same prompts."""
+    return _ood_vs_gd(settings, models, 0.5)
+
+
+@check("training.ood-sigma-1.5-vs-gd-same-prompts", kind="training", needs=("cot",))
+def ood_one_and_half_vs_gd(settings, models):
+    """Out of distribution (docs/theory.md section 7): at Sigma = 1.5 I the trained CoT model's
+    median loss is within 10% of the Thm 3.2 transformer's (= GD's) on the same prompts."""
+    return _ood_vs_gd(settings, models, 1.5)
+
+
+@check("training.ood-thm42-boundary-median-crossing", kind="training", needs=("cot",))
+def thm42_boundary_median_crossing(settings, models):
+    """Thm 4.2 (docs/theory.md section 7): the trained CoT model's median loss at Sigma = c I
+    crosses the exact loss d/2 of w_0 = 0 at the boundary c*: below it at 0.8 c*, above it at 2 c*."""
+    d, n, k = PAPER.d, PAPER.n, PAPER.k
+    samples, boundary = _ood_samples(settings), ood_boundary()
+    ratios, diverged = [], []
+    for factor in (0.8, 2.0):
+        c = factor * boundary
+        report = evaluate_params(models.cot.V, models.cot.W, d=d, n=n, k=k, samples=samples,
+                                 seed=settings.seed + 8, sigma=c * np.eye(d))
+        ratios.append(report["median"] / (d / 2))
+        diverged.append(report["diverged_frac"])
+    return result(f"{ratios[0]:.3g} / {ratios[1]:.3g}", "< 1 / > 1",
+                  "median loss / (d/2) at 0.8 c* / 2 c* (exact loss of w_0 = 0)", ratios[0] < 1 < ratios[1],
+                  f"c* = {boundary:.3g}; diverged fraction {diverged[0]:.3f} / {diverged[1]:.3f}; {samples} prompts")
+
+
+# ---------------------------------------------------------------- running
+def run_check(entry: RegisteredCheck, settings: VerifySettings, models: TrainedModels | None = None) -> list:
+    """Run one registered check: its rows, or one failed row with the error when it raises or a
+    model it needs is missing.  Each row's detail ends with the check's time."""
+    start = time.perf_counter()
+    missing = (models or TrainedModels()).missing(entry.needs)
+    if missing:
+        rows = [Check(entry.name, entry.kind, "error: " + "; ".join(missing), "no error", "-", False)]
+    else:
+        try:
+            rows = entry(settings, models)
+            if not rows:
+                raise RuntimeError("the check returned no rows")
+        except Exception as exc:   # a crashing check is a failed row with its error, never skipped
+            rows = [Check(entry.name, entry.kind, f"error: {type(exc).__name__}: {exc}", "no error", "-", False)]
+    seconds = time.perf_counter() - start
+    return [dataclasses.replace(r, detail=(r.detail + "; " if r.detail else "") + f"{seconds:.2f} s")
+            for r in rows]
+
+
+def _json_value(value):
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def run_verify(*, quick: bool = False, device: str = "auto", out: str | None = None, seed: int = 0,
+               only=None) -> dict:
+    """Run the registered checks (``only``: the patterns of ``select_checks``; None: all), training
+    only the models they need; return the JSON-ready report ``{"passed", "quick", "device"
+    (resolved), "seed", "seconds", "checks": [{name, kind, measured, expected, tolerance, passed,
+    detail}]}``.  Raises ValueError for a pattern that matches no check, a bad seed or device."""
+    from tqdm import tqdm
+    from theory.validation import check_int
+    selected = select_checks(only)
+    seed = check_int("seed", seed, 0)
+    settings = VerifySettings(quick=bool(quick), seed=seed, device=str(resolve_device(device)), out=out)
+    start = time.perf_counter()
+    needed = models_needed(selected)
+    with tqdm(total=len(needed) + len(selected), desc="cotgd verify", disable=not sys.stderr.isatty(),
+              leave=False) as bar:
+        def step(label):
+            bar.set_postfix_str(label)
+            bar.update()
+
+        models = TrainedModels()
+        if needed:
+            models = train_models_for_verify(settings, needed, on_model=lambda name: step(f"training {name}"))
+        rows = []
+        for entry in selected:
+            step(entry.name)
+            rows.extend(run_check(entry, settings, models))
+    checks = [{k: _json_value(v) for k, v in dataclasses.asdict(r).items()} for r in rows]
+    return {"passed": all(c["passed"] for c in checks), "quick": settings.quick, "device": settings.device,
+            "seed": seed, "seconds": time.perf_counter() - start, "checks": checks}
+
+
+# ---------------------------------------------------------------- text
 def _fmt(value) -> str:
     if isinstance(value, bool):
         return str(value)
@@ -36,247 +652,46 @@ def _fmt(value) -> str:
     return str(value)
 
 
-# ---------------------------------------------------------------- symbolic
-def symbolic_checks(ctx) -> list:
-    import theory
-    d, eta = PAPER["d"], sympy.Rational(2, 5)
-    checks = [Check("Thm 3.2: LSA step = GD step (symbolic d, n, i; block matrices)", "symbolic",
-                    theory.prove_lsa_step_is_gd(), True, "exact identity", False)]
-    V, W = theory.gd_transformer_params(d, eta)
-    wrong = theory.prove_lsa_step_is_gd(2 * V, W, eta=eta)
-    checks.append(Check("Thm 3.2 check rejects V31 = -2 eta I (d = 10)", "symbolic", wrong, False,
-                        "exact identity", False))
-    checks.append(Check("GD closed form w_k = (I - (I - eta S)^k) w* (induction)", "symbolic",
-                        theory.prove_gd_closed_form(), True, "exact identity", False))
-    ds, ns = sympy.symbols("d n", positive=True, integer=True)
-    eta1 = theory.nocot_optimal_eta(ds, ns)
-    checks.append(Check("Thm 3.1: no-CoT optimal step from exact moments", "symbolic", eta1,
-                        ns / (ns + ds + 1), "exact", False))
-    floor = theory.nocot_min_loss(ds, ns)
-    checks.append(Check("Thm 3.1: no-CoT floor from exact moments", "symbolic", floor,
-                        sympy.factor(ds * (ds + 1) / (2 * (ns + ds + 1))), "exact", False))
-    m3 = theory.wishart_moment(3, ds, ns)
-    checks.append(Check("E tr(S^3) (Wishart moment)", "symbolic", m3,
-                        ds * (ns**2 + ds**2 + 3*ns*ds + 3*ns + 3*ds + 4) / ns**2, "exact", False))
-    for c in checks:
-        c.passed = bool(sympy.simplify(sympy.sympify(c.measured) - sympy.sympify(c.expected)) == 0) \
-            if not isinstance(c.expected, bool) else c.measured is c.expected
-    return checks
+def _table(header: tuple, rows: list, caps: tuple) -> list:
+    """Lines of a table whose cells wrap (textwrap, breaking long words and after hyphens) inside
+    columns at most ``caps`` wide: nothing is cut."""
+    widths = [max(1, min(max(len(str(r[i])) for r in rows + [header]), cap)) for i, cap in enumerate(caps)]
+
+    def physical(r):
+        cells = [textwrap.wrap(str(v), w) or [""] for v, w in zip(r, widths)]
+        for j in range(max(len(c) for c in cells)):
+            yield "  ".join((c[j] if j < len(c) else "").ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    out = list(physical(header)) + ["  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.extend(physical(r))
+    return out
 
 
-# ---------------------------------------------------------------- numeric
-def numeric_checks(ctx) -> list:
-    import numerics
-    rng = np.random.default_rng(ctx["seed"])
-    grid = [(1, 1, 5), (3, 2, 10), (5, 20, 20), (10, 20, 10), (12, 7, 40), (8, 40, 30)]
-    if not ctx["quick"]:
-        grid += [(2, 30, 40), (11, 5, 25), (6, 6, 35), (12, 40, 40)]
-    prompts = 8 if ctx["quick"] else 32
-    worst = {"cot_vs_gd": (0.0, None), "looped_vs_gd": (0.0, None), "gd_vs_closed_form": (0.0, None)}
-    for j, (d, n, k) in enumerate(grid):
-        sigma = None
-        if j % 2:
-            A = rng.standard_normal((d, d))
-            sigma = A @ A.T / d + 0.5 * np.eye(d)
-        report = numerics.check_gd_equivalence(d, n, k, 0.2, seed=ctx["seed"] + j, sigma=sigma, prompts=prompts)
-        where = (d, n, k, "random Sigma" if sigma is not None else "Sigma = I")
-        for key in worst:
-            rel = float(report.deviations[key][1])
-            if rel >= worst[key][0]:
-                worst[key] = (rel, where)
-    labels = {"cot_vs_gd": "CoT rollout of Thm 3.2 transformer = k-step GD",
-              "looped_vs_gd": "looped Thm 3.2 transformer = k-step GD",
-              "gd_vs_closed_form": "GD recursion = closed form (eigh of S)"}
-    return [Check(f"{labels[key]} ({len(grid)} (d, n, k) incl. n < d, {prompts} prompts each)", "numeric",
-                  rel, 0.0, "<= 1e-10 relative", rel <= 1e-10, f"worst at (d, n, k) = {where}")
-            for key, (rel, where) in worst.items()]
-
-
-# ---------------------------------------------------------------- statistical
-def _within_se(measured, expected, se, z=4.0) -> bool:
-    return abs(measured - expected) <= z * se
-
-
-def statistical_checks(ctx) -> list:
-    import numerics
-    import theory
-    d, n, eta, k = PAPER["d"], PAPER["n"], PAPER["eta"], PAPER["k"]
-    samples = 200_000 if ctx["quick"] else 1_000_000
-    checks = []
-    k_exact = min(k, theory.MAX_EXACT_MOMENT // 2)
-    exact = float(theory.gd_eval_loss(d, n, sympy.Rational(2, 5), k_exact))
-    mc = numerics.eval_loss_mc(d, n, eta, k_exact, samples=samples, seed=ctx["seed"])
-    checks.append(Check(f"GD eval loss, Monte Carlo vs exact (d 10, n 20, eta 0.4, k {k_exact})",
-                        "statistical", mc["mean"], exact, "4 SE", _within_se(mc["mean"], exact, mc["se"]),
-                        f"SE {mc['se']:.2g}, {samples} prompts"))
-    floor = float(theory.nocot_min_loss(d, n))
-    mc = numerics.nocot_loss_mc(d, n, samples=samples, seed=ctx["seed"] + 1)
-    checks.append(Check("no-CoT floor d(d+1)/(2(n+d+1)), Monte Carlo vs exact", "statistical",
-                        mc["mean"], floor, "4 SE", _within_se(mc["mean"], floor, mc["se"]),
-                        f"SE {mc['se']:.2g}"))
-    # MP limit: the per-coordinate loss at d = 100, n = 200 approaches the limit; the finite-d gap is
-    # O(1/d), so the tolerance scales the exact gap at d = 10, n = 20 by 10 / 100.
-    mp = float(numerics.mp_gd_eval_loss(d / n, eta, k))
-    gap10 = abs(float(numerics.gd_eval_loss_value(d, n, eta, k)) / d - mp)
-    dl, nl = 10 * d, 10 * n
-    mc = numerics.eval_loss_mc(dl, nl, eta, k, samples=2_000 if ctx["quick"] else 10_000, seed=ctx["seed"] + 2)
-    per_coord, se = mc["mean"] / dl, mc["se"] / dl
-    tol = 4 * se + gap10 * d / dl
-    checks.append(Check(f"MP limit vs finite d = {dl}, n = {nl} (per coordinate, k {k})", "statistical",
-                        per_coord, mp, f"4 SE + gap(d=10) / 10 = {tol:.2g}", abs(per_coord - mp) <= tol,
-                        f"SE {se:.2g}; exact gap at d = 10: {gap10:.3g}"))
-    return checks
-
-
-# ---------------------------------------------------------------- training
-def _train(ctx, **overrides):
-    from .train import TrainConfig, train
-    config = dict(d=PAPER["d"], n=PAPER["n"], k=PAPER["k"], eta=PAPER["eta"], seed=ctx["seed"],
-                  device=ctx["device"], progress=False, threads=1,
-                  eval_every=250, eval_samples=5_000 if ctx["quick"] else 20_000,
-                  theory_samples=50_000 if ctx["quick"] else 200_000)
-    config.update(overrides)
-    if ctx["out"]:
-        import os
-        config["out"] = os.path.join(ctx["out"], f"{config['mode']}-{config.get('param', 'full')}")
-    return train(TrainConfig(**config))
-
-
-def training_checks(ctx) -> list:
-    import theory
-    eta = PAPER["eta"]
-    cot = _train(ctx, mode="cot", param="full")
-    ctx["cot"] = cot
-    s = cot.summary
-    rel = abs(s["final_eval_loss"] - s["theory_eval_loss"]) / s["theory_eval_loss"]
-    checks = [Check("CoT (full V, W): eval loss vs k-step GD loss (k 10)", "training", s["final_eval_loss"],
-                    s["theory_eval_loss"], "10% relative", rel <= 0.10, f"{rel:.1%} off")]
-    st = s["structure"]
-    for key, target, tol in (("v31_w13", -eta, 0.03), ("w24_v31", eta, 0.03)):
-        r = abs(st[key] - target) / abs(target)
-        checks.append(Check(f"CoT learned structure: {key} (mean diagonal)", "training", st[key], target,
-                            "3% relative", r <= tol))
-    checks.append(Check("CoT learned structure: off-diagonal energy of V31 W13", "training",
-                        st["offdiag_energy"], 0.0, "<= 0.05", st["offdiag_energy"] <= 0.05))
-    checks.append(Check("CoT learned structure: one model step vs one GD step", "training",
-                        st["functional_deviation"], 0.0, "<= 0.03", st["functional_deviation"] <= 0.03))
-    nocot = _train(ctx, mode="nocot", param="full")
-    ctx["nocot"] = nocot
-    s = nocot.summary
-    floor = float(theory.nocot_min_loss(PAPER["d"], PAPER["n"]))
-    rel = (s["final_eval_loss"] - floor) / floor
-    se = s.get("eval", {}).get("se", 0.0)
-    checks.append(Check("no-CoT: eval loss stays at the Thm 3.1 floor", "training", s["final_eval_loss"], floor,
-                        "within 5%, not below by > 4 SE", abs(rel) <= 0.05 and s["final_eval_loss"] >= floor - 4 * se,
-                        f"{rel:+.1%}"))
-    gap = s["final_eval_loss"] / max(cot.summary["final_eval_loss"], 1e-12)
-    checks.append(Check("CoT beats no-CoT (ratio of eval losses)", "training", gap, ">= 2", "ratio",
-                        gap >= 2.0))
-    # Looped: the sparse parametrisation (V31, W13 free, W24 = -1) contains every single-step GD
-    # (V31 = -eta I, W13 = I), so training must reach at most the best single step's loss; it can
-    # do better (a rescaled GD).  Compared by median on the very prompts of the final evaluation,
-    # where one heavy-tailed prompt cannot decide the outcome.
-    looped = _train(ctx, mode="looped", param="sparse",
-                    **(dict(iters=300, batch=200) if ctx["quick"] else {}))
-    ctx["looped"] = looped
-    s = looped.summary
-    same = s["theory_same_prompts"]
-    checks.append(Check("looped (k 10, sparse): median eval loss below CoT's", "training", s["eval"]["median"],
-                        cot.summary["eval"]["median"], "measured < expected",
-                        s["eval"]["median"] < cot.summary["eval"]["median"]))
-    rel = (s["eval"]["median"] - same["median"]) / same["median"]
-    checks.append(Check(f"looped: median loss vs best single GD step {s['structure_step']:.4f} (same prompts)",
-                        "training", s["eval"]["median"], same["median"], "at most +5%", rel <= 0.05,
-                        f"{rel:+.1%}; learned step -V31 W13 = {s['learned_contraction_step']:.4f}, "
-                        f"W24 V31 = {s['learned_step']:.4f}; mean {s['final_eval_loss']:.4g} vs {same['mean']:.4g}"))
-    return checks
-
-
-# ---------------------------------------------------------------- OOD
-def ood_checks(ctx) -> list:
-    import numerics
-    import theory
-    from .evaluate import evaluate_params
-    d, n, k, eta = PAPER["d"], PAPER["n"], PAPER["k"], PAPER["eta"]
-    cot = ctx.get("cot")
-    if cot is None:
-        raise RuntimeError("the OOD checks need the trained CoT model of the training checks")
-    samples = 5_000 if ctx["quick"] else 20_000
-    V_gd, W_gd = numerics.gd_params(d, eta)
-    checks = []
-    # Paired: the trained model and the Theorem 3.2 transformer (= GD) on the very same prompts.
-    for scale in (0.5, 1.5):
-        sigma = scale * np.eye(d)
-        model = evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples, seed=ctx["seed"] + 7, sigma=sigma)
-        gd = evaluate_params(V_gd, W_gd, d=d, n=n, k=k, samples=samples, seed=ctx["seed"] + 7, sigma=sigma)
-        rel = abs(model["median"] - gd["median"]) / gd["median"]
-        checks.append(Check(f"OOD Sigma = {scale} I: trained CoT median loss vs GD (same prompts)", "training",
-                            model["median"], gd["median"], "10% relative", rel <= 0.10, f"{rel:.1%} off"))
-    # Theorem 4.2's boundary: GD on a prompt is stable iff eta * c * lambda_max(S) < 2 (Sigma = c I).
-    # Predicted: the fraction of prompts past it, from sampled spectra of S.  Measured: the trained
-    # model's median loss against the loss of w_0 = 0 (d/2): below it at 0.8 c*, far above it at 2 c*,
-    # with c* = 2 / (eta (1 + sqrt(d/n))^2) the scale where the MP edge reaches the boundary.
-    boundary = float(2 / theory.spectrum_interval([1], d, n)[1] / eta)
-    lam_max = np.linalg.eigvalsh(numerics.sample_gram(d, n, samples, ctx["seed"] + 9))[:, -1]
-    start = d / 2
-    rows = {}
-    for factor in (0.8, 2.0):
-        c = factor * boundary
-        model = evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples, seed=ctx["seed"] + 8, sigma=c * np.eye(d))
-        rows[factor] = (model["median"] / start, model["diverged_frac"], float(np.mean(eta * c * lam_max >= 2)))
-    (m_lo, div_lo, p_lo), (m_hi, div_hi, p_hi) = rows[0.8], rows[2.0]
-    checks.append(Check(f"Thm 4.2 boundary c* = {boundary:.3g}: predicted unstable fraction at 0.8 c* / 2 c*",
-                        "statistical", f"{p_lo:.3f} / {p_hi:.3f}", "< 0.05 / > 0.95", "fractions",
-                        p_lo < 0.05 and p_hi > 0.95, f"{samples} sampled spectra of S"))
-    checks.append(Check("Thm 4.2 boundary: trained CoT median loss / (d/2) at 0.8 c* / 2 c*", "training",
-                        f"{m_lo:.3g} / {m_hi:.3g}", "< 1 / > 1", "crosses the loss of w_0 = 0",
-                        m_lo < 1 < m_hi, f"diverged fraction {div_lo:.3f} / {div_hi:.3f}"))
-    return checks
-
-
-SECTIONS = [("symbolic", symbolic_checks), ("numeric", numeric_checks), ("statistical", statistical_checks),
-            ("training", training_checks), ("OOD", ood_checks)]
-
-
-def run_verify(*, quick: bool = False, device: str = "cpu", out: str | None = None, seed: int = 0) -> dict:
-    """Run every check; return ``{"passed", "quick", "seconds", "checks": [...]}`` (JSON-ready)."""
-    from tqdm import tqdm
-    from .device import resolve_device
-    resolve_device(device)  # a clear error before any work
-    ctx = {"quick": quick, "device": device, "out": out, "seed": seed}
-    start = time.perf_counter()
-    checks = []
-    bar = tqdm(SECTIONS, desc="cotgd verify", disable=not sys.stderr.isatty(), leave=False)
-    for section, run in bar:
-        bar.set_postfix_str(section)
-        t0 = time.perf_counter()
-        try:
-            found = run(ctx)
-        except Exception as exc:  # a crashing section is a failed check, reported with its error
-            found = [Check(f"{section} checks", section, f"error: {type(exc).__name__}: {exc}", "no error",
-                           "-", False)]
-        for c in found:
-            c.detail = (c.detail + "; " if c.detail else "") + f"section {time.perf_counter() - t0:.1f} s"
-        checks.extend(found)
-    rows = [{k: (v if isinstance(v, (bool, int, float, str)) or v is None else str(v))
-             for k, v in asdict(c).items()} for c in checks]
-    return {"passed": all(c.passed for c in checks), "quick": quick, "device": device, "seed": seed,
-            "seconds": time.perf_counter() - start, "checks": rows}
+#: Column caps of the report: check, kind, measured, expected, tolerance, result, detail.
+REPORT_WIDTHS = (46, 11, 12, 12, 24, 6, 36)
 
 
 def format_report(report: dict) -> str:
-    """The report as a plain-text table: check, kind, measured, expected, tolerance, PASS/FAIL."""
-    header = ("check", "kind", "measured", "expected", "tolerance", "result")
+    """The report as a plain-text table (check, kind, measured, expected, tolerance, result,
+    detail; long cells wrap inside their column, never cut) and the summary line."""
+    header = ("check", "kind", "measured", "expected", "tolerance", "result", "detail")
     rows = [(c["name"], c["kind"], _fmt(c["measured"]), _fmt(c["expected"]), c["tolerance"],
-             "PASS" if c["passed"] else "FAIL") for c in report["checks"]]
-    widths = [min(max(len(str(r[i])) for r in rows + [header]), 70 if i == 0 else 28) for i in range(6)]
-
-    def line(r):
-        return "  ".join(str(v)[:w].ljust(w) for v, w in zip(r, widths)).rstrip()
-
-    n_pass = sum(c["passed"] for c in report["checks"])
-    out = [line(header), line(tuple("-" * w for w in widths))] + [line(r) for r in rows]
+             "PASS" if c["passed"] else "FAIL", c.get("detail", "")) for c in report["checks"]]
+    n_pass = sum(bool(c["passed"]) for c in report["checks"])
+    out = _table(header, rows, REPORT_WIDTHS)
     out.append(f"{n_pass}/{len(rows)} checks passed in {report['seconds']:.1f} s "
                f"({'quick' if report['quick'] else 'full'}, device {report['device']}): "
                f"{'ALL PASS' if report['passed'] else 'FAILURES'}")
     return "\n".join(out)
+
+
+def format_check_list(only=None) -> str:
+    """The registered checks (those matching ``only``): name, kind, the models they train, and
+    description, as a table whose cells wrap."""
+    entries = select_checks(only)
+    rows = [(e.name, e.kind, ", ".join(e.needs) or "-", e.description) for e in entries]
+    lines = _table(("check", "kind", "trains", "description"), rows, (60, 11, 11, 64))
+    lines.append(f"{len(rows)} checks; run some with --only PATTERN (a glob if it has * ? [, else a substring; "
+                 "comma-separated)")
+    return "\n".join(lines)

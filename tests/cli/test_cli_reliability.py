@@ -29,7 +29,7 @@ import training.cli as cli
 from training.cli import main
 from runlog import metrics_rows, stripped
 
-train_module = importlib.import_module("training.train")   # the attribute training.train is the function
+train_module = importlib.import_module("training.engine")
 
 ROOT = Path(__file__).resolve().parents[2]
 ITERS, EVERY = 200, 5
@@ -376,7 +376,7 @@ def test_bad_argument_exits_2_with_one_line_naming_the_option(argv, option, tmp_
     def must_not_run(*args, **kwargs):
         raise AssertionError("the command should have stopped at its arguments")
 
-    monkeypatch.setattr(train_module._Run, "run", must_not_run)
+    monkeypatch.setattr(train_module.Engine, "run", must_not_run)
     for name in ("verify", "reproduce", "dynamics", "bench"):
         monkeypatch.setitem(cli.COMMANDS, name, must_not_run)
     assert main(argv) == 2

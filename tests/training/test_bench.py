@@ -13,7 +13,7 @@ from training import bench
 from training.baseline import StraightforwardTrainer, straightforward_cot_loss, straightforward_gd_targets
 from training.data import gd_iterates, make_batch, sample_prompts, seeded_generator
 from training.model import LSA
-from training.objectives import cot_loss
+from training.kernels import cot_loss
 
 
 @given(d=st.integers(1, 4), n=st.integers(1, 6), k=st.integers(1, 4), M=st.integers(1, 2),

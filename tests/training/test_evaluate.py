@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 import numerics
 import theory
 from training.data import sample_prompts
-from training.evaluate import cot_rollout, evaluate_params, final_estimate
+from training.evaluate import evaluate_params
+from training.kernels import cot_rollout, final_estimate
 
 
 @given(d=st.integers(1, 4), n=st.integers(1, 7), k=st.integers(0, 6), seed=st.integers(0, 2**31))

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from training import TrainConfig, TrainingDiverged, resume, train
+from training.config import resolved_lr
 
-train_module = importlib.import_module("training.train")   # the attribute training.train is the function
+train_module = importlib.import_module("training.engine")
 
 TINY = dict(d=2, n=5, k=2, batch=64, iters=20, eval_every=10, eval_samples=500, theory_samples=2000,
             structure_samples=200, device="cpu", progress=False)
@@ -39,7 +40,7 @@ def test_defaults_are_the_papers():
     c = TrainConfig()
     assert (c.d, c.n, c.k, c.eta, c.batch, c.iters, c.seed) == (10, 20, 10, 0.4, 1000, 750, 0)
     assert c.mode == "cot" and c.param == "full" and c.device == "auto"
-    assert train_module.resolved_lr(c) == 1e-3
+    assert resolved_lr(c) == 1e-3
 
 
 @pytest.mark.parametrize("mode", ["cot", "nocot", "looped"])
@@ -102,35 +103,46 @@ def test_prefetch_changes_no_number(tmp_path, mode):
     assert strip(a.history) == strip(b.history)
 
 
+class _RandnStream:
+    """A stand-in prompt stream: ``draw()`` is ``randn(size)`` from its generator."""
+
+    def __init__(self, generator, size=1000, fail_at=None):
+        self.generator, self.size, self.fail_at, self.calls = generator, size, fail_at, 0
+
+    def draw(self):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise MemoryError("no room for the batch")
+        return torch.randn(self.size, generator=self.generator)
+
+    def state(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state(self, state):
+        self.generator.set_state(state["generator"])
+
+
 def test_prefetched_batches_and_checkpoint_state():
-    """Training, exact: ``_Batches`` hands out the generator's draws in order; while the next
-    draw is in flight the state a checkpoint stores is the one before it, and ``discard`` puts
-    the generator back there."""
+    """Training, exact: ``_Batches`` hands out the streams' draws in order; while the next draw
+    is in flight the state a checkpoint stores is the one before it, and ``discard`` puts the
+    generator back there."""
     g, ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    batches = train_module._Batches(lambda: torch.randn(1000, generator=g), g, prefetch=True)
+    batches = train_module._Batches({0: _RandnStream(g)}, prefetch=True)
     for _ in range(3):
         expected_state = ref.get_state()
-        assert torch.equal(batches.generator_state(), expected_state)
-        assert torch.equal(batches.next(more=True), torch.randn(1000, generator=ref))
-    assert torch.equal(batches.generator_state(), ref.get_state())
+        assert torch.equal(batches.state()[0]["generator"], expected_state)
+        assert torch.equal(batches.next(more=True)[0], torch.randn(1000, generator=ref))
+    assert torch.equal(batches.state()[0]["generator"], ref.get_state())
     batches.shutdown()
     assert torch.equal(g.get_state(), ref.get_state())
-    assert torch.equal(batches.next(more=True), torch.randn(1000, generator=ref))   # inline after shutdown
+    assert torch.equal(batches.next(more=True)[0], torch.randn(1000, generator=ref))   # inline after shutdown
 
 
 def test_a_failed_background_draw_raises_its_own_error_once():
     """Training: an error inside a prefetched draw reaches the caller of ``next`` as itself,
     and shutting down afterwards neither raises it again nor hangs."""
-    g = torch.Generator().manual_seed(0)
-    calls = []
-
-    def draw():
-        calls.append(1)
-        if len(calls) == 2:
-            raise MemoryError("no room for the batch")
-        return torch.randn(4, generator=g)
-
-    batches = train_module._Batches(draw, g, prefetch=True)
+    batches = train_module._Batches({0: _RandnStream(torch.Generator().manual_seed(0), 4, fail_at=2)},
+                                    prefetch=True)
     batches.next(more=True)
     with pytest.raises(MemoryError, match="no room"):
         batches.next(more=True)
@@ -143,17 +155,17 @@ def test_resume_is_bitwise_identical(tmp_path, monkeypatch, param):
     those of the uninterrupted run."""
     config = dict(TINY, param=param, checkpoint_every=5)
     whole = train(TrainConfig(**config, out=str(tmp_path / "whole")))
-    step = train_module._Run.step
+    step = train_module.Engine.step
 
     def crashing_step(self):
         if self.iteration == 12:
             raise KeyboardInterrupt
         step(self)
 
-    monkeypatch.setattr(train_module._Run, "step", crashing_step)
+    monkeypatch.setattr(train_module.Engine, "step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**config, out=str(tmp_path / "cut")))
-    monkeypatch.setattr(train_module._Run, "step", step)
+    monkeypatch.setattr(train_module.Engine, "step", step)
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["iteration"] == 10
     resumed = resume(str(tmp_path / "cut"))
     assert torch.equal(resumed.V, whole.V) and torch.equal(resumed.W, whole.W)
@@ -193,12 +205,12 @@ def test_threads_are_set_for_the_run_and_restored(monkeypatch):
     before = torch.get_num_threads()
     wanted = 3 if before != 3 else 2
     seen = []
-    step = train_module._Run.step
+    step = train_module.Engine.step
 
     def spy(self):
         seen.append(torch.get_num_threads())
         step(self)
 
-    monkeypatch.setattr(train_module._Run, "step", spy)
+    monkeypatch.setattr(train_module.Engine, "step", spy)
     train(TrainConfig(**{**TINY, "threads": wanted, "iters": 2, "eval_every": 2}))
     assert seen == [wanted, wanted] and torch.get_num_threads() == before

@@ -10,7 +10,7 @@ import numerics
 from theory import Layout
 from training.data import make_batch, sample_prompts
 from training.model import lsa
-from training.objectives import (cot_loss, looped_estimate, looped_loss, nocot_loss, objective,
+from training.kernels import (cot_loss, looped_estimate, looped_loss, nocot_loss, objective,
                                  teacher_forced_predictions, teacher_forced_step)
 
 

@@ -1,0 +1,321 @@
+"""``cotgd verify`` as a registry of checks (training/verify.py): the symbolic, numeric and
+statistical sections pass with quick settings; ``only`` selects exactly the matching checks and
+trains nothing more than they need; a pattern matching nothing is a one-line error; a check that
+raises or measures a wrong value is a failed row; the report wraps long cells and never cuts them;
+``--list`` and the exit statuses.  The training checks are exercised on stand-in models (no
+training); one end-to-end run of them is marked slow."""
+import json
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import numerics
+import theory
+from training import PAPER, resolve_device
+from training import verify
+from training.cli import main
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Replace the trainer by a failure: a test using this fixture proves nothing was trained."""
+    def must_not_train(config):
+        raise AssertionError(f"trained a {config.mode} model")
+    monkeypatch.setattr(verify, "train", must_not_train)
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A private copy of the registry: checks registered in a test vanish afterwards."""
+    monkeypatch.setattr(verify, "REGISTRY", dict(verify.REGISTRY))
+    return verify.REGISTRY
+
+
+def _names(report) -> list:
+    return [c["name"] for c in report["checks"]]
+
+
+def _by_kind(kind) -> list:
+    return [name for name, e in verify.REGISTRY.items() if e.kind == kind]
+
+
+# ---------------------------------------------------------------- the registry
+def test_registry_names_kinds_and_needs():
+    assert len(verify.REGISTRY) == 25
+    for name, entry in verify.REGISTRY.items():
+        assert entry.name == name and re.fullmatch(r"[a-z0-9]+([.-][a-z0-9]+)*", name), name
+        assert name.startswith(entry.kind + ".") and entry.kind in verify.KINDS
+        assert entry.description and "\n" not in entry.description
+        assert bool(entry.needs) == (entry.kind == "training"), name
+    assert [len(_by_kind(k)) for k in verify.KINDS] == [6, 3, 4, 12]
+    # Paired comparisons with GD say "same prompts"; comparisons with an independent Monte Carlo say so.
+    assert sum(name.endswith("same-prompts") for name in verify.REGISTRY) == 3
+    assert "independent Monte Carlo" in verify.REGISTRY["training.cot-loss-vs-gd-independent-mc"].description
+
+
+@pytest.mark.parametrize("name, kind, needs, problem", [
+    ("numeric.x", "exotic", (), "kind"),
+    ("symbolic.x", "numeric", (), "name"),
+    ("numeric.Bad_Name", "numeric", (), "name"),
+    ("training.x", "training", ("gpt",), "unknown models"),
+])
+def test_check_rejects_bad_registrations(registry, name, kind, needs, problem):
+    with pytest.raises(ValueError, match=problem):
+        @verify.check(name, kind=kind, needs=needs)
+        def f(settings):
+            """A check."""
+
+
+def test_check_rejects_duplicates_and_wrong_parameters(registry):
+    with pytest.raises(ValueError, match="twice"):
+        @verify.check("symbolic.gd-closed-form", kind="symbolic")
+        def f():
+            """A check."""
+    with pytest.raises(ValueError, match="parameters"):
+        @verify.check("training.no-models-argument", kind="training", needs=("cot",))
+        def g(settings):
+            """A check."""
+    with pytest.raises(ValueError, match="description"):
+        @verify.check("numeric.undocumented", kind="numeric")
+        def h(settings):
+            pass
+
+
+# ---------------------------------------------------------------- the sections pass (quick)
+@pytest.mark.parametrize("kind", ["symbolic", "numeric", "statistical"])
+def test_section_passes_quick_without_training(kind, no_training):
+    report = verify.run_verify(quick=True, device="cpu", only=f"{kind}.*")
+    assert _names(report) == _by_kind(kind)
+    failed = [(c["name"], c["measured"], c["detail"]) for c in report["checks"] if not c["passed"]]
+    assert report["passed"] and not failed, failed
+    assert {c["kind"] for c in report["checks"]} == {kind}
+    assert report["device"] == "cpu" and report["quick"] is True and report["seed"] == 0
+    json.dumps(report)                                   # JSON-ready
+
+
+def test_registered_function_called_directly_returns_complete_rows():
+    rows = verify.gd_closed_form()
+    assert [(r.name, r.kind, r.passed) for r in rows] == [("symbolic.gd-closed-form", "symbolic", True)]
+    rows = verify.cot_rollout_is_gd(verify.VerifySettings(quick=True, seed=3))
+    assert rows[0].name == "numeric.thm32-cot-rollout-is-gd" and rows[0].passed
+
+
+def test_equivalence_worst_small_grid():
+    worst, where = verify.equivalence_worst("cot_vs_gd", grid=[(2, 3, 4), (3, 2, 5)], prompts=2, seed=0)
+    assert worst <= verify.EQUIVALENCE_TOL and where[:3] in [(2, 3, 4), (3, 2, 5)]
+
+
+# ---------------------------------------------------------------- selection
+def test_only_selects_exactly_the_matching_checks(no_training):
+    report = verify.run_verify(quick=True, device="cpu", only="symbolic.GD-closed-form, thm31")
+    assert _names(report) == ["symbolic.gd-closed-form", "symbolic.thm31-nocot-optimal-step",
+                              "symbolic.thm31-nocot-floor"]
+    assert [e.name for e in verify.select_checks("symbolic.thm3?-*")] == [
+        "symbolic.thm32-lsa-step-is-gd", "symbolic.thm32-rejects-v31-minus-2eta",
+        "symbolic.thm31-nocot-optimal-step", "symbolic.thm31-nocot-floor"]
+    assert [e.name for e in verify.select_checks(["*closed-form"])] == [
+        "symbolic.gd-closed-form", "numeric.gd-recursion-is-closed-form"]
+    # A glob matches the whole name; a substring anywhere.
+    assert verify.select_checks("ood") and all("ood" in e.name for e in verify.select_checks("ood"))
+    assert len(verify.select_checks(None)) == len(verify.REGISTRY)
+    assert verify.models_needed(verify.select_checks("symbolic,numeric,statistical")) == ()
+    assert verify.models_needed(verify.select_checks("looped-vs")) == ("looped",)
+    assert verify.models_needed(verify.select_checks("training")) == ("cot", "nocot", "looped")
+
+
+@pytest.mark.parametrize("only", ["nothing-like-this", "symbolic,nothing", "symbolic.gd*x", " , "])
+def test_pattern_matching_nothing_is_a_value_error(only, no_training):
+    with pytest.raises(ValueError) as info:
+        verify.run_verify(quick=True, device="cpu", only=only)
+    assert "\n" not in str(info.value) and "--list" in str(info.value)
+
+
+def test_cli_pattern_matching_nothing_exits_2_with_one_line(no_training, capsys):
+    assert main(["verify", "--quick", "--only", "no-such-check"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("cotgd: error:")
+    assert "no-such-check" in captured.err and "--list" in captured.err
+
+
+def test_bad_seed_is_a_value_error(no_training):
+    with pytest.raises(ValueError, match="seed"):
+        verify.run_verify(quick=True, device="cpu", seed=-1, only="gd-closed-form")
+
+
+# ---------------------------------------------------------------- failures are rows
+def test_check_that_raises_is_a_failed_row(registry, no_training):
+    @verify.check("numeric.test-boom", kind="numeric")
+    def boom(settings):
+        """Raises."""
+        raise RuntimeError("boom at seed %d" % settings.seed)
+
+    report = verify.run_verify(quick=True, device="cpu", seed=5, only="numeric.*")
+    assert _names(report) == _by_kind("numeric")         # the others still run
+    row = report["checks"][-1]
+    assert row["name"] == "numeric.test-boom" and row["passed"] is False
+    assert row["measured"] == "error: RuntimeError: boom at seed 5"
+    assert report["passed"] is False
+    assert sum(c["passed"] for c in report["checks"]) == 3
+
+
+def test_check_with_a_wrong_value_fails(registry, no_training):
+    @verify.check("statistical.test-wrong", kind="statistical")
+    def wrong(settings):
+        """Compares a Monte Carlo estimate with a deliberately wrong exact value."""
+        mc = numerics.nocot_loss_mc(3, 5, samples=2_000, seed=settings.seed)
+        expected = 2 * float(theory.nocot_min_loss(3, 5))
+        return verify.result(mc["mean"], expected, "4 SE", verify.within_se(mc["mean"], expected, mc["se"]))
+
+    report = verify.run_verify(quick=True, device="cpu", only="test-wrong,gd-closed-form")
+    assert [c["passed"] for c in report["checks"]] == [True, False] and report["passed"] is False
+    assert "FAILURES" in verify.format_report(report).splitlines()[-1]
+
+
+# ---------------------------------------------------------------- training checks on stand-in models
+def _stand_in_models(cot_loss_factor: float = 1.0) -> verify.TrainedModels:
+    """Models with the summaries a good training run reports, and the Theorem 3.2 transformer
+    (= GD) as the CoT model's parameters."""
+    eta, floor = PAPER.eta, float(theory.nocot_min_loss(PAPER.d, PAPER.n))
+    V, W = numerics.gd_params(PAPER.d, eta)
+    cot = SimpleNamespace(V=V, W=W, summary={
+        "final_eval_loss": 0.27 * cot_loss_factor, "theory_eval_loss": 0.27,
+        "structure": {"v31_w13": -eta, "w24_v31": eta, "offdiag_energy": 0.01, "functional_deviation": 0.01},
+        "eval": {"median": 0.2, "se": 0.001}})
+    nocot = SimpleNamespace(summary={"final_eval_loss": floor * 1.01, "eval": {"median": 1.6, "se": 0.01}})
+    looped = SimpleNamespace(summary={
+        "final_eval_loss": 0.15, "eval": {"median": 0.1}, "theory_same_prompts": {"median": 0.101, "mean": 0.16},
+        "structure_step": 0.5, "learned_contraction_step": 0.5, "learned_step": 0.5})
+    return verify.TrainedModels(cot=cot, nocot=nocot, looped=looped)
+
+
+def test_training_checks_pass_on_good_models():
+    settings = verify.VerifySettings(quick=True)
+    models = _stand_in_models()
+    for name in _by_kind("training"):
+        rows = verify.run_check(verify.REGISTRY[name], settings, models)
+        assert [r.passed for r in rows] == [True], (name, rows)
+
+
+def test_training_check_with_a_wrong_measured_value_fails():
+    rows = verify.cot_loss_vs_gd(_stand_in_models(cot_loss_factor=1.5))
+    assert rows[0].passed is False and rows[0].name == "training.cot-loss-vs-gd-independent-mc"
+
+
+def test_run_verify_trains_only_the_models_the_checks_need(monkeypatch):
+    trained = []
+    stand_in = _stand_in_models(cot_loss_factor=1.5)
+
+    def fake_train(config):
+        trained.append((config.mode, config.param, config.seed, config.device))
+        return getattr(stand_in, config.mode)
+
+    monkeypatch.setattr(verify, "train", fake_train)
+    report = verify.run_verify(quick=True, device="cpu", seed=4, only="cot-loss,cot-structure-v31*,gd-closed-form")
+    assert trained == [("cot", "full", 4, "cpu")]
+    assert _names(report) == ["symbolic.gd-closed-form", "training.cot-loss-vs-gd-independent-mc",
+                              "training.cot-structure-v31-w13"]
+    assert [c["passed"] for c in report["checks"]] == [True, False, True] and report["passed"] is False
+
+
+def test_a_model_that_fails_to_train_fails_its_checks_only(monkeypatch):
+    def diverging(config):
+        raise RuntimeError(f"{config.mode} diverged")
+
+    monkeypatch.setattr(verify, "train", diverging)
+    report = verify.run_verify(quick=True, device="cpu", only="nocot-at,gd-closed-form")
+    assert [c["passed"] for c in report["checks"]] == [True, False]
+    assert "nocot model did not train: RuntimeError: nocot diverged" in report["checks"][1]["measured"]
+
+
+def test_quick_training_configs():
+    settings = verify.VerifySettings(quick=True, seed=2, device="cpu", out="/tmp/v")
+    looped = verify._train_config(settings, "looped")
+    assert (looped.mode, looped.param, looped.iters, looped.batch, looped.seed) == ("looped", "sparse", 300, 200, 2)
+    assert looped.out == "/tmp/v/looped-sparse"
+    cot = verify._train_config(verify.VerifySettings(), "cot")
+    assert (cot.d, cot.n, cot.k, cot.eta, cot.iters, cot.batch, cot.out) == (
+        PAPER.d, PAPER.n, PAPER.k, PAPER.eta, PAPER.iters, PAPER.batch, None)
+
+
+# ---------------------------------------------------------------- the report text
+def test_format_report_wraps_and_never_truncates():
+    long_name = "numeric." + "-".join(f"part{i:03d}" for i in range(18))
+    long_name = long_name[:150]
+    assert len(long_name) == 150
+    long_tolerance = "within " + " ".join(f"tol{i}" for i in range(20))
+    report = {"passed": False, "quick": True, "device": "cpu", "seconds": 1.25, "checks": [
+        {"name": long_name, "kind": "numeric", "measured": 1.0, "expected": 2.0, "tolerance": long_tolerance,
+         "passed": False, "detail": "x"},
+        {"name": "symbolic.short", "kind": "symbolic", "measured": True, "expected": True, "tolerance": "exact",
+         "passed": True, "detail": ""}]}
+    text = verify.format_report(report)
+    lines = text.splitlines()
+    assert lines[0].split() == ["check", "kind", "measured", "expected", "tolerance", "result", "detail"]
+    widths = [len(dashes) for dashes in lines[1].split("  ")]
+    starts = np.cumsum([0] + [w + 2 for w in widths])
+    rows = lines[2:-1]
+    first_row = [ln for ln in rows if not ln.startswith("symbolic.short")]
+    column = lambda i: [ln[starts[i]:starts[i] + widths[i]].strip() for ln in first_row]
+    assert "".join(column(0)) == long_name                     # whole, across lines
+    assert " ".join(c for c in column(4) if c) == long_tolerance
+    assert len(first_row) > 1 and max(len(ln) for ln in lines[:-1]) <= sum(widths) + 2 * (len(widths) - 1)
+    assert "FAIL" in first_row[0] and any(ln.startswith("symbolic.short") and "PASS" in ln for ln in rows)
+    assert lines[-1] == "1/2 checks passed in 1.2 s (quick, device cpu): FAILURES"
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_list_prints_every_check_and_trains_nothing(no_training, capsys):
+    assert main(["verify", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name, entry in verify.REGISTRY.items():
+        assert re.search(rf"^{re.escape(name)}\s+{entry.kind}\s", out, re.M), name
+    assert main(["verify", "--list", "--only", "symbolic*"]) == 0
+    out = capsys.readouterr().out
+    assert "symbolic.gd-closed-form" in out and "numeric." not in out
+
+
+def test_cli_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["verify", "--help"])
+    assert info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for option in ("--quick", "--device", "--out", "--json", "--seed", "--only", "--list"):
+        assert option in out
+    assert "(default: auto)" in out and "(default: 0)" in out and "fnmatch" in out and "substring" in out
+
+
+def test_cli_exit_0_on_pass_writes_json(no_training, tmp_path, capsys):
+    js, out = tmp_path / "report.json", tmp_path / "out"
+    assert main(["verify", "--quick", "--only", "symbolic*", "--json", str(js), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.rstrip().splitlines()[-1].endswith("ALL PASS")
+    report = json.loads(js.read_text())
+    assert set(report) == {"passed", "quick", "device", "seed", "seconds", "checks"}
+    assert report["device"] == str(resolve_device("auto")) and report["passed"] is True
+    assert set(report["checks"][0]) == {"name", "kind", "measured", "expected", "tolerance", "passed", "detail"}
+    assert json.loads((out / "verify.json").read_text())["checks"] == report["checks"]
+
+
+def test_cli_exit_1_on_failure(registry, no_training, capsys):
+    @verify.check("symbolic.test-false", kind="symbolic")
+    def false():
+        """Always fails."""
+        return verify.result(1, 2, "exact", False)
+
+    assert main(["verify", "--quick", "--device", "cpu", "--only", "test-false"]) == 1
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert re.fullmatch(r"0/1 checks passed in \d+\.\d s \(quick, device cpu\): FAILURES", last), last
+
+
+# ---------------------------------------------------------------- end to end (slow)
+@pytest.mark.slow
+def test_training_checks_end_to_end(slow_scale, tmp_path, capsys):
+    """Trains the models (minutes): every training check passes.  Reduced form: the CoT checks."""
+    only = "training" if slow_scale == "full" else "training.cot-loss*,training.cot-structure*"
+    status = main(["verify", "--quick", "--device", "cpu", "--only", only, "--json", str(tmp_path / "r.json")])
+    report = json.loads((tmp_path / "r.json").read_text())
+    failed = [(c["name"], c["measured"], c["detail"]) for c in report["checks"] if not c["passed"]]
+    assert status == 0 and not failed, failed

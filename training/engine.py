@@ -1,0 +1,778 @@
+"""The training loop, once, for M >= 1 models: ``train(config)`` trains one, ``train_models(base,
+seeds=, ks=, etas=)`` a sweep of M as one computation, ``resume(out_dir)`` continues either.
+
+An ``Engine`` holds M models that share everything but their seed, CoT length k and GD step eta:
+one ``LSA(models=M)`` with every model's (V, W), one optimiser, one prompt stream per seed.  Per
+iteration (``Engine.step``) each seed's prompts are drawn once (``PromptStream``; the GD targets
+once per (seed, eta) up to the seed's largest k), each model's loss and gradient is computed on
+its own detached (V, W) (``kernels.objective``; on a CPU on one worker thread per core), one
+backward pass through ``LSA.matrices`` collects them, a guard zeroes non-finite gradients (and
+clips), and the optimiser steps.  The losses are independent and Adam acts per entry, so model j
+follows exactly the run ``train`` would give it alone (tests/training/test_engine.py).
+
+Every ``eval_every`` iterations (``Engine.evaluate``) each model is evaluated on fresh prompts
+in and out of distribution (``evaluate``) and its structure measured (``structure``), one metrics
+row per model.  At the end each model gets a summary with its theory's value
+(``evaluate.theory_reference``), the theory's own model on the very prompts of the final
+evaluation (``theory_same_prompts``, a paired comparison) and the relative gaps.  Nothing
+synchronises with the device inside the loop except at evaluation and checkpoint points.
+
+With ``config.out`` the run directory (``rundir``) holds the manifest, metrics, checkpoint,
+parameters and summary; ``resume`` continues from the checkpoint bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+import numerics
+from theory.validation import check_int, check_positive_finite
+
+from .config import (DTYPES, TrainConfig, ood_sigma_matrices, resolved_clip, resolved_lr,
+                     resolved_threads)
+from .data import Batch, make_batch, sample_prompts, seeded_generator, sigma_root
+from .device import resolve_device
+from .errors import TrainingDiverged
+from .evaluate import eval_generator, eval_losses, loss_reports, report_dict, theory_reference
+from .io import atomic_write_text, remove_stale_temporaries
+from .kernels import objective
+from .model import LSA
+from .rundir import (CHECKPOINT_KEYS, RunDir, config_from, git_commit, load_checkpoint, manifest_configs,
+                     model_dir_name, read_manifest, to_json, versions, write_torch)
+from .structure import STRUCTURE_KEYS, structure_metrics
+
+#: Fields in which the models of one engine may differ; every other field is shared.
+PER_MODEL_FIELDS = ("seed", "k", "eta", "out")
+
+
+@dataclass
+class TrainResult:
+    """A finished model: ``summary`` (JSON-ready; the keys listed in docs/architecture.md plus
+    details), the final ``V``, ``W`` (D x D, on the CPU, training dtype), the metrics ``history``
+    (one dict per evaluation point, as in metrics.jsonl) and the ``config``."""
+
+    summary: dict
+    V: torch.Tensor
+    W: torch.Tensor
+    history: list = field(default_factory=list)
+    config: TrainConfig | None = None
+
+
+def guard_gradients(params: list, max_norm: float | None) -> torch.Tensor:
+    """Per model (the parameters' leading axis M): zero the gradient when it is not finite (a
+    batch that overflowed is skipped) and, with ``max_norm``, scale it to norm <= ``max_norm``.
+    In place, without a host-device synchronisation; returns the (M,) mask of finite gradients."""
+    sq = sum(p.grad.reshape(p.shape[0], -1).square().sum(1) for p in params)
+    finite = torch.isfinite(sq)
+    scale = finite.to(sq.dtype)
+    if max_norm is not None:
+        scale = scale * (max_norm / (sq.sqrt() + 1e-30)).clamp(max=1.0).nan_to_num(0.0)
+    for p in params:
+        shape = (-1,) + (1,) * (p.dim() - 1)
+        p.grad = torch.where(finite.view(shape), p.grad, torch.zeros_like(p.grad)) * scale.view(shape)
+    return finite
+
+
+# ------------------------------------------------------------------------------ data
+class PromptStream:
+    """The training prompts of one seed, drawn from ``seeded_generator(seed, 'data')``: per
+    ``draw()`` a ``{eta: Batch}`` with the GD targets up to ``kmax`` for every step ``eta`` the
+    seed's models use (a model with fewer steps reads the first ``k + 1`` iterates, the very
+    numbers a shorter run computes).
+
+    Fresh prompts every draw by default; with ``config.pool`` a set of ``pool`` prompts is drawn
+    once and served in shuffled passes (each prompt once per pass, a remainder smaller than a
+    batch left out of that pass).  ``state()`` / ``load_state()`` make a stream resumable."""
+
+    def __init__(self, config: TrainConfig, etas: list, kmax: int, device: torch.device, dtype,
+                 sigma_sqrt: torch.Tensor | None):
+        self.config, self.etas, self.kmax, self.dtype, self.sigma_sqrt = config, etas, kmax, dtype, sigma_sqrt
+        self.generator = seeded_generator(config.seed, "data", device)
+        self.pool = None
+        if config.pool is not None:
+            self.pool = self._batches(config.pool)
+            self._new_pass()
+
+    def _batches(self, size: int) -> dict:
+        c = self.config
+        prompts = sample_prompts(size, c.d, c.n, generator=self.generator, sigma_sqrt=self.sigma_sqrt,
+                                 dtype=self.dtype)
+        return {eta: make_batch(prompts, eta, self.kmax) for eta in self.etas}
+
+    def _new_pass(self) -> None:
+        self.pass_state = self.generator.get_state()
+        self.perm = torch.randperm(self.config.pool, generator=self.generator, device=self.generator.device)
+        self.position = 0
+
+    def draw(self) -> dict:
+        if self.pool is None:
+            return self._batches(self.config.batch)
+        if self.position + self.config.batch > self.config.pool:
+            self._new_pass()
+        idx = self.perm[self.position:self.position + self.config.batch]
+        self.position += self.config.batch
+        return {eta: Batch(stat=b.stat[idx], w_star=b.w_star[idx], iterates=b.iterates[idx])
+                for eta, b in self.pool.items()}
+
+    def state(self) -> dict:
+        if self.pool is None:
+            return {"generator": self.generator.get_state()}
+        return {"generator": self.pass_state, "position": self.position}
+
+    def load_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        if self.pool is not None:
+            self._new_pass()
+            self.position = int(state["position"])
+
+
+class _Batches:
+    """The streams' batches in order: ``next()`` hands out ``{seed: {eta: Batch}}`` once per
+    iteration.  With ``prefetch`` the next one is drawn on a background thread while the current
+    step computes; the draws are the same, in the same order, from the same generators, so the
+    run is bitwise the same either way.  ``state()`` is the streams' state from which the first
+    batch not yet handed out is drawn: what a checkpoint stores."""
+
+    def __init__(self, streams: dict, prefetch: bool):
+        self.streams = streams
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cotgd-data") if prefetch else None
+        self.pending = None
+        self.state_before_pending = None
+
+    def draw(self) -> dict:
+        return {seed: stream.draw() for seed, stream in self.streams.items()}
+
+    def next(self, more: bool) -> dict:
+        """The next batches; with ``more`` (another will be asked for) start drawing those."""
+        if self.pending is None:
+            batches = self.draw()
+        else:
+            pending, self.pending = self.pending, None
+            batches = pending.result()
+        if more and self.pool is not None:
+            self.state_before_pending = self._state()
+            self.pending = self.pool.submit(self.draw)
+        return batches
+
+    def _state(self) -> dict:
+        return {seed: stream.state() for seed, stream in self.streams.items()}
+
+    def state(self) -> dict:
+        if self.pending is not None:
+            self.pending.result()               # the thread is done with the generators
+            return self.state_before_pending
+        return self._state()
+
+    def load_state(self, state: dict) -> None:
+        self.discard()
+        for seed, stream in self.streams.items():
+            stream.load_state(state[seed])
+
+    def discard(self) -> None:
+        """Wait for a draw in flight and undo it: the streams are back at ``state()``."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            with contextlib.suppress(Exception):     # a failed draw: its error is not this caller's
+                pending.result()
+            self.load_state(self.state_before_pending)
+
+    def shutdown(self) -> None:
+        """Discard a draw in flight and stop the thread; later batches are drawn inline."""
+        self.discard()
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+
+# ------------------------------------------------------------------------------ the engine
+def _check_compatible(configs: list) -> None:
+    base = configs[0].to_dict()
+    for j, c in enumerate(configs[1:], 1):
+        diff = [key for key, value in c.to_dict().items() if key not in PER_MODEL_FIELDS and value != base[key]]
+        if diff:
+            raise ValueError(f"the models of one run may differ only in {', '.join(PER_MODEL_FIELDS[:3])}; "
+                             f"model {j} differs from model 0 in {', '.join(diff)}")
+    keys = [(c.seed, c.k, c.eta) for c in configs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the models of one run must differ in (seed, k, eta); two are the same")
+
+
+def _optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=resolved_lr(config), momentum=0.0)
+    return torch.optim.Adam(params, lr=resolved_lr(config))
+
+
+def structure_step(config: TrainConfig, theory: dict | None) -> float | None:
+    """The GD step a model's structure is compared with: eta (cot), or the theory's optimum for
+    the mode (nocot: eta_1 = n/(n+d+1); looped: the best single step; None where the theory
+    has none)."""
+    if config.mode == "cot":
+        return config.eta
+    return None if theory is None else theory.get("step")
+
+
+class Engine:
+    """M models trained as one computation (module docstring).  ``configs`` differ only in seed,
+    k and eta; ``out`` is the run directory (None: none).  ``on_step(engine, losses)`` (optional)
+    is called after every step with the (M,) detached losses: an observer, it must not change
+    the run (``training.dynamics`` records the parameters' path with it)."""
+
+    def __init__(self, configs: list, *, out=None, on_step=None):
+        if not configs:
+            raise ValueError("a run needs at least one model config")
+        for c in configs:
+            if not isinstance(c, TrainConfig):
+                raise ValueError(f"config must be a TrainConfig, got {type(c).__name__}")
+            c.validate()
+        _check_compatible(configs)
+        self.configs, self.base, self.M = list(configs), configs[0], len(configs)
+        self.out = None if out is None else os.fspath(out)
+        self.on_step = on_step
+        b = self.base
+        self.device = resolve_device(b.device)
+        self.dtype = DTYPES[b.dtype]
+        self.model = self._initial_model()
+        self.optimizer = _optimizer(b, self.model.parameters())
+        sigma_sqrt = sigma_root(b.sigma, b.d, dtype=self.dtype, device=self.device)
+        seeds = list(dict.fromkeys(c.seed for c in configs))
+        self.streams = {s: PromptStream(dataclasses.replace(b, seed=s), list(dict.fromkeys(
+                            c.eta for c in configs if c.seed == s)), max(c.k for c in configs if c.seed == s),
+                            self.device, self.dtype, sigma_sqrt) for s in seeds}
+        self.batches = _Batches(self.streams, b.prefetch and self.device.type == "cpu" and b.pool is None)
+        self.order = sorted(range(self.M), key=lambda j: -configs[j].k)     # longest first: balanced workers
+        self.workers: ThreadPoolExecutor | None = None
+        self.ood = ood_sigma_matrices(b)
+        self.iteration = 0
+        self.histories: list = [[] for _ in configs]
+        self.theory: list = [None] * self.M
+        self.train_seconds = 0.0
+        self.seconds_before = 0.0          # whole-run seconds of earlier sessions (resume)
+        # per model, since the last evaluation: [sum of finite losses, finite steps, skipped steps]
+        self.acc = torch.zeros((3, self.M), dtype=torch.float64, device=self.device)
+        self.loss_count = 0
+        self.skipped_total = [0] * self.M
+        self.last_loss = torch.full((self.M,), float("nan"), dtype=torch.float64, device=self.device)
+        self.started = time.perf_counter()
+
+    def _initial_model(self) -> LSA:
+        """Every model initialised as its single run: from ``seeded_generator(seed, 'init')``."""
+        b = self.base
+        singles = [LSA(c.d, c.param, init_scale=c.init_scale, dtype=self.dtype,
+                       generator=seeded_generator(c.seed, "init", self.device)) for c in self.configs]
+        if self.M == 1:
+            model = singles[0]
+        else:
+            model = LSA(b.d, b.param, models=self.M, init_scale=b.init_scale, dtype=self.dtype,
+                        generator=seeded_generator(b.seed, "init", self.device))
+            with torch.no_grad():
+                for j, single in enumerate(singles):
+                    for mine, theirs in zip(model.parameters(), single.parameters()):
+                        mine[j] = theirs[0]
+        if b.init_ab is not None:
+            with torch.no_grad():
+                model.a.fill_(b.init_ab[0])
+                model.b.fill_(b.init_ab[1])
+        return model
+
+    # -- one optimisation step of every model (no host-device synchronisation)
+    def step(self) -> None:
+        batches = self.batches.next(more=self.iteration + 1 < self.base.iters)
+        V, W = self.model.matrices()
+        Vd, Wd = V.detach(), W.detach()
+        grads = dict(self._map(lambda j: (j, self._model_grad(j, Vd, Wd, batches)), self.order))
+        losses = torch.cat([grads[j][0] for j in range(self.M)])
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward([V, W], [torch.cat([grads[j][1] for j in range(self.M)]),
+                                         torch.cat([grads[j][2] for j in range(self.M)])])
+        finite = guard_gradients(list(self.model.parameters()), resolved_clip(self.base))
+        self.optimizer.step()
+        loss = losses.double()
+        ok = finite & torch.isfinite(loss)
+        self.acc += torch.stack([torch.where(ok, loss, torch.zeros_like(loss)), ok.double(), (~ok).double()])
+        self.last_loss = loss
+        self.loss_count += 1
+        self.iteration += 1
+        if self.on_step is not None:
+            self.on_step(self, loss)
+
+    def _model_grad(self, j: int, V: torch.Tensor, W: torch.Tensor, batches: dict) -> tuple:
+        """Model j's loss (1,) and its gradient in its (V, W), each (1, D, D): the numbers its
+        single run computes."""
+        c = self.configs[j]
+        full = batches[c.seed][c.eta]
+        batch = Batch(stat=full.stat, w_star=full.w_star, iterates=full.iterates[:, :c.k + 1])
+        Vj, Wj = V[j:j + 1].detach().requires_grad_(), W[j:j + 1].detach().requires_grad_()
+        loss = objective(c.mode, Vj, Wj, batch, c.n, c.k)
+        gV, gW = torch.autograd.grad(loss.sum(), (Vj, Wj))
+        return loss.detach(), gV, gW
+
+    def _map(self, fn, items) -> list:
+        """``[fn(x) for x in items]``, on the worker threads when there are several."""
+        if self.workers is None:
+            return [fn(x) for x in items]
+        return list(self.workers.map(fn, items))
+
+    # -- evaluation point
+    def evaluate(self) -> list:
+        """One metrics row per model (and appended to its history): losses in and out of
+        distribution, train loss since the last row, structure.  Raises ``TrainingDiverged`` when
+        a model's parameters are not finite or its loss overflowed on every step since."""
+        V, W = (A.detach() for A in self.model.matrices())
+        bad = ~(torch.isfinite(V).flatten(1).all(1) & torch.isfinite(W).flatten(1).all(1))
+        if bool(bad.any()):
+            raise TrainingDiverged(self.iteration, "non-finite parameters" + self._which(bad.nonzero().flatten().tolist()))
+        loss_sum, finite_steps, skipped = self.acc.tolist()
+        overflowed = [j for j in range(self.M) if self.loss_count and finite_steps[j] == 0]
+        if overflowed:
+            raise TrainingDiverged(self.iteration, f"the training loss overflowed on all of the last "
+                                                   f"{self.loss_count} iterations" + self._which(overflowed))
+        reports = self._eval_reports(V, W, self.base.sigma)
+        ood = {name: self._eval_reports(V, W, sigma) for name, sigma in self.ood.items()}
+        structures = self._map(lambda j: self._structure(j, V[j], W[j]), range(self.M))
+        seconds = self.seconds_before + self.elapsed()
+        rows = []
+        for j in range(self.M):
+            self.skipped_total[j] += int(skipped[j])
+            rows.append({
+                "iteration": self.iteration,
+                "train_loss": loss_sum[j] / finite_steps[j] if self.loss_count else None,
+                "train_loss_last": float(self.last_loss[j]) if self.loss_count else None,
+                "skipped_steps": int(skipped[j]),
+                "eval_loss": reports[j]["mean"], "eval": reports[j],
+                "eval_loss_ood": {name: r[j]["mean"] for name, r in ood.items()},
+                "eval_ood": {name: r[j] for name, r in ood.items()},
+                "structure": None if structures[j] is None else {key: structures[j][key] for key in STRUCTURE_KEYS},
+                "train_seconds": self.train_seconds, "seconds": seconds})
+            self.histories[j].append(rows[-1])
+        self.acc.zero_()
+        self.loss_count = 0
+        return rows
+
+    def _which(self, models: list) -> str:
+        return "" if self.M == 1 else f" in model(s) {models}"
+
+    def _eval_reports(self, V: torch.Tensor, W: torch.Tensor, sigma) -> list:
+        """Every model's evaluation report on covariance ``sigma``: one ``eval_losses`` pass per
+        (seed, k) on the prompts of ``eval_generator(seed)`` (those a single run evaluates on),
+        spread over the workers, largest k first."""
+        b = self.base
+        keys = sorted(dict.fromkeys((c.seed, c.k) for c in self.configs), key=lambda key: -key[1])
+
+        def reports(key):
+            idx = [j for j, c in enumerate(self.configs) if (c.seed, c.k) == key]
+            losses, norms = eval_losses(b.mode, V[idx], W[idx], n=b.n, k=key[1], samples=b.eval_samples,
+                                        generator=eval_generator(key[0], self.device), sigma=sigma)
+            return list(zip(idx, (report_dict(r) for r in loss_reports(losses, norms))))
+
+        out = [None] * self.M
+        for pairs in self._map(reports, keys):
+            for j, report in pairs:
+                out[j] = report
+        return out
+
+    def _structure(self, j: int, V: torch.Tensor, W: torch.Tensor) -> dict | None:
+        c = self.configs[j]
+        step = structure_step(c, self.theory[j])
+        if step is None:
+            return None
+        return structure_metrics(V, W, n=c.n, eta=step, k=c.k if c.mode == "cot" else 1,
+                                 samples=c.structure_samples, seed=c.seed, device=self.device, sigma=c.sigma)
+
+    # -- the loop
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def run(self) -> list:
+        """Train to ``iters`` (from wherever the engine stands) and return one ``TrainResult``
+        per model."""
+        from tqdm import tqdm
+        b = self.base
+        workers = sweep_workers(b, self.M)
+        if workers > 1:
+            self.workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cotgd-model")
+        dirs = None
+        bar = None
+        try:
+            missing = [j for j in range(self.M) if self.theory[j] is None]
+            for j, reference in zip(missing, self._map(lambda j: theory_reference(self.configs[j]), missing)):
+                self.theory[j] = reference
+            if self.out is not None:
+                dirs = self._run_dirs()
+                self._write_manifests(dirs, "running")
+            if not self.histories[0]:
+                self._record(self.evaluate(), dirs)
+            show = sys.stderr.isatty() if b.progress is None else b.progress
+            bar = tqdm(total=b.iters, initial=self.iteration, disable=not show, dynamic_ncols=True, leave=False,
+                       desc=f"{b.mode}/{b.param}" + (f" x{self.M}" if self.M > 1 else ""))
+            self.sync()
+            t0 = time.perf_counter()
+            while self.iteration < b.iters:
+                self.step()
+                bar.update(1)
+                at_eval = self.iteration % b.eval_every == 0 or self.iteration == b.iters
+                at_checkpoint = dirs is not None and b.checkpoint_every and self.iteration % b.checkpoint_every == 0
+                if at_eval or at_checkpoint:
+                    self.sync()
+                    self.train_seconds += time.perf_counter() - t0
+                    if at_eval:
+                        rows = self.evaluate()
+                        self._record(rows, dirs)
+                        bar.set_postfix_str("eval " + " ".join(f"{row['eval_loss']:.4g}" for row in rows[:4]))
+                    if at_checkpoint:
+                        self.checkpoint()
+                    self.sync()
+                    t0 = time.perf_counter()
+            results = self.results()
+        except TrainingDiverged:
+            if dirs is not None:
+                self._write_manifests(dirs, "diverged")
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            self.batches.shutdown()
+            if self.workers is not None:
+                self.workers.shutdown()
+                self.workers = None
+        if dirs is not None:
+            self.checkpoint()
+            for d, r in zip(dirs, results):
+                d.write_torch("params.pt", {"V": r.V, "W": r.W, "param": r.config.param, "d": r.config.d})
+                d.write_json("summary.json", r.summary)
+            self._write_manifests(dirs, "finished", results)
+        return results
+
+    # -- run directory
+    def _run_dirs(self) -> list:
+        if self.M == 1:
+            return [RunDir(self.out, self.histories[0])]
+        return [RunDir(os.path.join(self.out, "models", model_dir_name(j, c)), self.histories[j])
+                for j, c in enumerate(self.configs)]
+
+    def _record(self, rows: list, dirs: list | None) -> None:
+        if dirs is not None:
+            for d, row in zip(dirs, rows):
+                d.append_metrics(row)
+
+    def manifest(self, status: str, *, results: list | None = None) -> dict:
+        """The top manifest: status, config(s), device, versions, commit, threads, timings."""
+        out = {"status": status, "device": str(self.device), "torch_threads": torch.get_num_threads(),
+               "versions": versions(), "git_commit": git_commit(), "platform": platform.platform(),
+               "iteration": self.iteration,
+               "timings": self.timings()}
+        if self.M == 1:
+            out.update(config=self.base.to_dict(), seed=self.base.seed)
+        else:
+            out.update(configs=[c.to_dict() for c in self.configs],
+                       models=[model_dir_name(j, c) for j, c in enumerate(self.configs)])
+        return out
+
+    def _write_manifests(self, dirs: list, status: str, results: list | None = None) -> None:
+        top = self.manifest(status)
+        atomic_write_text(os.path.join(self.out, "manifest.json"), to_json(top))
+        if self.M > 1:
+            for j, d in enumerate(dirs):
+                d.write_json("manifest.json", dict(top, config=self.configs[j].to_dict(), seed=self.configs[j].seed,
+                                                   configs=None, model_index=j, models=self.M))
+
+    def timings(self) -> dict:
+        return {"seconds": self.seconds_before + self.elapsed(), "train_seconds": self.train_seconds,
+                "ms_per_iteration": 1e3 * self.train_seconds / max(self.iteration, 1)}
+
+    # -- checkpoints
+    def checkpoint(self) -> None:
+        V, W = self.model.matrices()
+        if not (torch.isfinite(V).all() and torch.isfinite(W).all()):
+            raise TrainingDiverged(self.iteration, "non-finite parameters")
+        write_torch(os.path.join(self.out, "checkpoint.pt"), self.state())
+
+    def state(self) -> dict:
+        return {"configs": [c.to_dict() for c in self.configs], "iteration": self.iteration,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "streams": self.batches.state(), "histories": self.histories,
+                "train_seconds": self.train_seconds, "seconds": self.seconds_before + self.elapsed(),
+                "acc": self.acc, "loss_count": self.loss_count, "last_loss": self.last_loss,
+                "skipped_total": self.skipped_total, "theory": self.theory,
+                "threads": torch.get_num_threads()}
+
+    def load_state(self, state: dict) -> None:
+        self.iteration = int(state["iteration"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.load_state(state["streams"])
+        self.histories = [list(h) for h in state["histories"]]
+        self.train_seconds = float(state["train_seconds"])
+        self.seconds_before = float(state["seconds"])
+        self.acc = state["acc"].to(self.device).reshape(3, self.M)
+        self.loss_count = int(state["loss_count"])
+        self.last_loss = state["last_loss"].to(self.device).reshape(self.M)
+        self.skipped_total = [int(v) for v in state["skipped_total"]]
+        self.theory = list(state["theory"])
+
+    # -- results
+    def results(self) -> list:
+        V, W = (A.detach().cpu() for A in self.model.matrices())
+        same = self._map(lambda j: self.theory_same_prompts(j), range(self.M))
+        timings = self.timings()
+        out = []
+        for j, c in enumerate(self.configs):
+            last, reference = self.histories[j][-1], self.theory[j]
+            structure = self._structure(j, V[j], W[j])
+            value = reference["value"]
+            summary = {
+                "final_eval_loss": last["eval_loss"],
+                "theory_eval_loss": value,
+                "seconds": timings["seconds"], "train_seconds": timings["train_seconds"],
+                "structure": None if structure is None else {key: structure[key] for key in STRUCTURE_KEYS},
+                "mode": c.mode, "param": c.param, "config": c.to_dict(), "device": str(self.device),
+                "lr": resolved_lr(c), "clip_grad": resolved_clip(c), "init_scale": self.model.init_scale,
+                "iterations": self.iteration, "ms_per_iteration": timings["ms_per_iteration"],
+                "final_train_loss": last["train_loss"], "skipped_steps": self.skipped_total[j],
+                "eval": last["eval"], "eval_ood": last["eval_ood"], "theory": reference,
+                "relative_gap": None if value is None else (last["eval_loss"] - value) / value,
+                "theory_same_prompts": same[j],
+                "relative_gap_same_prompts": None if same[j] is None else (last["eval_loss"] - same[j]["mean"]) / same[j]["mean"],
+                "learned_step": None if structure is None else structure["w24_v31"],
+                "learned_contraction_step": None if structure is None else -structure["v31_w13"],
+                "structure_step": structure_step(c, reference),
+                "block_norms": None if structure is None else structure["block_norms"],
+                "models": self.M, "model_index": j,
+            }
+            out.append(TrainResult(summary=summary, V=V[j].clone(), W=W[j].clone(),
+                                   history=list(self.histories[j]), config=c))
+        return out
+
+    def theory_same_prompts(self, j: int) -> dict | None:
+        """The theory's model evaluated on the very prompts of model j's final evaluation (a
+        paired comparison, free of the heavy-tail noise between independent samples): GD with
+        step eta (cot), Theorem 3.1's parameters (nocot), GD with the best single step (looped).
+        None where the theory has no such model (looped out of distribution)."""
+        c = self.configs[j]
+        if c.mode == "cot":
+            V, W = numerics.gd_params(c.d, c.eta)
+        elif c.mode == "nocot":
+            V, W = numerics.nocot_params(c.d, c.n, c.sigma)
+        elif self.theory[j].get("step") is not None:
+            V, W = numerics.gd_params(c.d, self.theory[j]["step"])
+        else:
+            return None
+        V, W = (torch.as_tensor(A).unsqueeze(0) for A in (V, W))
+        losses, norms = eval_losses(c.mode, V, W, n=c.n, k=c.k, samples=c.eval_samples,
+                                    generator=eval_generator(c.seed, self.device), sigma=c.sigma)
+        return report_dict(loss_reports(losses, norms)[0])
+
+
+# ------------------------------------------------------------------------------ threads
+@contextlib.contextmanager
+def _threads(threads: int | None):
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def sweep_workers(base: TrainConfig, models: int) -> int:
+    """Worker threads of a run of ``models`` models on ``base.device``: on a CPU the models'
+    losses and gradients are independent, so they run on ``base.threads`` workers (None: every
+    core this process may use), at most one per model, each with one torch thread (``cotgd
+    bench`` measures the gain).  One model, or CUDA: one (the device runs the products)."""
+    if models == 1 or resolve_device(base.device).type != "cpu":
+        return 1
+    cores = base.threads if base.threads is not None else len(_usable_cores())
+    return max(1, min(cores, models))
+
+
+def _usable_cores() -> list:
+    try:
+        return list(os.sched_getaffinity(0))
+    except AttributeError:                      # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def _engine_threads(configs: list) -> int | None:
+    """Torch threads of a run: one per worker when the models run on several workers, else the
+    config's (``config.resolved_threads``)."""
+    return 1 if sweep_workers(configs[0], len(configs)) > 1 else resolved_threads(configs[0])
+
+
+# ------------------------------------------------------------------------------ entry points
+def _fresh_run_dir(out: str, engine: Engine) -> None:
+    """Start ``out`` afresh: the manifest (with the config) first, so that resume can restart a
+    run killed at any point; a previous run's checkpoint, parameters and summary removed so that
+    they are never taken for this run's."""
+    os.makedirs(out, exist_ok=True)
+    atomic_write_text(os.path.join(out, "manifest.json"), to_json(engine.manifest("running")))
+    for name in ("checkpoint.pt", "params.pt", "summary.json"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(out, name))
+    remove_stale_temporaries(out)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train one model as ``config`` says and return its ``TrainResult``.
+
+    ``summary`` holds ``final_eval_loss`` (mean over ``eval_samples`` fresh in-distribution
+    prompts at the last iteration), ``theory_eval_loss`` (``evaluate.theory_reference``),
+    ``seconds`` (whole run), ``train_seconds`` (optimisation loop only), ``structure``
+    (``v31_w13``, ``w24_v31``, ``offdiag_energy``, ``functional_deviation``) and details
+    (``eval``, ``eval_ood``, ``theory``, ``theory_same_prompts``, ``relative_gap``,
+    ``ms_per_iteration``, ``learned_step``, ``block_norms``, ...).  Raises ValueError for a bad
+    config field and ``TrainingDiverged`` when the loss or parameters become non-finite."""
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    engine = Engine([config], out=config.out)
+    with _threads(_engine_threads(engine.configs)):
+        if config.out is not None:
+            _fresh_run_dir(config.out, engine)
+        return engine.run()[0]
+
+
+def sweep_configs(base: TrainConfig, *, seeds=None, ks=None, etas=None) -> list[TrainConfig]:
+    """The configs of a sweep: ``base`` with every combination of ``seeds``, ``etas`` and ``ks``
+    (in that nesting order; None keeps base's single value), each without a run directory of
+    its own.  Raises ValueError naming the bad argument (not a non-empty list of distinct valid
+    values)."""
+    if not isinstance(base, TrainConfig):
+        raise ValueError(f"base must be a TrainConfig, got {type(base).__name__}")
+    base.validate()
+    seeds = _values("seeds", seeds, base.seed, lambda v: check_int("seeds", v, 0))
+    ks = _values("ks", ks, base.k, lambda v: check_int("ks", v, 1))
+    etas = _values("etas", etas, base.eta, lambda v: check_positive_finite("etas", v))
+    return [dataclasses.replace(base, seed=s, eta=e, k=k, out=None) for s in seeds for e in etas for k in ks]
+
+
+def _values(name: str, values, default, check) -> list:
+    if values is None:
+        return [default]
+    try:
+        values = list(values)
+    except TypeError:
+        raise ValueError(f"{name} must be a list of values, got {values!r}") from None
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    values = [check(v) for v in values]
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must not repeat a value, got {values!r}")
+    return values
+
+
+def train_models(base: TrainConfig, *, seeds=None, ks=None, etas=None) -> list[TrainResult]:
+    """Train every combination of ``seeds`` x ``etas`` x ``ks`` (None: base's value) of the run
+    ``base`` as one computation (module docstring) and return one ``TrainResult`` per model, in
+    ``sweep_configs`` order.  Model j ends where ``train(sweep_configs(...)[j])`` ends (same init,
+    prompts, gradients and updates), and its summary has the same keys, plus ``models`` (M) and
+    ``model_index``; ``seconds``, ``train_seconds`` and ``ms_per_iteration`` are the whole run's.
+
+    ``base.out``: the run directory (``rundir``: one directory per model under ``models/``, one
+    checkpoint for all; ``resume`` continues it).  Threads: ``sweep_workers(base, M)`` workers
+    with one torch thread each; with a single worker, torch threads as ``train``; the caller's
+    thread count is restored.  Raises ValueError for a bad argument and ``TrainingDiverged``
+    when a model's parameters become non-finite."""
+    configs = sweep_configs(base, seeds=seeds, ks=ks, etas=etas)
+    if len(configs) == 1:
+        return [train(dataclasses.replace(configs[0], out=base.out))]
+    engine = Engine(configs, out=base.out)
+    with _threads(_engine_threads(configs)):
+        if base.out is not None:
+            _fresh_run_dir(base.out, engine)
+        return engine.run()
+
+
+def resume(out_dir):
+    """Continue the run in ``out_dir`` to its configured number of iterations: a ``TrainResult``
+    for a run of one model, the list of them for a run of several; bitwise the result of an
+    uninterrupted run on the same device.
+
+    From ``checkpoint.pt`` when there is one; from the start, with the config(s) in
+    ``manifest.json``, when the run was killed before its first checkpoint.  Either way with the
+    torch thread count the run had (CPU results depend on it), unless ``config.threads`` fixes
+    it.  Temporary files of writes a kill interrupted (``.tmp-*``) are deleted.  A corrupt,
+    foreign or inconsistent checkpoint raises ValueError naming it; a directory with neither
+    file raises FileNotFoundError."""
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise ValueError(f"out_dir must be a run directory path, got {out_dir!r}")
+    out_dir = os.fspath(out_dir)
+    path = os.path.join(out_dir, "checkpoint.pt")
+    manifest = read_manifest(out_dir)
+    where = f"manifest.json in {out_dir!r}"
+    if os.path.isdir(out_dir):
+        remove_stale_temporaries(out_dir)
+    if not os.path.isfile(path):
+        if manifest is None:
+            raise FileNotFoundError(f"no checkpoint to resume in {out_dir!r} (checkpoint.pt and "
+                                    f"manifest.json missing)")
+        configs = manifest_configs(manifest, where)
+        saved = manifest.get("torch_threads")
+        threads = configs[0].threads if configs[0].threads is not None or not isinstance(saved, int) or saved < 1 \
+            else saved
+        with _threads(threads):
+            if len(configs) == 1:
+                return train(dataclasses.replace(configs[0], out=out_dir))
+            engine = Engine(configs, out=out_dir)
+            _fresh_run_dir(out_dir, engine)
+            return engine.run()
+    state = _upgraded(load_checkpoint_any(path))
+    configs = [config_from(c, f"checkpoint {path!r}") for c in state["configs"]]
+    if manifest is not None and (isinstance(manifest.get("config"), dict) or isinstance(manifest.get("configs"), list)):
+        # both through TrainConfig, so that a field added since the run started compares equal
+        mine = [{k: v for k, v in c.to_dict().items() if k != "out"} for c in manifest_configs(manifest, where)]
+        theirs = [{k: v for k, v in c.to_dict().items() if k != "out"} for c in configs]
+        if mine != theirs:
+            raise ValueError(f"checkpoint {path!r} belongs to another run: its config differs from "
+                             f"manifest.json's")
+    if len(configs) == 1:
+        configs = [dataclasses.replace(configs[0], out=out_dir)]
+    engine = Engine(configs, out=out_dir)
+    try:
+        engine.load_state(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        message = " ".join(str(exc).split())[:200]
+        raise ValueError(f"checkpoint {path!r} does not fit its config: {message}") from None
+    threads = configs[0].threads if configs[0].threads is not None else state["threads"]
+    with _threads(threads):
+        results = engine.run()
+    return results[0] if len(configs) == 1 else results
+
+
+#: Keys of the checkpoints written before the engine held M models (one config, one history).
+_SINGLE_MODEL_KEYS = ("config", "iteration", "model", "optimizer", "data_generator", "history",
+                      "train_seconds", "seconds", "acc", "loss_count", "last_loss", "skipped_total",
+                      "theory", "threads")
+
+
+def load_checkpoint_any(path: str) -> dict:
+    """``rundir.load_checkpoint``, also accepting a checkpoint of the single-model format."""
+    try:
+        return load_checkpoint(path)
+    except ValueError:
+        state = torch.load(path, map_location="cpu", weights_only=True) if os.path.isfile(path) else None
+        if isinstance(state, dict) and all(key in state for key in _SINGLE_MODEL_KEYS):
+            return state
+        raise
+
+
+def _upgraded(state: dict) -> dict:
+    """A single-model checkpoint in the engine's format (one model, one stream)."""
+    if "configs" in state:
+        return state
+    seed = state["config"].get("seed", 0)
+    return dict(state, configs=[state["config"]], histories=[state["history"]],
+                streams={seed: {"generator": state["data_generator"]}},
+                acc=state["acc"].reshape(3, 1), last_loss=state["last_loss"].reshape(1),
+                skipped_total=[state["skipped_total"]], theory=[state["theory"]])
