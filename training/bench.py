@@ -49,8 +49,8 @@ from .device import resolve_device
 from .kernels import cot_rollout
 from .config import PAPER, TrainConfig
 
-#: The paper's experiment (docs/theory.md section 8), the configuration every training figure uses.
-PAPER = {"d": 10, "n": 20, "k": 10, "eta": 0.4, "batch": 1000}
+#: The configuration every training figure uses: the paper's experiment (``training.PAPER``).
+BENCH_CONFIG = dict(PAPER.problem(), batch=PAPER.batch)
 ROLLOUT_KS = (10, 20, 40, 80, 160)
 ROLLOUT_NS = (20, 80, 320)
 MC_NS = (20, 40, 80, 160)
@@ -75,7 +75,7 @@ def _iters(ms_per_iter: float, seconds: float, lo: int, hi: int) -> int:
 def _quiet_config(device: str, iters: int, **fields) -> TrainConfig:
     """A training run of ``iters`` iterations at the paper's configuration whose evaluation and
     theory passes are as small as they can be (they are outside ``ms_per_iteration`` anyway)."""
-    return TrainConfig(**{**PAPER, **fields}, iters=iters, eval_every=iters, eval_samples=64,
+    return TrainConfig(**{**BENCH_CONFIG, **fields}, iters=iters, eval_every=iters, eval_samples=64,
                        theory_samples=64, structure_samples=16, device=device, progress=False)
 
 
@@ -115,7 +115,7 @@ def bench_training(device: str, plan: dict) -> dict:
     project's training with ``prefetch=False`` (batches drawn inline), which shows what the
     background draw adds."""
     dev = resolve_device(device)
-    trainer = StraightforwardTrainer(**PAPER, device=dev)
+    trainer = StraightforwardTrainer(**BENCH_CONFIG, device=dev)
     base_pilot = _baseline_ms(trainer, 1, dev)                         # warm-up and pilot of both sides
     fast_pilot = _train_ms(_quiet_config(device, 10))
     fast_iters = _iters(fast_pilot, plan["train_s"], 10, 300)
@@ -154,11 +154,11 @@ def bench_rollout(device: str, plan: dict) -> dict:
     """``cot_rollout`` of Theorem 3.2's parameters (float64, as evaluation runs) on 1000 prompts:
     microseconds per generated step per 1000 prompts, by k (n = 20) and by n (k = 40)."""
     dev = resolve_device(device)
-    d, eta = PAPER["d"], PAPER["eta"]
+    d, eta = PAPER.d, PAPER.eta
     V, W = (torch.as_tensor(A, dtype=torch.float64, device=dev).unsqueeze(0) for A in numerics.gd_params(d, eta))
     g = torch.Generator(device=dev).manual_seed(0)
-    stats = {n: sample_prompts(1000, d, n, generator=g, dtype=torch.float64).data_statistic for n in set(ROLLOUT_NS) | {PAPER["n"]}}
-    cases = [("k", k, PAPER["n"]) for k in ROLLOUT_KS] + [("n", 40, n) for n in ROLLOUT_NS]
+    stats = {n: sample_prompts(1000, d, n, generator=g, dtype=torch.float64).data_statistic for n in set(ROLLOUT_NS) | {PAPER.n}}
+    cases = [("k", k, PAPER.n) for k in ROLLOUT_KS] + [("n", 40, n) for n in ROLLOUT_NS]
     for _, k, n in cases:                                             # warm-up
         cot_rollout(V, W, stats[n], min(k, 10), n)
     times = {case: [] for case in cases}
@@ -166,15 +166,15 @@ def bench_rollout(device: str, plan: dict) -> dict:
         for case in cases:
             _, k, n = case
             times[case].append(_rollout_us(V, W, stats[n], k, n, dev))
-    return {"rollout_us_per_step": {k: _median(times[("k", k, PAPER["n"])]) for k in ROLLOUT_KS},
+    return {"rollout_us_per_step": {k: _median(times[("k", k, PAPER.n)]) for k in ROLLOUT_KS},
             "rollout_us_per_step_by_n": {n: _median(times[("n", 40, n)]) for n in ROLLOUT_NS}}
 
 
 def bench_monte_carlo(plan: dict) -> dict:
     """``numerics.eval_loss_mc`` prompts per second at d 10, eta 0.4, k 10, for n = 20 .. 160."""
-    d, eta, k = PAPER["d"], PAPER["eta"], PAPER["k"]
+    d, eta, k = PAPER.d, PAPER.eta, PAPER.k
     samples = plan["mc_samples"]
-    numerics.eval_loss_mc(d, PAPER["n"], eta, k, samples=1000, seed=0)
+    numerics.eval_loss_mc(d, PAPER.n, eta, k, samples=1000, seed=0)
     times = {n: [] for n in MC_NS}
     for rep in range(plan["mc_reps"]):
         for n in MC_NS:
@@ -182,7 +182,7 @@ def bench_monte_carlo(plan: dict) -> dict:
             numerics.eval_loss_mc(d, n, eta, k, samples=samples, seed=rep)
             times[n].append(time.perf_counter() - t0)
     by_n = {n: samples / _median(times[n]) for n in MC_NS}
-    return {"mc_prompts_per_s": by_n[PAPER["n"]], "mc_prompts_per_s_by_n": by_n}
+    return {"mc_prompts_per_s": by_n[PAPER.n], "mc_prompts_per_s_by_n": by_n}
 
 
 def bench_batched(device: str, plan: dict) -> dict:
@@ -244,7 +244,7 @@ def run_bench(device: str = "cpu", quick: bool = False) -> dict:
     if dev.type == "cpu":
         figures["train_ms_per_iter_by_threads"] = bench_threads(device, plan)
     figures.update({
-        "torch_threads": threads, "device": device, "quick": quick, "config": dict(PAPER, mode="cot", param="full",
+        "torch_threads": threads, "device": device, "quick": quick, "config": dict(BENCH_CONFIG, mode="cot", param="full",
                                                                                     optimizer="Adam", dtype="float32"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "load_average_before": load_before, "load_average_after": _load()},

@@ -21,6 +21,14 @@ class UsageError(Exception):
     """A bad command-line argument: one line on stderr, exit status 2."""
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with "(default: X)" after every option whose default is not None (a None default's
+    meaning is in its help text)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage block, exit 2
         raise UsageError(message)
@@ -85,34 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the check names, kinds, the models they train and descriptions (with --only: "
                         "the matching ones) and exit")
 
-    p = sub.add_parser("train", help="train one model and write its run directory")
-    p.add_argument("--mode", choices=["cot", "nocot", "looped"], default="cot")
-    p.add_argument("--param", choices=["full", "isotropic", "sparse"], default="full")
-    p.add_argument("--d", type=_positive_int, default=10)
-    p.add_argument("--n", type=_positive_int, default=20)
-    p.add_argument("--k", type=_positive_int, default=10)
-    p.add_argument("--eta", type=_positive_float, default=0.4)
-    p.add_argument("--batch", type=_positive_int, default=1000)
-    p.add_argument("--iters", type=_positive_int, default=750)
-    p.add_argument("--lr", type=_positive_float, default=None,
-                   help="Adam learning rate (default: 1e-3 for full, the paper's; 3e-3 for sparse / isotropic)")
-    p.add_argument("--seed", type=_nonnegative_int, default=0)
-    p.add_argument("--device", type=_device, default="cpu")
-    p.add_argument("--eval-every", type=_positive_int, default=50)
-    p.add_argument("--eval-samples", type=_positive_int, default=20000)
-    p.add_argument("--checkpoint-every", type=_nonnegative_int, default=0,
-                   help="write a resumable checkpoint every N iterations (0: only at the end)")
-    p.add_argument("--out", help="run directory (metrics.jsonl, params.pt, summary.json, manifest.json)")
-    p.add_argument("--json", dest="json_file", help="write the summary JSON to this file")
-    p.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
-    p.add_argument("--threads", type=_positive_int, default=1,
-                   help="torch CPU threads (default 1: fastest for these small matrices on a shared "
-                        "2-core machine; CPU results are bitwise reproducible for a fixed count)")
+    p = sub.add_parser("train", help="train one model and write its run directory",
+                       description="Train one model; every option is a field of training.TrainConfig "
+                                   "(defaults: the paper's setting, training.PAPER).",
+                       formatter_class=_DefaultsShown)
+    add_config_options(p)
+    p.add_argument("--out", metavar="DIR",
+                   help="run directory (manifest.json, metrics.jsonl, checkpoint.pt, params.pt, summary.json)")
+    p.add_argument("--json", dest="json_file", metavar="FILE", help="write the summary JSON to this file")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in this directory from its last checkpoint")
 
     p = sub.add_parser("reproduce", help="write the paper's figures as PNG")
     p.add_argument("figure", choices=["fig2", "fig3", "structure", "ood", "all"])
     p.add_argument("--out", required=True, help="directory for the PNG files")
-    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto (CUDA when torch sees it, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=_nonnegative_int, default=0)
     p.add_argument("--quick", action="store_true", help="fewer iterations and samples")
 
@@ -126,14 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--a0", type=_finite_float, default=None)
     p.add_argument("--b0", type=_finite_float, default=None)
     p.add_argument("--seed", type=_nonnegative_int, default=0)
-    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto (CUDA when torch sees it, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--sparse", action="store_true",
                    help="also train the sparse model (V31, W13 free) and track their eigenvalues")
     p.add_argument("--out", help="directory for dynamics.png and dynamics.json")
     p.add_argument("--json", dest="json_file", help="write the result JSON to this file")
 
     p = sub.add_parser("bench", help="speed figures; no pass/fail")
-    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto (CUDA when torch sees it, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--json", dest="json_file", help="write the figures as JSON to this file")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     return parser
@@ -152,9 +149,39 @@ def _json_default(value):
     return str(value)
 
 
-#: ``train`` options that define a run; ``--resume`` takes them from the run's saved config.
-_RUN_OPTIONS = ("mode", "param", "d", "n", "k", "eta", "batch", "iters", "lr", "seed", "device",
-                "eval_every", "eval_samples", "checkpoint_every", "out")
+def config_options() -> list:
+    """The ``TrainConfig`` fields offered on the command line (metadata ``cli``), in order."""
+    import dataclasses
+    from .config import TrainConfig
+    return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli")]
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per ``config_options()`` field, ``--name-with-dashes``, with the field's
+    default, help text, choices and range: the command line cannot drift from ``TrainConfig``."""
+    for f in config_options():
+        meta, flag = f.metadata, "--" + f.name.replace("_", "-")
+        kind = str(f.type).split("|")[0].strip()
+        options = {"default": f.default, "help": meta["help"]}
+        if meta["choices"]:
+            options.update(choices=list(meta["choices"]))
+        elif f.name == "device":
+            options.update(type=_device)
+        elif kind == "bool":
+            options.update(action=argparse.BooleanOptionalAction)
+        elif kind == "int":
+            low = meta["minimum"] if meta["minimum"] is not None else 0
+            options.update(type=_positive_int if low >= 1 else _nonnegative_int, metavar="N")
+        elif kind == "float":
+            options.update(type=_positive_float, metavar="X")
+        else:
+            raise TypeError(f"TrainConfig.{f.name}: no command-line type for {f.type!r}")
+        parser.add_argument(flag, **options)
+
+
+def _run_options() -> list:
+    """``train`` options that define a run; ``--resume`` takes them from the run's saved config."""
+    return [f.name for f in config_options()] + ["out"]
 
 
 def _check_train_args(args) -> None:
@@ -163,7 +190,7 @@ def _check_train_args(args) -> None:
         if not args.resume.strip():
             raise UsageError("argument --resume: expected a run directory, got ''")
         defaults = build_parser().parse_args(["train"])
-        given = [name for name in _RUN_OPTIONS if getattr(args, name) != getattr(defaults, name)]
+        given = [name for name in _run_options() if getattr(args, name) != getattr(defaults, name)]
         if given:
             raise UsageError("argument --resume: a resumed run keeps the config saved in its directory; "
                              "drop " + ", ".join("--" + name.replace("_", "-") for name in given))
@@ -188,11 +215,7 @@ def _cmd_train(args) -> int:
     if args.resume is not None:
         result = resume(args.resume)
     else:
-        config = TrainConfig(mode=args.mode, param=args.param, d=args.d, n=args.n, k=args.k,
-                             eta=args.eta, batch=args.batch, iters=args.iters, lr=args.lr,
-                             seed=args.seed, device=args.device, eval_every=args.eval_every,
-                             eval_samples=args.eval_samples, checkpoint_every=args.checkpoint_every,
-                             threads=args.threads, out=args.out)
+        config = TrainConfig(**{f.name: getattr(args, f.name) for f in config_options()}, out=args.out)
         result = train(config)
     summary = result.summary
     s = summary["structure"]

@@ -201,20 +201,17 @@ def resolved_clip(config: TrainConfig) -> float | None:
 
 def ood_sigma_matrices(config: TrainConfig) -> dict:
     """``config.ood_sigmas`` as ``{name: d x d nested list}`` (a number c becomes ``c I``);
-    ValueError naming ``ood_sigmas`` when malformed."""
+    ValueError naming ``ood_sigmas[name]`` when one is not a d x d covariance."""
     if config.ood_sigmas is None:
         return {}
     if not isinstance(config.ood_sigmas, dict):
         raise ValueError(f"ood_sigmas must be a dict {{name: sigma}}, got {config.ood_sigmas!r}")
     out = {}
     for name, value in config.ood_sigmas.items():
+        label = f"ood_sigmas[{name!r}]"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            check_positive_finite(f"ood_sigmas[{name!r}]", value)
-            value = (float(value) * np.eye(config.d)).tolist()
-        try:
-            sigma_root(value, config.d)
-        except ValueError as exc:
-            raise ValueError(f"ood_sigmas[{name!r}]: {exc}") from None
+            value = (check_positive_finite(label, value) * np.eye(config.d)).tolist()
+        sigma_root(value, config.d, name=label)
         out[str(name)] = np.asarray(value, dtype=float).tolist()
     return out
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+import numerics
+
 from theory.validation import check_int, check_positive_finite
 
 
@@ -73,25 +75,14 @@ def gram_statistic(S: torch.Tensor, w_star: torch.Tensor) -> torch.Tensor:
     return stat
 
 
-def sigma_root(sigma, d: int, *, dtype=torch.float64, device=None) -> torch.Tensor | None:
-    """The symmetric square root ``Sigma^{1/2}`` (d, d) of a covariance given as a nested list,
-    array or tensor; ``None`` stays ``None`` (``Sigma = I``).  Raises ValueError naming ``sigma``
-    when it is not a symmetric positive definite d x d matrix."""
-    if sigma is None:
-        return None
-    try:
-        S = torch.as_tensor(sigma, dtype=torch.float64).cpu()
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"sigma must be a {d} x {d} covariance matrix, got {sigma!r}") from None
-    if S.shape != (d, d):
-        raise ValueError(f"sigma must be a {d} x {d} covariance matrix, got shape {tuple(S.shape)}")
-    if not torch.isfinite(S).all() or not torch.allclose(S, S.T, rtol=1e-10, atol=1e-12):
-        raise ValueError("sigma must be a finite symmetric matrix")
-    evals, evecs = torch.linalg.eigh(S)
-    if evals.min() <= 0:
-        raise ValueError(f"sigma must be positive definite, smallest eigenvalue {evals.min().item():.3g}")
-    root = evecs @ torch.diag(evals.sqrt()) @ evecs.T
-    return root.to(dtype=dtype, device=device)
+def sigma_root(sigma, d: int, *, dtype=torch.float64, device=None, name: str = "sigma") -> torch.Tensor | None:
+    """``Sigma^{1/2}`` (d, d) as a tensor: ``numerics.covariance_root`` (the one validation of a
+    covariance: symmetric positive semi-definite, singular allowed, docs/theory.md section 10;
+    ValueError naming ``name`` otherwise); ``None`` stays ``None`` (``Sigma = I``)."""
+    if isinstance(sigma, torch.Tensor):
+        sigma = sigma.detach().cpu().double().numpy()
+    root = numerics.covariance_root(sigma, d, name=name)
+    return None if root is None else torch.as_tensor(root).to(dtype=dtype, device=device)
 
 
 def sample_prompts(batch: int, d: int, n: int, *, generator: torch.Generator,

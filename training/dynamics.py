@@ -1,15 +1,14 @@
 """Training dynamics (Theorem 4.1, docs/theory.md section 6): the reduced gradient-flow ODE laid over
 real training.
 
-``run_dynamics`` trains the ``isotropic`` LSA (``V31 = a I``, ``W13 = b I``, ``W24 = -1``; the
-``training.model`` parametrisation, the ``training.kernels.cot_loss`` teacher-forced CoT
-loss, prompts from ``training.data``) with plain gradient descent (``torch.optim.SGD``, no
-momentum) at a small learning rate, and compares ``(a, b)`` at time ``t = lr * step`` with the
-gradient flow of the population loss ``L(a, b)`` (``numerics.dynamics``, exact coefficients from
+``run_dynamics`` trains the ``isotropic`` LSA (``V31 = a I``, ``W13 = b I``, ``W24 = -1``) on the
+teacher-forced CoT loss with plain gradient descent (SGD, no momentum) at a small learning rate,
+on the training engine (``train_reduced``: ``training.engine.Engine`` with ``optimizer='sgd'``),
+and compares ``(a, b)`` at time ``t = lr * step`` with the gradient flow of the population loss ``L(a, b)`` (``numerics.dynamics``, exact coefficients from
 ``theory.reduced``).  ``run_sparse_dynamics`` trains the ``sparse`` parametrisation from the
 Assumption 4.1 initialisation and records the eigenvalues of ``V31`` and ``W13`` over time.
 
-Data: a training set of ``pool`` prompts is drawn once (seeded ``torch.Generator``); each step
+Data: a training set of ``pool`` prompts is drawn once (``TrainConfig.pool``); each step
 takes the next ``batch`` prompts of a shuffled pass over it (every prompt once per pass).  The
 average gradient over a pass is the gradient of the training-set loss, whose coefficients are
 within ``~1/sqrt(pool)`` of the population ones; fresh minibatches within a pass keep each step
@@ -40,12 +39,12 @@ from numerics.dynamics import (gradient_flow, reduced_argmin_a_value, reduced_co
                                reduced_hessian_value, reduced_loss_value, stage_times)
 from theory.validation import check_finite, check_int, check_positive_finite
 
-from .data import Batch, sample_batch
+from .config import TrainConfig
 from .device import resolve_device
+from .engine import Engine
+from .engine import torch_threads
 from .errors import TrainingDiverged
 from .io import atomic_write_bytes, atomic_write_text
-from .model import LSA
-from .kernels import cot_loss
 
 __all__ = ["default_schedule", "plot_dynamics", "plot_sparse_dynamics", "run_dynamics", "run_sparse_dynamics",
            "sparse_eigenvalues", "train_reduced"]
@@ -100,74 +99,60 @@ def _check_config(d, n, k, eta, lr, steps, batch, pool, seed) -> tuple:
     return d, n, k, eta, lr, steps, batch, pool, seed
 
 
-def _passes(pool: Batch, batch: int, generator: torch.Generator):
-    """Minibatches of ``batch`` prompts: shuffled passes over the training set, each prompt
-    once per pass (a remainder smaller than ``batch`` is left out of that pass)."""
-    size = pool.stat.shape[0]
-    while True:
-        perm = torch.randperm(size, generator=generator, device=generator.device)
-        for start in range(0, size - batch + 1, batch):
-            idx = perm[start:start + batch]
-            yield Batch(stat=pool.stat[idx], w_star=pool.w_star[idx], iterates=pool.iterates[idx])
+#: Evaluation sizes of a dynamics run's engine (its evaluation points are only the first and the
+#: last step; the dynamics are judged against the ODE, not by these).
+DYNAMICS_EVAL = dict(eval_samples=2000, theory_samples=2000, structure_samples=512)
 
 
 def train_reduced(param: str, *, d: int, n: int, k: int, eta: float, lr: float, steps: int,
                   batch: int, pool: int, seed: int = 0, device: str = "cpu", a0: float | None = None,
                   b0: float | None = None, init_scale: float | None = None, record=None,
                   threads: int | None = 1) -> dict:
-    """Plain gradient descent (``torch.optim.SGD``, lr ``lr``, no momentum) on the teacher-forced
-    CoT loss (``training.kernels.cot_loss``, docs/theory.md sections 3 and 6) for the ``isotropic``
-    or ``sparse`` parametrisation of ``training.model.LSA``, float64, one model.
+    """Plain gradient descent (SGD, learning rate ``lr``, no momentum) on the teacher-forced CoT
+    loss (docs/theory.md sections 3 and 6) for the ``isotropic`` or ``sparse`` parametrisation,
+    float64, one model, run by the training engine (``training.engine.Engine`` with
+    ``optimizer='sgd'`` and a fixed ``pool`` of prompts served in shuffled passes of ``batch``).
 
-    ``isotropic`` starts at ``a = a0``, ``b = b0``; ``sparse`` at the Assumption 4.1 initialisation
-    of ``LSA`` with ``init_scale``.  ``record(model)`` (default: nothing) is called before the
-    first step and after every step and its return values are collected.  ``threads``: torch's
-    intra-op threads during the loop (restored afterwards; None leaves them): 1 by default since
-    these small batched products gain little from more on CPU, and an oversubscribed CPU (other
-    processes on the cores) made two threads 3-10x slower than one in our measurements.  Returns a
-    dict with
+    ``isotropic`` starts at ``a = a0``, ``b = b0``; ``sparse`` at the Assumption 4.1
+    initialisation of ``LSA`` with ``init_scale``.  ``record(params)`` (default: nothing) is
+    applied to the parameters before the first step and after every step (``params``: the
+    model's named parameters of model 0, detached copies, e.g. ``params['a']``); the copies are
+    taken without a host synchronisation and ``record`` runs after training.  ``threads``: torch
+    CPU threads during the run (restored afterwards; None leaves them).  Returns a dict with
     ``t`` (``lr * step``), ``loss`` (minibatch loss of each step, NaN for the final state),
-    ``records`` and ``seconds``.  Raises ``TrainingDiverged`` on a non-finite loss.
-    """
+    ``records``, ``summary`` (the engine's) and ``seconds``.  Raises ``TrainingDiverged`` on a
+    non-finite loss."""
     d, n, k, eta, lr, steps, batch, pool, seed = _check_config(d, n, k, eta, lr, steps, batch, pool, seed)
     if param not in ("isotropic", "sparse"):
         raise ValueError(f"param must be 'isotropic' or 'sparse', got {param!r}")
-    dev = resolve_device(device)
-    generator = torch.Generator(device=dev).manual_seed(seed)
-    dtype = torch.float64
-    model = LSA(d, param, generator=generator, dtype=dtype, init_scale=init_scale)
-    if param == "isotropic":
-        with torch.no_grad():
-            model.a.fill_(check_finite("a0", a0))
-            model.b.fill_(check_finite("b0", b0))
+    init_ab = [check_finite("a0", a0), check_finite("b0", b0)] if param == "isotropic" else None
     threads = None if threads is None else check_int("threads", threads)
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        start = time.perf_counter()
-        data = sample_batch(pool, d, n, eta, k, generator=generator, dtype=dtype)
-        minibatches = _passes(data, batch, generator)
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0)
-        record = record or (lambda m: None)
-        records = [record(model)]
-        losses = np.empty(steps + 1)
-        for step in range(steps):
-            V, W = model.matrices()
-            loss = cot_loss(V, W, next(minibatches), n).sum()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingDiverged(step, f"loss {value}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses[step] = value
-            records.append(record(model))
-        losses[steps] = np.nan
-    finally:
-        torch.set_num_threads(before)
-    return {"t": lr * np.arange(steps + 1), "loss": losses, "records": records,
-            "seconds": time.perf_counter() - start}
+    config = TrainConfig(mode="cot", param=param, d=d, n=n, k=k, eta=eta, batch=batch, iters=steps, lr=lr,
+                         seed=seed, device=device, eval_every=steps, init_scale=init_scale, dtype="float64",
+                         optimizer="sgd", pool=pool, init_ab=init_ab, threads=threads, progress=False,
+                         prefetch=False, **DYNAMICS_EVAL)
+    snapshots, losses = [], []
+
+    def snapshot(model):
+        return {name: p.detach()[0].clone() for name, p in model.named_parameters()}
+
+    def on_step(engine, loss):
+        snapshots.append(snapshot(engine.model))
+        losses.append(loss[0])
+
+    start = time.perf_counter()
+    engine = Engine([config], on_step=on_step)
+    snapshots.append(snapshot(engine.model))
+    with torch_threads(threads):
+        result = engine.run()[0]
+    loss = np.append(torch.stack(losses).cpu().numpy(), np.nan)
+    bad = np.flatnonzero(~np.isfinite(loss[:-1]))
+    if bad.size:
+        raise TrainingDiverged(int(bad[0]), f"loss {loss[bad[0]]}")
+    record = record or (lambda params: None)
+    return {"t": lr * np.arange(steps + 1), "loss": loss,
+            "records": [record({name: p.cpu() for name, p in s.items()}) for s in snapshots],
+            "summary": result.summary, "seconds": time.perf_counter() - start}
 
 
 def _thin(n_points: int, max_points: int) -> np.ndarray:
@@ -228,8 +213,8 @@ def run_dynamics(*, d: int = 10, n: int = 20, k: int = 10, eta: float = 0.4, lr:
     coeffs = reduced_coefficient_values(d, n, eta, k, method=coefficient_method, seed=seed)
     lr, steps = default_schedule(coeffs, a0, b0, lr=lr, steps=steps)
 
-    def record(model):
-        return (model.a.item(), model.b.item())
+    def record(params):
+        return (float(params["a"]), float(params["b"]))
 
     run = train_reduced("isotropic", d=d, n=n, k=k, eta=eta, lr=lr, steps=steps, batch=batch,
                         pool=pool, seed=seed, device=device, a0=a0, b0=b0, record=record,
@@ -415,9 +400,9 @@ def run_sparse_dynamics(*, d: int = 10, n: int = 20, k: int = 10, eta: float = 0
     lr = d * lr_iso if lr is None else lr
     basis = {}
 
-    def record(model):
-        V31 = model.V31.detach()[0].cpu().numpy()
-        W13 = model.W13.detach()[0].cpu().numpy()
+    def record(params):
+        V31 = params["V31"].numpy()
+        W13 = params["W13"].numpy()
         if "Q" not in basis:
             basis["Q"] = np.linalg.eigh((W13 + W13.T) / 2)[1]
         return sparse_eigenvalues(V31, W13, basis["Q"])

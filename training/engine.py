@@ -8,7 +8,7 @@ once per (seed, eta) up to the seed's largest k), each model's loss and gradient
 its own detached (V, W) (``kernels.objective``; on a CPU on one worker thread per core), one
 backward pass through ``LSA.matrices`` collects them, a guard zeroes non-finite gradients (and
 clips), and the optimiser steps.  The losses are independent and Adam acts per entry, so model j
-follows exactly the run ``train`` would give it alone (tests/training/test_engine.py).
+follows exactly the run ``train`` would give it alone (tests/training/test_engine_models.py).
 
 Every ``eval_every`` iterations (``Engine.evaluate``) each model is evaluated on fresh prompts
 in and out of distribution (``evaluate``) and its structure measured (``structure``), one metrics
@@ -577,7 +577,7 @@ class Engine:
 
 # ------------------------------------------------------------------------------ threads
 @contextlib.contextmanager
-def _threads(threads: int | None):
+def torch_threads(threads: int | None):
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -637,7 +637,7 @@ def train(config: TrainConfig) -> TrainResult:
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     engine = Engine([config], out=config.out)
-    with _threads(_engine_threads(engine.configs)):
+    with torch_threads(_engine_threads(engine.configs)):
         if config.out is not None:
             _fresh_run_dir(config.out, engine)
         return engine.run()[0]
@@ -688,7 +688,7 @@ def train_models(base: TrainConfig, *, seeds=None, ks=None, etas=None) -> list[T
     if len(configs) == 1:
         return [train(dataclasses.replace(configs[0], out=base.out))]
     engine = Engine(configs, out=base.out)
-    with _threads(_engine_threads(configs)):
+    with torch_threads(_engine_threads(configs)):
         if base.out is not None:
             _fresh_run_dir(base.out, engine)
         return engine.run()
@@ -721,13 +721,13 @@ def resume(out_dir):
         saved = manifest.get("torch_threads")
         threads = configs[0].threads if configs[0].threads is not None or not isinstance(saved, int) or saved < 1 \
             else saved
-        with _threads(threads):
+        with torch_threads(threads):
             if len(configs) == 1:
                 return train(dataclasses.replace(configs[0], out=out_dir))
             engine = Engine(configs, out=out_dir)
             _fresh_run_dir(out_dir, engine)
             return engine.run()
-    state = _upgraded(load_checkpoint_any(path))
+    state = load_checkpoint(path)
     configs = [config_from(c, f"checkpoint {path!r}") for c in state["configs"]]
     if manifest is not None and (isinstance(manifest.get("config"), dict) or isinstance(manifest.get("configs"), list)):
         # both through TrainConfig, so that a field added since the run started compares equal
@@ -745,34 +745,6 @@ def resume(out_dir):
         message = " ".join(str(exc).split())[:200]
         raise ValueError(f"checkpoint {path!r} does not fit its config: {message}") from None
     threads = configs[0].threads if configs[0].threads is not None else state["threads"]
-    with _threads(threads):
+    with torch_threads(threads):
         results = engine.run()
     return results[0] if len(configs) == 1 else results
-
-
-#: Keys of the checkpoints written before the engine held M models (one config, one history).
-_SINGLE_MODEL_KEYS = ("config", "iteration", "model", "optimizer", "data_generator", "history",
-                      "train_seconds", "seconds", "acc", "loss_count", "last_loss", "skipped_total",
-                      "theory", "threads")
-
-
-def load_checkpoint_any(path: str) -> dict:
-    """``rundir.load_checkpoint``, also accepting a checkpoint of the single-model format."""
-    try:
-        return load_checkpoint(path)
-    except ValueError:
-        state = torch.load(path, map_location="cpu", weights_only=True) if os.path.isfile(path) else None
-        if isinstance(state, dict) and all(key in state for key in _SINGLE_MODEL_KEYS):
-            return state
-        raise
-
-
-def _upgraded(state: dict) -> dict:
-    """A single-model checkpoint in the engine's format (one model, one stream)."""
-    if "configs" in state:
-        return state
-    seed = state["config"].get("seed", 0)
-    return dict(state, configs=[state["config"]], histories=[state["history"]],
-                streams={seed: {"generator": state["data_generator"]}},
-                acc=state["acc"].reshape(3, 1), last_loss=state["last_loss"].reshape(1),
-                skipped_total=[state["skipped_total"]], theory=[state["theory"]])

@@ -18,15 +18,16 @@ import numpy as np
 import numerics
 import theory
 
-PAPER = dict(d=10, n=20, k=10, eta=0.4)
+from .config import PAPER
+
+
 FIG3_KS = (10, 20, 30, 40)
 
 
 def ood_sigma(d: int, condition: float = 3.0) -> np.ndarray:
     """The OOD covariance of fig3: a fixed rotation of diag(geomspace(1/sqrt(c), sqrt(c))),
     trace d, condition number ``condition``; eta * lambda_max stays below 2 for eta = 0.4."""
-    rng = np.random.default_rng(12345)
-    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    Q = numerics.random_rotation(d, seed=12345)
     eig = np.geomspace(1 / np.sqrt(condition), np.sqrt(condition), d)
     eig *= d / eig.sum()
     return (Q * eig) @ Q.T
@@ -45,11 +46,11 @@ class _Runs:
         key = (mode, k, ood)
         if key not in self.cache:
             name = f"{mode}-k{k}" + ("-ood" if ood else "")
-            config = TrainConfig(mode=mode, d=PAPER["d"], n=PAPER["n"], k=k, eta=PAPER["eta"],
+            config = TrainConfig(mode=mode, d=PAPER.d, n=PAPER.n, k=k, eta=PAPER.eta,
                                  seed=self.seed, device=self.device,
                                  iters=300 if self.quick else 750, eval_every=10 if self.quick else 25,
                                  eval_samples=2000 if self.quick else 10000,
-                                 ood_sigmas={"ood": ood_sigma(PAPER["d"]).tolist()} if ood else None,
+                                 ood_sigmas={"ood": ood_sigma(PAPER.d).tolist()} if ood else None,
                                  out=os.path.join(self.out, "runs", name))
             self.cache[key] = train(config)
         return self.cache[key]
@@ -92,7 +93,7 @@ def _save_loss_vs_iteration(fig, ax, path: str, ylabel: str, title: str) -> str:
 def fig2(runs: _Runs, path: str) -> str:
     """Figure 2: eval loss vs iteration, CoT vs no-CoT (k = 10), theory lines."""
     plt = _plt()
-    d, n, k, eta = PAPER["d"], PAPER["n"], PAPER["k"], PAPER["eta"]
+    d, n, k, eta = PAPER.d, PAPER.n, PAPER.k, PAPER.eta
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for mode, color, label in (("cot", "C0", "with CoT"), ("nocot", "C3", "without CoT")):
         hist = runs.get(mode, k).history
@@ -108,7 +109,7 @@ def fig2(runs: _Runs, path: str) -> str:
 def fig3(runs: _Runs, path: str) -> str:
     """Figure 3: OOD eval loss vs iteration for k = 10..40, median and 10-90% band, GD's median."""
     plt = _plt()
-    d, n, eta = PAPER["d"], PAPER["n"], PAPER["eta"]
+    d, n, eta = PAPER.d, PAPER.n, PAPER.eta
     sigma = ood_sigma(d)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for j, k in enumerate(FIG3_KS):
@@ -131,7 +132,7 @@ def _block_lines(ax, d: int) -> None:
 def structure(runs: _Runs, path: str) -> str:
     """Learned V, W (CoT, full parameters) beside Theorem 3.2's, block boundaries marked."""
     plt = _plt()
-    d, k, eta = PAPER["d"], PAPER["k"], PAPER["eta"]
+    d, k, eta = PAPER.d, PAPER.k, PAPER.eta
     result = runs.get("cot", k)
     V, W = result.V.double().numpy(), result.W.double().numpy()
     V_star, W_star = numerics.gd_params(d, eta)
@@ -160,7 +161,7 @@ def ood(runs: _Runs, path: str) -> str:
     GD prediction, stability boundary), and loss vs k (exact finite d, Monte Carlo, MP limit)."""
     from .evaluate import evaluate_params
     plt = _plt()
-    d, n, k, eta = PAPER["d"], PAPER["n"], PAPER["k"], PAPER["eta"]
+    d, n, k, eta = PAPER.d, PAPER.n, PAPER.k, PAPER.eta
     cot, nocot = runs.get("cot", k), runs.get("nocot", k)
     samples = 2000 if runs.quick else 10000
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+import numerics
 from theory import Layout
 from theory.validation import check_int, check_positive_finite
 
@@ -33,14 +34,6 @@ def lsa(Z: torch.Tensor, V: torch.Tensor, W: torch.Tensor, n: int) -> torch.Tens
     tokens; ``n`` is the number of examples (fixed normalisation, not the number of columns).
     Cost O(D N^2): the reference for tests, not the training path."""
     return Z + V @ Z @ (Z.transpose(-1, -2) @ W @ Z) / n
-
-
-def random_orthogonal(M: int, d: int, *, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
-    """M Haar-distributed orthogonal d x d matrices (QR of a Gaussian with the sign fix)."""
-    A = torch.randn((M, d, d), generator=generator, device=generator.device, dtype=torch.float64)
-    Q, R = torch.linalg.qr(A)
-    Q = Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
-    return Q.to(dtype)
 
 
 class LSA(torch.nn.Module):
@@ -73,7 +66,8 @@ class LSA(torch.nn.Module):
             self.V = torch.nn.Parameter(scale * torch.randn((M, D, D), generator=generator, device=device, dtype=dtype))
             self.W = torch.nn.Parameter(scale * torch.randn((M, D, D), generator=generator, device=device, dtype=dtype))
         elif param == "sparse":
-            Q = random_orthogonal(M, d, generator=generator, dtype=torch.float64)
+            A = torch.randn((M, d, d), generator=generator, device=device, dtype=torch.float64)
+            Q = torch.as_tensor(numerics.haar_orthogonal(A.cpu().numpy()), device=device)
             l = scale * (0.5 + 0.5 * torch.rand((M, d), generator=generator, device=device, dtype=torch.float64))
             P = (Q * l.unsqueeze(-2)) @ Q.transpose(-1, -2)
             P = (P + P.transpose(-1, -2)) / 2

@@ -31,6 +31,11 @@ from .io import atomic_write_bytes, atomic_write_text
 
 CHECKPOINT_KEYS = ("configs", "iteration", "model", "optimizer", "streams", "histories", "train_seconds",
                    "seconds", "acc", "loss_count", "last_loss", "skipped_total", "theory", "threads")
+#: The keys of a checkpoint written before the engine held M models (one config, one history);
+#: ``load_checkpoint`` reads it as a run of one model.
+SINGLE_MODEL_KEYS = ("config", "iteration", "model", "optimizer", "data_generator", "history",
+                     "train_seconds", "seconds", "acc", "loss_count", "last_loss", "skipped_total",
+                     "theory", "threads")
 
 
 def to_json(payload) -> str:
@@ -129,6 +134,12 @@ def load_checkpoint(path: str) -> dict:
     except Exception as exc:  # torch raises many types for a torn or foreign file
         raise ValueError(f"checkpoint {path!r} cannot be read ({type(exc).__name__}): it is corrupt "
                          f"or not a checkpoint of this toolkit") from None
+    if isinstance(state, dict) and "configs" not in state and all(key in state for key in SINGLE_MODEL_KEYS):
+        seed = state["config"].get("seed", 0) if isinstance(state["config"], dict) else 0
+        state = dict(state, configs=[state["config"]], histories=[state["history"]],
+                     streams={seed: {"generator": state["data_generator"]}}, acc=state["acc"].reshape(3, 1),
+                     last_loss=state["last_loss"].reshape(1), skipped_total=[state["skipped_total"]],
+                     theory=[state["theory"]])
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise ValueError(f"checkpoint {path!r} is not a training checkpoint (missing {', '.join(missing)})")

@@ -9,6 +9,8 @@ and a description (the first paragraph of its docstring).  Kinds:
 * ``statistical``: Monte Carlo against an exact value, tolerance in standard errors (sections 5, 7, 9);
 * ``training``: a trained PyTorch model against the theory's number (sections 6, 7, 8).
 
+How each kind is judged: docs/theory.md section 11.
+
 A check function takes its inputs as explicit arguments, by name: ``settings`` (a frozen
 ``VerifySettings``: quick, seed, device, out) and, when it needs trained models, ``models`` (a
 frozen ``TrainedModels``: cot, nocot, looped, built by ``train_models_for_verify``, which trains

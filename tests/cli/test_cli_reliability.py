@@ -269,7 +269,7 @@ def _other_runs_checkpoint(path, other):
 
 def _config_weights_mismatch(path, other):
     state = torch.load(path, weights_only=True)
-    state["config"]["d"] = 4
+    state["configs"][0]["d"] = 4
     torch.save(state, path)
 
 

@@ -64,7 +64,7 @@ def test_run_bench_quick_reports_every_figure(monkeypatch):
     monkeypatch.setitem(bench.PLAN, True, {"reps": 1, "train_s": 0.0, "baseline_s": 0.0, "rollout_reps": 1,
                                            "mc_samples": 500, "mc_reps": 1, "batched_reps": 1, "batched_s": 0.0,
                                            "single_s": 0.0, "thread_reps": 1, "thread_s": 0.0})
-    monkeypatch.setattr(bench, "PAPER", {**bench.PAPER, "batch": 16})
+    monkeypatch.setattr(bench, "BENCH_CONFIG", {**bench.BENCH_CONFIG, "batch": 16})
     figures = bench.run_bench(device="cpu", quick=True)
     for key in ("train_ms_per_iter", "baseline_ms_per_iter", "speedup_vs_baseline", "batched_models_time_ratio",
                 "mc_prompts_per_s", "train_ms_per_iter_no_prefetch"):

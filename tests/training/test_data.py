@@ -60,7 +60,7 @@ def test_sigma_is_applied():
 
 
 @pytest.mark.parametrize("sigma, match", [([[1.0, 0.0]], "2 x 2"), ([[1.0, 2.0], [0.0, 1.0]], "symmetric"),
-                                          ([[1.0, 0.0], [0.0, -1.0]], "positive definite"),
+                                          ([[1.0, 0.0], [0.0, -1.0]], "positive semi-definite"),
                                           ("abc", "sigma")])
 def test_bad_sigma_raises(sigma, match):
     with pytest.raises(ValueError, match=match):

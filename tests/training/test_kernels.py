@@ -1,5 +1,6 @@
-"""Objectives from sufficient statistics (training/objectives.py) against a literal
-column-by-column evaluation of f(Z) = Z + V Z (Z^T W Z) / n.  Numeric float64 checks."""
+"""The torch passes (training/kernels.py) against a literal column-by-column evaluation of
+f(Z) = Z + V Z (Z^T W Z) / n, and the hand-written gradient of the CoT loss against
+``torch.autograd.gradcheck``.  Numeric float64 checks."""
 import numpy as np
 import pytest
 import torch
@@ -10,7 +11,7 @@ import numerics
 from theory import Layout
 from training.data import make_batch, sample_prompts
 from training.model import lsa
-from training.kernels import (cot_loss, looped_estimate, looped_loss, nocot_loss, objective,
+from training.kernels import (_CoTLoss, cot_loss, cot_rollout, nocot_estimate, looped_estimate, looped_loss, nocot_loss, objective,
                                  teacher_forced_predictions, teacher_forced_step)
 
 
@@ -146,3 +147,41 @@ def test_looped_freeze_keeps_loss_and_gradients_finite():
     frozen = looped_estimate(V.detach(), W.detach(), batch.stat, k, n, freeze_above=1e6)[0]
     calm = torch.isfinite(exact[0]).all(-1) & (exact[0].abs().amax(-1) < 1.0)
     torch.testing.assert_close(frozen[calm], exact[0][calm])
+
+
+@pytest.mark.parametrize("M", [1, 3])
+@pytest.mark.parametrize("d, n, k", [(1, 2, 1), (2, 5, 3), (3, 4, 4)])
+def test_cot_loss_gradient_passes_gradcheck(M, d, n, k):
+    """Numeric float64: ``_CoTLoss``'s hand-written backward pass equals finite differences of
+    its forward pass in every entry of V and W (``torch.autograd.gradcheck``), for one model
+    (the wide-output path) and several."""
+    p, batch, V, W = _setup(d, n, k, M, seed=11 * M + d, scale=0.5)
+    V.requires_grad_(True)
+    W.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda V, W: _CoTLoss.apply(V, W, batch.stat, batch.iterates, n), (V, W),
+                                    eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_cot_loss_gradient_equals_autograd_of_the_readable_form():
+    """Numeric float64: the gradient of ``cot_loss`` equals autograd through
+    ``teacher_forced_predictions`` (the readable form of the same map)."""
+    d, n, k = 3, 7, 5
+    p, batch, V, W = _setup(d, n, k, 2, seed=3, scale=0.4)
+    V.requires_grad_(True)
+    W.requires_grad_(True)
+    fast = torch.autograd.grad(cot_loss(V, W, batch, n).sum(), (V, W))
+    pred = teacher_forced_predictions(V, W, batch.stat, batch.iterates[:, :-1], n)
+    slow = torch.autograd.grad((0.5 * (pred - batch.iterates[:, 1:]).square().sum(-1).mean((-1, -2))).sum(), (V, W))
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_rollout_and_nocot_are_the_one_step_map():
+    """Numeric float64: the autoregressive rollout's first step and the no-CoT estimate are
+    the model's one step from ``c_0`` (``teacher_forced_predictions`` with ``w_0 = 0``)."""
+    d, n = 3, 6
+    p, batch, V, W = _setup(d, n, 2, 2, seed=9, scale=0.5)
+    w0 = torch.zeros(3, 1, d, dtype=torch.float64)
+    one = teacher_forced_predictions(V, W, batch.stat, w0, n)[:, :, 0]
+    torch.testing.assert_close(nocot_estimate(V, W, batch.stat, n), one, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cot_rollout(V, W, batch.stat, 1, n)[:, :, 1], one, rtol=1e-12, atol=1e-12)

@@ -101,7 +101,7 @@ def test_resume_deletes_temporaries_of_a_killed_write_and_accepts_older_manifest
     del manifest["config"]["prefetch"]
     (cut / "manifest.json").write_text(json.dumps(manifest))
     state = torch.load(cut / "checkpoint.pt", weights_only=False)
-    del state["config"]["prefetch"]
+    del state["configs"][0]["prefetch"]
     torch.save(state, cut / "checkpoint.pt")
     same_result(resume(str(cut)), whole)
     assert not [f for f in os.listdir(cut) if f.startswith(".tmp")]
@@ -210,7 +210,7 @@ def _other_runs_checkpoint(path, tmp_path, finished_runs):
 
 def _config_weights_mismatch(path, tmp_path, finished_runs):
     state = torch.load(path, weights_only=True)
-    state["config"]["d"] = 4                                    # weights stay 6 x 6 (d = 2)
+    state["configs"][0]["d"] = 4                                   # weights stay 6 x 6 (d = 2)
     torch.save(state, path)
 
 

@@ -1,4 +1,4 @@
-"""The training run (training/train.py): config validation, run directory, determinism,
+"""The training run (training/engine.py): config validation, run directory, determinism,
 checkpoint/resume and divergence.  Short training runs (seconds); convergence is tested in
 test_convergence.py."""
 import importlib

@@ -20,10 +20,17 @@ from training.cli import main
 
 @pytest.fixture
 def no_training(monkeypatch):
-    """Replace the trainer by a failure: a test using this fixture proves nothing was trained."""
+    """Replace the trainer by a recorder that fails: a test using this fixture proves nothing was
+    trained (checked when the test ends; the failure alone would become a failed row)."""
+    calls = []
+
     def must_not_train(config):
+        calls.append(config.mode)
         raise AssertionError(f"trained a {config.mode} model")
+
     monkeypatch.setattr(verify, "train", must_not_train)
+    yield calls
+    assert calls == [], f"trained {calls}"
 
 
 @pytest.fixture
@@ -109,7 +116,7 @@ def test_equivalence_worst_small_grid():
 
 # ---------------------------------------------------------------- selection
 def test_only_selects_exactly_the_matching_checks(no_training):
-    report = verify.run_verify(quick=True, device="cpu", only="symbolic.GD-closed-form, thm31")
+    report = verify.run_verify(quick=True, device="cpu", only="symbolic.GD-closed-form, symbolic.thm31")
     assert _names(report) == ["symbolic.gd-closed-form", "symbolic.thm31-nocot-optimal-step",
                               "symbolic.thm31-nocot-floor"]
     assert [e.name for e in verify.select_checks("symbolic.thm3?-*")] == [
@@ -213,7 +220,7 @@ def test_run_verify_trains_only_the_models_the_checks_need(monkeypatch):
         return getattr(stand_in, config.mode)
 
     monkeypatch.setattr(verify, "train", fake_train)
-    report = verify.run_verify(quick=True, device="cpu", seed=4, only="cot-loss,cot-structure-v31*,gd-closed-form")
+    report = verify.run_verify(quick=True, device="cpu", seed=4, only="cot-loss,*cot-structure-v31*,gd-closed-form")
     assert trained == [("cot", "full", 4, "cpu")]
     assert _names(report) == ["symbolic.gd-closed-form", "training.cot-loss-vs-gd-independent-mc",
                               "training.cot-structure-v31-w13"]
