@@ -175,9 +175,8 @@ DEFAULT_CLIP = {"cot": None, "nocot": None, "looped": 1.0}
 
 
 #: torch threads of a CPU run when ``config.threads`` is None.  A step is a few dozen products of
-#: small matrices: on the 2-core test machine two OpenMP threads gained about 1.2x when the other
-#: core was idle and made the step 3 to 30 times slower when another process held it
-#: (``cotgd bench``, ``train_ms_per_iter_by_threads``).
+#: small matrices, which gain little from more OpenMP threads and lose much when another process
+#: holds a core (``cotgd bench`` reports ``train_ms_per_iter_by_threads``; README, Speed).
 DEFAULT_CPU_THREADS = 1
 
 

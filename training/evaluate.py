@@ -110,8 +110,10 @@ def evaluate_params(V, W, *, d: int, n: int, k: int, samples: int, seed: int, si
 
 
 #: Largest k for which the exact theory.gd_eval_loss is reported next to the Monte Carlo value:
-#: it needs Wishart moments up to 2k, under a second for k <= 12 but ~15 s for k = 30.
+#: it needs the exact Wishart moments up to 2k (docs/theory.md section 9), whose cost grows
+#: steeply with the order.
 EXACT_THEORY_MAX_K = 12
+
 
 def theory_reference(config) -> dict:
     """The theory's evaluation loss for the run's configuration, with how it was obtained:
