@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the registered checks of the paper's claims (symbolic, numeric, "
                                    "statistical, training) and print a PASS/FAIL table; exit status 0 when "
                                    "all pass, 1 otherwise.  Only the models the selected checks need are trained.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_DefaultsShown)
     p.add_argument("--quick", action="store_true",
                    help="smaller Monte Carlo samples and grids, a shorter looped training")
     p.add_argument("--device", type=_device, default="auto",

@@ -671,7 +671,7 @@ def _table(header: tuple, rows: list, caps: tuple) -> list:
 
 
 #: Column caps of the report: check, kind, measured, expected, tolerance, result, detail.
-REPORT_WIDTHS = (46, 11, 12, 12, 24, 6, 36)
+REPORT_WIDTHS = (50, 11, 13, 13, 24, 6, 34)
 
 
 def format_report(report: dict) -> str:
