@@ -1,6 +1,7 @@
-"""Reading a run directory in tests (tests/training/test_reliability.py and
-tests/cli/test_cli_reliability.py): its metrics rows, and any run record made comparable across
-runs by dropping wall-clock fields and the directory's path."""
+"""Run directories in tests (tests/training/test_reliability.py, tests/training/test_train.py,
+tests/training/test_engine_models.py and tests/cli/test_cli_reliability.py): a crash at a given
+iteration, the metrics rows, and any run record made comparable across runs by dropping
+wall-clock fields and the directory's path."""
 import json
 import os
 
@@ -24,3 +25,17 @@ def metrics_rows(run_dir) -> list:
     """The rows of ``run_dir/metrics.jsonl``, in order."""
     with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
         return [json.loads(line) for line in f]
+
+
+def crash_at(monkeypatch, iteration: int) -> None:
+    """Make ``Engine.step`` raise KeyboardInterrupt when the run reaches ``iteration`` (a crash);
+    ``monkeypatch.undo()`` ends it."""
+    from training.engine import Engine
+    step = Engine.step
+
+    def crashing_step(self):
+        if self.iteration == iteration:
+            raise KeyboardInterrupt
+        step(self)
+
+    monkeypatch.setattr(Engine, "step", crashing_step)

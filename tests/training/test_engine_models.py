@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from runlog import crash_at
 from training import TrainConfig, evaluate_params, load_run, resume, train
 from training.engine import sweep_configs, sweep_workers, train_models
 
@@ -89,7 +90,6 @@ def test_many_model_rows_and_ood_values():
 def test_many_model_run_directory_and_resume(tmp_path, monkeypatch):
     """Training, exact: a run of M models writes one directory per model that ``load_run``
     reads, and a run killed after its checkpoint resumes to bitwise the uninterrupted models."""
-    import training.engine as engine
     base = TrainConfig(**TINY, checkpoint_every=6)
     whole = train_models(TrainConfig(**{**base.to_dict(), "out": str(tmp_path / "whole")}), ks=[1, 2])
     names = sorted(p.name for p in (tmp_path / "whole" / "models").iterdir())
@@ -100,17 +100,10 @@ def test_many_model_run_directory_and_resume(tmp_path, monkeypatch):
     assert [row["iteration"] for row in run.metrics] == [0, 6, 12]
     with pytest.raises(ValueError, match="models"):
         load_run(tmp_path / "whole")
-    step = engine.Engine.step
-
-    def crashing_step(self):
-        if self.iteration == 8:
-            raise KeyboardInterrupt
-        step(self)
-
-    monkeypatch.setattr(engine.Engine, "step", crashing_step)
+    crash_at(monkeypatch, 8)
     with pytest.raises(KeyboardInterrupt):
         train_models(TrainConfig(**{**base.to_dict(), "out": str(tmp_path / "cut")}), ks=[1, 2])
-    monkeypatch.setattr(engine.Engine, "step", step)
+    monkeypatch.undo()
     resumed = resume(tmp_path / "cut")
     assert len(resumed) == 2
     for a, b in zip(resumed, whole):

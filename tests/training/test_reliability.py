@@ -21,7 +21,7 @@ import torch
 import numerics
 import theory
 from training import TrainConfig, TrainingDiverged, evaluate_params, resume, train
-from runlog import metrics_rows, stripped
+from runlog import crash_at, metrics_rows, stripped
 
 train_module = importlib.import_module("training.engine")
 io_module = importlib.import_module("training.io")
@@ -34,18 +34,6 @@ def same_result(a, b) -> None:
     assert torch.equal(a.V, b.V) and torch.equal(a.W, b.W)
     assert stripped(a.summary) == stripped(b.summary)
     assert stripped(a.history) == stripped(b.history)
-
-
-def crash_at(monkeypatch, iteration: int) -> None:
-    """Make ``_Run.step`` raise KeyboardInterrupt when the run reaches ``iteration`` (a crash)."""
-    step = train_module.Engine.step
-
-    def crashing_step(self):
-        if self.iteration == iteration:
-            raise KeyboardInterrupt
-        step(self)
-
-    monkeypatch.setattr(train_module.Engine, "step", crashing_step)
 
 
 @pytest.fixture(scope="module")

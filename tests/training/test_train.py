@@ -10,6 +10,7 @@ import torch
 
 from training import TrainConfig, TrainingDiverged, resume, train
 from training.config import resolved_lr
+from runlog import crash_at
 
 train_module = importlib.import_module("training.engine")
 
@@ -155,17 +156,10 @@ def test_resume_is_bitwise_identical(tmp_path, monkeypatch, param):
     those of the uninterrupted run."""
     config = dict(TINY, param=param, checkpoint_every=5)
     whole = train(TrainConfig(**config, out=str(tmp_path / "whole")))
-    step = train_module.Engine.step
-
-    def crashing_step(self):
-        if self.iteration == 12:
-            raise KeyboardInterrupt
-        step(self)
-
-    monkeypatch.setattr(train_module.Engine, "step", crashing_step)
+    crash_at(monkeypatch, 12)
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**config, out=str(tmp_path / "cut")))
-    monkeypatch.setattr(train_module.Engine, "step", step)
+    monkeypatch.undo()
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["iteration"] == 10
     resumed = resume(str(tmp_path / "cut"))
     assert torch.equal(resumed.V, whole.V) and torch.equal(resumed.W, whole.W)
