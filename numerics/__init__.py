@@ -4,9 +4,13 @@ Reference LSA forward pass and CoT / looped rollouts (``lsa``), k-step GD by rec
 closed form (``gd``), Theorem 3.2's and 3.1's parameters evaluated from ``theory`` (``params``),
 the equivalence check (``equivalence``), Monte Carlo of evaluation losses with honest tails
 (``montecarlo``, ``sampling``), the Marchenko-Pastur limit (``marchenko_pastur``), exact values of
-theory's losses (``exact``) and scipy optima (``optimize``).  Hypothesis strategies for property
+theory's losses (``exact``) and scipy optima (``optimize``).  Covariances: ``covariance_root``
+(``checks``; symmetric PSD Sigma, singular allowed, docs/theory.md section 10), its exact form for
+theory's functions ``exact_covariance`` (``params``) and Haar-random rotations (``rotations``),
+each defined once for the toolkit.  Hypothesis strategies for property
 tests live in ``numerics.strategies`` (imported only on request).
 """
+from .checks import covariance_root
 from .dynamics import (gradient_flow, reduced_argmin_a_value, reduced_coefficient_values,
                        reduced_coefficients_exact, reduced_coefficients_mc, reduced_gradient_value,
                        reduced_hessian_value, reduced_loss_value, stage_times)
@@ -19,17 +23,20 @@ from .marchenko_pastur import mp_density, mp_gd_eval_loss
 from .montecarlo import (DEFAULT_CHUNK, DIVERGENCE_FACTOR, LossReport, diverged_mask, eval_loss_mc,
                          eval_loss_mc_params, loss_report, nocot_loss_mc)
 from .optimize import NocotOptimum, StepSizeOptimum, looped_optimal_eta, nocot_optimum_numeric
-from .params import gd_params, nocot_params
+from .params import exact_covariance, gd_params, nocot_params
+from .rotations import haar_orthogonal, random_rotation
 from .sampling import sample_gram, sample_prompts
 
 __all__ = [
     "DEFAULT_CHUNK", "DIVERGENCE_FACTOR", "EquivalenceReport", "LossReport", "NocotOptimum",
     "StepSizeOptimum", "check_gd_equivalence", "cot_rollout", "cot_rollout_reference",
-    "diverged_mask", "embed", "eval_loss_mc", "eval_loss_mc_params", "gd_closed_form",
-    "gd_eval_loss_polynomial", "gradient_flow", "reduced_argmin_a_value",
+    "covariance_root", "diverged_mask", "embed", "eval_loss_mc", "eval_loss_mc_params",
+    "exact_covariance", "gd_closed_form", "gd_eval_loss_polynomial", "gd_eval_loss_value",
+    "gd_iterates", "gd_params", "gradient_flow", "haar_orthogonal", "iterate_deviation",
+    "looped_optimal_eta", "looped_rollout", "looped_rollout_reference", "loss_report",
+    "lsa_forward", "mp_density", "mp_gd_eval_loss", "nocot_loss_mc", "nocot_optimum_numeric",
+    "nocot_params", "polynomial_value", "random_rotation", "reduced_argmin_a_value",
     "reduced_coefficient_values", "reduced_coefficients_exact", "reduced_coefficients_mc",
-    "reduced_gradient_value", "reduced_hessian_value", "reduced_loss_value", "stage_times", "gd_eval_loss_value", "gd_iterates", "gd_params",
-    "iterate_deviation", "looped_optimal_eta", "looped_rollout", "looped_rollout_reference",
-    "loss_report", "lsa_forward", "mp_density", "mp_gd_eval_loss", "nocot_loss_mc",
-    "nocot_optimum_numeric", "nocot_params", "polynomial_value", "sample_gram", "sample_prompts",
+    "reduced_gradient_value", "reduced_hessian_value", "reduced_loss_value", "sample_gram",
+    "sample_prompts", "stage_times",
 ]

@@ -113,7 +113,7 @@ def reduced_coefficient_values(d: int, n: int, eta: float, k: int, *, method: st
                                samples: int = 400_000, seed: int = 0) -> dict:
     """The reduced-loss coefficients by ``method``: ``"exact"`` (Wishart moments, needs
     ``2k <= MAX_EXACT_MOMENT``), ``"monte_carlo"`` (``samples`` draws, standard errors reported)
-    or ``"auto"`` (exact when available, else Monte Carlo).  Theory.md section 6.
+    or ``"auto"`` (exact when available, else Monte Carlo).  docs/theory.md section 6.
     """
     if method not in ("auto", "exact", "monte_carlo"):
         raise ValueError(f"method must be 'auto', 'exact' or 'monte_carlo', got {method!r}")

@@ -66,7 +66,9 @@ class EquivalenceReport:
 
 def check_gd_equivalence(d: int, n: int, k: int, eta: float, *, seed, sigma=None,
                          prompts: int = 1) -> EquivalenceReport:
-    """Draw ``prompts`` prompts (``w* ~ N(0, I)``, ``x ~ N(0, Sigma)``) and compare, for
+    """Draw ``prompts`` prompts (``w* ~ N(0, I)``, ``x ~ N(0, Sigma)``; ``sigma=None`` is the
+    identity, any symmetric PSD Sigma is allowed, singular included, docs/theory.md section 10)
+    and compare, for
     ``(V, W) = gd_params(d, eta)``: the CoT rollout (fast and literal), the looped rollout (fast
     and literal), plain GD (``gd_iterates``) and the closed form (``gd_closed_form``).  Theorem
     3.2 says they are the same ``w_0 .. w_k``; the report gives the float64 deviations.

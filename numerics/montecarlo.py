@@ -28,7 +28,7 @@ import numpy as np
 from theory import Layout
 from theory.validation import check_int, check_positive_finite
 
-from .checks import check_params, check_seed, check_sigma
+from .checks import check_params, check_seed, covariance_root
 from .lsa import _cot_from_gram, _looped_from_gram
 from .params import gd_params, nocot_params
 from .sampling import _check_method, _gram_and_task
@@ -151,14 +151,14 @@ def _run(d, n, samples, seed, sigma, chunk, method, keep_losses, error_of_chunk)
     samples = check_int("samples", samples, 1)
     chunk = check_int("chunk", chunk, 1)
     rng = check_seed(seed)
-    _, L = check_sigma(sigma, d)
+    root = covariance_root(sigma, d)
     method = _check_method(method, d, n)
     losses = np.empty(samples)
     diverged = np.empty(samples, dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, samples, chunk):
             size = min(chunk, samples - start)
-            S, w_star = _gram_and_task(d, n, size, rng, L, method)
+            S, w_star = _gram_and_task(d, n, size, rng, root, method)
             error = error_of_chunk(S, w_star)
             sq = np.einsum("bi,bi->b", error, error)
             sq[np.isnan(sq)] = np.inf
@@ -174,9 +174,13 @@ def eval_loss_mc(d: int, n: int, eta: float, k: int, *, samples: int, seed, sigm
     i.e. k-step GD with step ``eta`` from ``w_0 = 0`` (docs/theory.md sections 2, 4 and 7).
 
     Prompts: ``w* ~ N(0, I)``, ``x ~ N(0, Sigma)`` (``sigma=None``: ``Sigma = I``, in
-    distribution).  Per prompt the error is ``e_k = -(I - eta S)^k w*``, computed by ``k``
-    batched products with ``I - eta S``; ``S`` comes from ``sample_gram``'s ``method``
-    (Bartlett when ``n >= d``).  Returns a ``LossReport`` (module docstring: divergence rule,
+    distribution; any symmetric positive semi-definite ``Sigma``, ``numerics.checks.check_sigma``).
+    For a singular ``Sigma`` the part of ``w*`` outside ``range(Sigma)`` is never learned: as
+    ``k`` grows at a stable step the mean tends to ``(d - min(n, rank Sigma)) / 2``
+    (``theory.gd_limit_loss``, docs/theory.md section 10).  Per prompt the error is
+    ``e_k = -(I - eta S)^k w*``, computed by ``k`` batched products with ``I - eta S``
+    (``O(k d^2)`` per prompt); ``S`` comes from ``sample_gram``'s ``method`` (Bartlett when
+    ``n >= d``).  Returns a ``LossReport`` (module docstring: divergence rule,
     ``mean`` over all prompts, quantiles).  ``seed``: an int or a ``numpy.random.Generator``.
 
     >>> r = eval_loss_mc(10, 20, 0.4, 0, samples=1000, seed=0)
@@ -246,8 +250,8 @@ def nocot_loss_mc(d: int, n: int, *, samples: int, seed, sigma=None, eta: float 
     """Monte Carlo of the no-CoT model's evaluation loss (docs/theory.md section 5): one forward pass on
     ``Z_0``, prediction ``eta S w*``.  ``eta=None`` takes Theorem 3.1's in-distribution optimum
     ``nocot_params(d, n)`` (``eta_1 = n / (n + d + 1)``), also when prompts come from ``sigma``
-    (the ID-trained model out of distribution: it degrades but cannot diverge).  For the model
-    that is optimal *for* Sigma use ``eval_loss_mc_params(*nocot_params(d, n, sigma), d, n, 1,
+    (the ID-trained model out of distribution: it degrades but cannot diverge; ``Sigma`` any
+    symmetric PSD matrix, singular allowed).  For the model that is optimal *for* Sigma use ``eval_loss_mc_params(*nocot_params(d, n, sigma), d, n, 1,
     sigma=sigma, ...)``.  Returns a ``LossReport``.
     """
     d = check_int("d", d)

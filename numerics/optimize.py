@@ -23,10 +23,12 @@ from theory.validation import check_int
 
 from .checks import check_seed
 from .exact import gd_eval_loss_polynomial, polynomial_value
+from .params import _exact_sigma
 from .sampling import _check_method, _gram
 
 # The optimal step lies in (0, 2): by Jensen, E tr((I - eta S)^{2k}) / d >= (1 - eta E tr(S)/d)^{2k}
 # = (1 - eta)^{2k} >= 1 for eta >= 2, which is the loss at eta = 0 (Sigma = I).
+# With a covariance the no-CoT bracket is set in nocot_optimum_numeric.
 _ETA_BRACKET = (0.0, 2.0)
 _GRID = 41
 
@@ -39,8 +41,9 @@ class NocotOptimum:
     n: int
     eta: float                   # argmin of the isotropic no-CoT loss (scipy.optimize)
     loss: float                  # its loss
-    eta_exact: float             # theory.nocot_optimal_eta(d, n) = n / (n + d + 1)
-    loss_exact: float            # theory.nocot_min_loss(d, n)
+    eta_exact: float             # exact isotropic argmin; Sigma = I: theory.nocot_optimal_eta(d, n)
+    loss_exact: float            # exact minimum over all matrices: theory.nocot_min_loss(d, n), or
+                                 # theory.nocot_min_loss_sigma(n, Sigma) with a covariance
     diagonal: np.ndarray         # argmin over diagonal preconditioners A = diag(p), prediction A S w*
     diagonal_loss: float
     matrix: np.ndarray | None = field(default=None, repr=False)   # argmin over all d x d matrices A
@@ -70,18 +73,27 @@ class StepSizeOptimum:
         return 2
 
 
-def nocot_optimum_numeric(d: int, n: int, *, seed=0, full_matrix: bool = False) -> NocotOptimum:
-    """Theorem 3.1 numerically (docs/theory.md section 5, Sigma = I): minimise the no-CoT loss
+def nocot_optimum_numeric(d: int, n: int, *, seed=0, full_matrix: bool = False,
+                          sigma=None) -> NocotOptimum:
+    """Theorem 3.1 numerically (docs/theory.md section 5): minimise the no-CoT loss
 
-    * over the step: ``theory.nocot_loss(d, n, eta)`` with ``scipy.optimize.minimize_scalar``
+    * over the step: ``theory.nocot_loss(d, n, eta)`` (``Sigma = I``) or
+      ``theory.linear_prediction_loss(n, Sigma, eta I)`` with ``scipy.optimize.minimize_scalar``
       (polished by ``brentq`` on its derivative);
-    * over ``A = diag(p)`` (prediction ``A S w*``): ``theory.linear_prediction_loss(n, I, A)``
+    * over ``A = diag(p)`` (prediction ``A S w*``): ``theory.linear_prediction_loss(n, Sigma, A)``
       with ``scipy.optimize.minimize`` (BFGS, exact gradient) from a random start (``seed``);
-    * with ``full_matrix=True`` also over every ``d x d`` matrix A (L-BFGS-B; a few seconds
-      of sympy at d = 12).
+    * with ``full_matrix=True`` also over every ``d x d`` matrix A (L-BFGS-B on a symbolic
+      objective of ``d^2`` unknowns and ``O(d^3)`` terms: by far the costliest option).
 
-    The minimisers come out isotropic, ``eta_1 = n / (n + d + 1)``, and the preconditioners reach
-    the same loss ``theory.nocot_min_loss(d, n)``: a free diagonal (or matrix) does no better.
+    For ``Sigma = I`` (``sigma=None``) the minimisers come out isotropic, ``eta_1 = n / (n + d +
+    1)``, and the preconditioners reach the same loss ``theory.nocot_min_loss(d, n)``: a free
+    diagonal (or matrix) does no better.  With a covariance ``sigma`` (symmetric positive
+    semi-definite, not 0; singular allowed, docs/theory.md section 10; read exactly as in
+    ``numerics.nocot_params``) ``eta_exact`` is the exact best isotropic step, ``loss_exact`` the
+    minimum over all matrices ``theory.nocot_min_loss_sigma(n, Sigma)``, which the matrix
+    optimum reaches (the isotropic one when Sigma is a multiple of an orthogonal projector, I
+    included; the diagonal one when Sigma is diagonal).  For singular Sigma the minimiser is unique only on
+    ``range(Sigma)``; the loss is.
 
     >>> r = nocot_optimum_numeric(10, 20)
     >>> abs(r.eta - 20 / 31) < 1e-8, bool(abs(r.diagonal - 20 / 31).max() < 1e-8)
@@ -90,14 +102,26 @@ def nocot_optimum_numeric(d: int, n: int, *, seed=0, full_matrix: bool = False) 
     d = check_int("d", d)
     n = check_int("n", n)
     rng = check_seed(seed)
+    Sigma = _exact_sigma(sigma, d, nonzero=True)
     eta = sympy.Symbol("eta")
-    loss = theory.nocot_loss(d, n, eta)
+    if Sigma is None:
+        loss = theory.nocot_loss(d, n, eta)
+        eta_exact, loss_exact = theory.nocot_optimal_eta(d, n), theory.nocot_min_loss(d, n)
+        bracket = _ETA_BRACKET
+    else:
+        loss = sympy.expand(theory.linear_prediction_loss(n, Sigma, eta * sympy.eye(d)))
+        (eta_exact,) = sympy.solve(sympy.diff(loss, eta), eta)
+        loss_exact = theory.nocot_min_loss_sigma(n, Sigma)
+        # The quadratic's argmin tr(Sigma) / tr(E S^2) is at most min(d, n) / tr(Sigma), as
+        # tr(E S^2) >= tr(Sigma^2) >= tr(Sigma)^2 / d and tr(E S^2) >= tr(Sigma)^2 / n.
+        bracket = (0.0, 2.0 * min(d, n) / float(Sigma.trace()))
     isotropic = sympy.lambdify(eta, loss, modules="math")
     slope = sympy.lambdify(eta, sympy.diff(loss, eta), modules="math")
-    eta_1 = _polish(slope, _convex_argmin(isotropic, *_ETA_BRACKET))
+    eta_1 = _polish(slope, _convex_argmin(isotropic, *bracket))
 
+    covariance = sympy.eye(d) if Sigma is None else Sigma
     p = sympy.symbols(f"p0:{d}")
-    diagonal_loss = theory.linear_prediction_loss(n, sympy.eye(d), sympy.diag(*p))
+    diagonal_loss = theory.linear_prediction_loss(n, covariance, sympy.diag(*p))
     f = sympy.lambdify([p], diagonal_loss, modules="numpy")
     grad = sympy.lambdify([p], [sympy.diff(diagonal_loss, q) for q in p], modules="numpy")
     diag = scipy.optimize.minimize(f, rng.uniform(0, 1, d), jac=lambda x: np.asarray(grad(x), dtype=float),
@@ -105,15 +129,14 @@ def nocot_optimum_numeric(d: int, n: int, *, seed=0, full_matrix: bool = False) 
     matrix = matrix_loss = None
     if full_matrix:
         a = sympy.Matrix(d, d, lambda i, j: sympy.Symbol(f"a_{i}_{j}"))
-        loss = theory.linear_prediction_loss(n, sympy.eye(d), a)
+        loss = theory.linear_prediction_loss(n, covariance, a)
         entries = list(a)
         g = sympy.lambdify([entries], loss, modules="numpy")
         full = scipy.optimize.minimize(g, rng.uniform(0, 1, d * d), method="L-BFGS-B",
                                        options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 10000})
         matrix, matrix_loss = full.x.reshape(d, d), float(full.fun)
     return NocotOptimum(d=d, n=n, eta=eta_1, loss=float(isotropic(eta_1)),
-                        eta_exact=float(theory.nocot_optimal_eta(d, n)),
-                        loss_exact=float(theory.nocot_min_loss(d, n)),
+                        eta_exact=float(eta_exact), loss_exact=float(loss_exact),
                         diagonal=np.asarray(diag.x, dtype=float), diagonal_loss=float(diag.fun),
                         matrix=matrix, matrix_loss=matrix_loss)
 

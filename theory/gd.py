@@ -35,7 +35,7 @@ def error_operator(S, eta, k: int):
 
 
 def gd_closed_form(S, w_star, eta, k: int):
-    """Theory.md section 2: ``w_k = (I - (I - eta S)^k) w*``.
+    """docs/theory.md section 2: ``w_k = (I - (I - eta S)^k) w*``.
 
     >>> S = sympy.Matrix([[2, 0], [0, 1]]); ws = sympy.Matrix([1, 1])
     >>> gd_closed_form(S, ws, sympy.Rational(1, 2), 1).T

@@ -1,13 +1,14 @@
 """Exact evaluation losses (docs/theory.md sections 2, 5 and 9), derived from Wishart moments.
 
-All losses are ``(1/2) E ||w_hat - w*||^2`` with ``w* ~ N(0, I_d)`` and ``x ~ N(0, Sigma)``.
+All losses are ``(1/2) E ||w_hat - w*||^2`` with ``w* ~ N(0, I_d)`` and ``x ~ N(0, Sigma)``,
+Sigma symmetric positive semi-definite where it appears (singular allowed, docs/theory.md section 10).
 """
 from __future__ import annotations
 
 import sympy
 
-from .params import _check_sigma, nocot_gamma
-from .validation import check_dim, check_eta_exact, check_int
+from .params import _nocot_gamma_inverse
+from .validation import check_covariance, check_dim, check_eta_exact, check_int, covariance_and_rank
 from .wishart import check_steps_exact, trace_moment
 
 _s = sympy.Dummy("s")  # eigenvalue variable of S
@@ -78,28 +79,34 @@ def nocot_min_loss(d, n):
 
 def second_moment_S(n, Sigma):
     """``E[S^2] = (1 + 1/n) Sigma^2 + tr(Sigma)/n Sigma`` for ``S = X X^T / n``, columns of X
-    i.i.d. ``N(0, Sigma)`` (Isserlis: ``E[x x^T x x^T] = 2 Sigma^2 + tr(Sigma) Sigma``).
+    i.i.d. ``N(0, Sigma)`` (Isserlis: ``E[x x^T x x^T] = 2 Sigma^2 + tr(Sigma) Sigma``), for any
+    symmetric positive semi-definite Sigma, singular included (docs/theory.md sections 5 and 10).
 
     >>> second_moment_S(2, sympy.eye(1))
     Matrix([[2]])
     """
     n = check_int("n", n, 1)
-    Sigma = sympy.Matrix(Sigma)
+    Sigma = check_covariance("Sigma", Sigma)
     return (1 + sympy.Integer(1) / n) * Sigma ** 2 + Sigma.trace() / sympy.Integer(n) * Sigma
 
 
 def linear_prediction_loss(n, Sigma, A):
     """Loss of the prediction ``A S w*`` (any d x d matrix A, e.g. a trained no-CoT model's
-    ``-V31 W24``) on prompts with covariance Sigma: ``(1/2)(tr(A E[S^2] A^T) - 2 tr(A Sigma) + d)``.
-    Theory.md sections 5 and 7 (the no-CoT model out of distribution).
+    ``-V31 W24``) on prompts with covariance Sigma (symmetric positive semi-definite, singular
+    allowed): ``(1/2)(tr(A E[S^2] A^T) - 2 tr(A Sigma) + d)``.  docs/theory.md sections 5, 7 and 10
+    (the no-CoT model out of distribution).  For singular Sigma only ``A`` on ``range(Sigma)``
+    matters (``S w*`` lies there).
 
     >>> linear_prediction_loss(20, sympy.eye(10), sympy.Rational(20, 31) * sympy.eye(10))
     55/31
     """
-    Sigma = sympy.Matrix(Sigma)
+    n = check_int("n", n, 1)
+    Sigma = check_covariance("Sigma", Sigma)
     d = Sigma.shape[0]
-    _check_sigma(Sigma, d)
-    A = sympy.Matrix(A)
+    try:
+        A = sympy.Matrix(A)
+    except (TypeError, ValueError):
+        raise ValueError(f"A must be a {d} x {d} matrix, got {type(A).__name__}") from None
     if A.shape != (d, d):
         raise ValueError(f"A must be {d} x {d}, got {A.shape[0]} x {A.shape[1]}")
     M2 = second_moment_S(n, Sigma)
@@ -110,22 +117,40 @@ def nocot_min_loss_sigma(n, Sigma):
     """Theorem 3.1 for general Sigma: with ``A = Gamma^{-1}`` the loss is
     ``(1/2)(d - tr(Gamma^{-1} Sigma))``; computed from ``linear_prediction_loss``.
 
+    Holds for every non-zero symmetric positive semi-definite Sigma (docs/theory.md section 10):
+    ``E[S^2] = Sigma Gamma`` with ``Gamma`` invertible and commuting with Sigma, so ``A =
+    Gamma^{-1}`` zeroes the gradient ``A E[S^2] - Sigma`` of the convex loss.  With eigenvalues
+    ``lambda_j`` of Sigma the value is ``(1/2) sum_j (1 - lambda_j / ((1 + 1/n) lambda_j +
+    tr(Sigma)/n))``: each direction of the null space of Sigma costs ``1/2`` (never learned).
+    ``Sigma = 0`` is refused (Gamma = 0 has no inverse).
+
     >>> nocot_min_loss_sigma(20, sympy.eye(10))
     55/31
+    >>> nocot_min_loss_sigma(3, sympy.diag(1, 0))           # (1/2)(1 - 1/(4/3 + 1/3)) + 1/2
+    7/10
     """
-    Sigma = sympy.Matrix(Sigma)
-    d = Sigma.shape[0]
-    Gamma = nocot_gamma(d, n, Sigma)
-    return sympy.simplify(linear_prediction_loss(n, Sigma, Gamma.inv()))
+    n = check_int("n", n, 1)
+    Sigma = check_covariance("Sigma", Sigma)
+    inverse = _nocot_gamma_inverse(Sigma.shape[0], n, Sigma)
+    return sympy.simplify(linear_prediction_loss(n, Sigma, inverse))
 
 
-def gd_limit_loss(d, n):
+def gd_limit_loss(d, n, Sigma=None):
     """Large-k limit of the GD evaluation loss from ``w_0 = 0`` when every prompt is stable:
     ``(d - n)/2`` for ``n < d`` (minimum-norm interpolant), 0 otherwise (docs/theory.md section 2).
 
+    With a covariance ``Sigma`` of rank ``r`` (symmetric positive semi-definite, singular allowed,
+    docs/theory.md section 10) the limit is ``(d - min(n, r))/2``: GD from 0 stays in
+    ``range(S)``, inside ``range(Sigma)``, so the part of ``w*`` outside it, ``(1/2) E ||P_perp
+    w*||^2 = (d - r)/2``, is never learned; on ``range(Sigma)`` the problem is the same one in
+    dimension ``r``, with limit ``(r - n)/2`` for ``n < r`` and 0 otherwise.
+
     >>> gd_limit_loss(10, 4), gd_limit_loss(10, 20)
     (3, 0)
+    >>> gd_limit_loss(3, 20, sympy.diag(1, 2, 0))
+    1/2
     """
     d = check_int("d", d)
     n = check_int("n", n)
-    return sympy.Rational(max(d - n, 0), 2)
+    rank = d if Sigma is None else covariance_and_rank("Sigma", Sigma, d)[1]
+    return sympy.Rational(d - min(n, rank), 2)

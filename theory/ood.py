@@ -4,8 +4,19 @@ On prompts with ``x ~ N(0, Sigma)`` the trained CoT model runs GD on ``S_Sigma``
 lies near ``[lambda_min(Sigma)(1 - sqrt(d/n))^2, lambda_max(Sigma)(1 + sqrt(d/n))^2]`` with high
 probability (Marchenko-Pastur edges scaled by Sigma's extreme eigenvalues).  GD contracts the
 error like ``max_j |1 - eta lambda_j|^{2k}`` and diverges on a prompt with ``eta lambda_max >= 2``.
+
+Singular Sigma (a zero among ``sigma_eigenvalues``; docs/theory.md section 10): the null space
+of Sigma lies in that of ``S_Sigma``, so the interval starts at 0 and the error there never
+contracts (``contraction_factor`` is then at least 1, ``ood_loss_bound`` at least the trivial
+``d/2``).  The
+learnable part is the same problem restricted to ``range(Sigma)``, of dimension ``r = rank
+Sigma``: pass the positive eigenvalues with ``d = r`` for its interval and contraction, and add
+the unlearnable ``(d - r)/2`` to the loss bound.
 """
 from __future__ import annotations
+
+import math
+import numbers
 
 import sympy
 
@@ -13,12 +24,29 @@ from .validation import check_eta_exact, check_int
 
 
 def _eigenvalues(sigma_eigenvalues) -> list:
-    values = [sympy.nsimplify(v, rational=True) if isinstance(v, float) else sympy.sympify(v)
-              for v in sigma_eigenvalues]
-    if not values:
+    """Eigenvalues of Sigma as sympy numbers (floats read exactly when short: 0.5 -> 1/2): a
+    non-empty list of finite reals >= 0 (Sigma positive semi-definite; zeros allowed)."""
+    message = f"sigma_eigenvalues must be a list of numbers >= 0, got {sigma_eigenvalues!r}"
+    if isinstance(sigma_eigenvalues, (str, bytes)):
+        raise ValueError(message)
+    try:
+        raw = list(sigma_eigenvalues)
+    except TypeError:
+        raise ValueError(message) from None
+    if not raw:
         raise ValueError("sigma_eigenvalues must not be empty")
-    if any(v.is_positive is False for v in values):
-        raise ValueError("sigma_eigenvalues must be positive (Sigma positive definite)")
+    values = []
+    for v in raw:
+        if isinstance(v, (str, bytes, bool)) or not isinstance(v, (numbers.Number, sympy.Basic)):
+            raise ValueError(f"sigma_eigenvalues must be numbers >= 0, got {v!r}")
+        if isinstance(v, float) and math.isfinite(v):
+            v = sympy.nsimplify(v, rational=True)
+        v = sympy.sympify(v)
+        if v is sympy.nan or v.is_extended_real is False or v.is_finite is False:
+            raise ValueError(f"sigma_eigenvalues must be finite real numbers, got {v}")
+        if v.is_nonnegative is False:
+            raise ValueError(f"sigma_eigenvalues must be >= 0 (Sigma positive semi-definite), got {v}")
+        values.append(v)
     return values
 
 
@@ -36,6 +64,11 @@ def mp_edges(gamma):
 def spectrum_interval(sigma_eigenvalues, d: int, n: int):
     """Theorem 4.2's high-probability interval for the spectrum of ``S_Sigma``:
     ``[lambda_min(Sigma)(1 - sqrt(d/n))^2, lambda_max(Sigma)(1 + sqrt(d/n))^2]``.
+    ``sigma_eigenvalues``: the eigenvalues of Sigma (at least its extreme ones), numbers >= 0; a
+    zero (singular Sigma) puts the lower edge at 0 (module docstring, docs/theory.md section 10).
+
+    >>> spectrum_interval([0, 1], 1, 4)
+    (0, 9/4)
 
     >>> spectrum_interval([1, 1], 1, 4)
     (1/4, 9/4)
@@ -59,18 +92,23 @@ def is_stable(eta, lambda_max) -> bool:
 
 
 def stable_eta_bound(sigma_eigenvalues, d: int, n: int):
-    """The largest step that is stable on the predicted spectrum: ``2 / upper edge``.
+    """The largest step that is stable on the predicted spectrum: ``2 / upper edge``; ``oo``
+    when every eigenvalue of Sigma is 0 (then ``S = 0`` and GD never moves, for any step).
 
     >>> stable_eta_bound([1], 1, 4)
     8/9
+    >>> stable_eta_bound([0, 0], 2, 4)
+    oo
     """
-    return 2 / spectrum_interval(sigma_eigenvalues, d, n)[1]
+    upper = spectrum_interval(sigma_eigenvalues, d, n)[1]
+    return sympy.oo if upper == 0 else 2 / upper
 
 
 def contraction_factor(eta, sigma_eigenvalues, d: int, n: int, k: int):
     """Theorem 4.2: ``max_j |1 - eta lambda_j|^{2k}`` over the predicted spectrum interval; the
     squared error ``||w_k - w*||^2`` is at most this times ``||w*||^2``.  Above 1 the bound
-    says nothing (unstable or, for n < d, a zero eigenvalue).
+    says nothing (unstable or, for n < d, a zero eigenvalue); with a zero eigenvalue of Sigma it
+    is at least 1 (module docstring: the bound on ``range(Sigma)``).
 
     >>> contraction_factor(sympy.Rational(1, 2), [1], 1, 4, 1)
     49/64

@@ -6,7 +6,7 @@ import sympy
 from sympy import BlockMatrix, Identity, ZeroMatrix
 
 from .layout import Layout
-from .validation import check_dim, check_eta_exact
+from .validation import check_covariance, check_dim, check_eta_exact
 
 
 def _blocks(layout: Layout, entries: dict):
@@ -75,30 +75,41 @@ def nocot_gamma(d, n, Sigma=None):
     """Theorem 3.1's preconditioner ``Gamma = (1 + 1/n) Sigma + tr(Sigma)/n I`` (docs/theory.md
     section 5).  ``Sigma=None`` means ``Sigma = I_d``, for which ``Gamma = (n + d + 1)/n I``;
     it is returned then as the scalar ``(n + d + 1)/n`` (d, n ints or Symbols).  With a
-    ``Sigma`` (a d x d sympy Matrix, symmetric positive definite) the matrix Gamma is returned.
+    ``Sigma`` (d x d, symmetric positive semi-definite: ``validation.check_covariance``) the
+    matrix Gamma is returned.  As ``Gamma >= tr(Sigma)/n I`` (Sigma PSD), Gamma is invertible
+    for every non-zero PSD Sigma, singular ones included (docs/theory.md section 10);
+    ``Sigma = 0`` gives ``Gamma = 0``.
 
     >>> nocot_gamma(10, 20)
     31/20
+    >>> nocot_gamma(2, 4, sympy.Matrix([[1, 1], [1, 1]]))      # singular Sigma, Gamma invertible
+    Matrix([
+    [7/4, 5/4],
+    [5/4, 7/4]])
     """
     d = check_dim("d", d)
     n = check_dim("n", n)
     if Sigma is None:
         return (n + d + 1) / sympy.sympify(n)
-    Sigma = _check_sigma(Sigma, d)
+    Sigma = check_covariance("Sigma", Sigma, d)
     return (1 + sympy.Integer(1) / n) * Sigma + Sigma.trace() / sympy.sympify(n) * sympy.eye(d)
 
 
-def _check_sigma(Sigma, d) -> sympy.Matrix:
-    if isinstance(d, sympy.Symbol):
-        raise ValueError("Sigma needs an integer d")
-    Sigma = sympy.Matrix(Sigma)
-    if Sigma.shape != (d, d):
-        raise ValueError(f"Sigma must be {d} x {d}, got {Sigma.shape[0]} x {Sigma.shape[1]}")
-    if Sigma != Sigma.T:
-        raise ValueError("Sigma must be symmetric")
-    if Sigma.is_positive_definite is not True:
-        raise ValueError("Sigma must be positive definite")
-    return Sigma
+def _nocot_gamma_inverse(d, n, Sigma=None):
+    """``Gamma^{-1}`` of ``nocot_gamma`` (a scalar for ``Sigma=None``), refusing ``Sigma = 0``:
+    then ``Gamma = 0`` has no inverse (x = 0 carries no information on w*, and every no-CoT
+    model has loss ``d/2``).
+
+    >>> _nocot_gamma_inverse(1, 2)
+    1/2
+    """
+    gamma = nocot_gamma(d, n, Sigma)
+    if Sigma is None:
+        return sympy.Integer(1) / gamma
+    if gamma.is_zero_matrix:
+        raise ValueError("Sigma must not be zero: Gamma = 0 has no inverse (x = 0 carries no "
+                         "information on w*; every no-CoT model has loss d/2)")
+    return gamma.inv()
 
 
 def nocot_params(d, n, Sigma=None) -> tuple:
@@ -109,15 +120,19 @@ def nocot_params(d, n, Sigma=None) -> tuple:
     evaluation loss over all linear maps of ``X y / n`` (docs/theory.md section 5).  For ``Sigma = I``
     this is ``gd_transformer_params(d, n / (n + d + 1))``.
 
+    ``Sigma`` may be singular (positive semi-definite, docs/theory.md section 10): ``S w*`` then
+    lies in ``range(Sigma)``, so only ``V31`` on ``range(Sigma)`` matters and the minimiser is
+    unique only there; ``-Gamma^{-1}`` is one minimiser (the limit of the positive definite
+    case).  ``Sigma = 0`` is refused (Gamma = 0 has no inverse).
+
     >>> V, W = nocot_params(1, 2)
     >>> V[2, 0]
     -1/2
     """
     d = check_dim("d", d)
     n = check_dim("n", n)
-    gamma = nocot_gamma(d, n, Sigma)
+    inverse = _nocot_gamma_inverse(d, n, Sigma)
     layout = Layout(d)
-    inverse = sympy.Integer(1) / gamma if Sigma is None else gamma.inv()
     V = _blocks(layout, {(3, 1): -inverse})
     W = _blocks(layout, {(1, 3): 1, (2, 4): -1})
     return V, W

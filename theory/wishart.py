@@ -25,8 +25,9 @@ Which method gives ``Q_m`` (see ``wishart_moment_method``):
   in ``n``, hence valid for every ``n``).  This is done for ``d = 1, ..., floor((M + 1) / 2) + 1``
   and the bivariate polynomial is recovered from these slices and the ``(d, n)`` symmetry; the
   one surplus slice is a consistency check.  This is an exact evaluation, not a recursion in
-  ``m``; all ``m <= M`` come out of one run, for ``M`` in 12, 20, 30, 40, 50, 60 (cold cost
-  about 0.005 s, 0.04 s, 0.2 s, 1.3 s, 4 s and 10-20 s).
+  ``m``; all ``m <= M`` come out of one run, for ``M`` in 12, 20, 30, 40, 50, 60 (cost of a
+  run: ``O(M^4)`` multiply-adds of integers of ``O(M^2 log M)`` bits, the polynomials in ``n``
+  being packed into single integers; steeply growing with ``M``, hence the cache).
 
 Both methods agree for ``m <= 6`` (tests/theory/test_wishart.py; also checked for ``m = 7``).
 The bidiagonal results also pass ``d = 1`` (``E chi_n^(2m)``), Monte Carlo and Marchenko-Pastur

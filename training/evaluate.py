@@ -120,8 +120,9 @@ def theory_reference(config) -> dict:
     ``{value, method, se, step, ...}``; ``step`` is the GD step the trained model should implement
     (eta for cot, Theorem 3.1's eta_1 for nocot, the best single step for looped).
 
-    Out of distribution (``config.sigma``) the nocot floor is theory.nocot_min_loss_sigma; the
-    looped optimum is only available in distribution (value None otherwise)."""
+    With ``config.sigma`` the nocot floor is ``theory.nocot_min_loss_sigma`` of the covariance
+    made exact (``numerics.exact_covariance``; singular allowed, docs/theory.md section 10); the
+    looped optimum is only available for ``Sigma = I`` (value None otherwise)."""
     d, n, k, eta = config.d, config.n, config.k, config.eta
     if config.mode == "cot":
         mc = numerics.eval_loss_mc(d, n, eta, k, samples=config.theory_samples,
@@ -136,8 +137,7 @@ def theory_reference(config) -> dict:
         if config.sigma is None:
             value = float(theory.nocot_min_loss(d, n))
         else:
-            import sympy
-            value = float(theory.nocot_min_loss_sigma(n, sympy.Matrix(config.sigma).applyfunc(sympy.nsimplify)))
+            value = float(theory.nocot_min_loss_sigma(n, numerics.exact_covariance(config.sigma, d)))
         return {"value": value, "method": "exact theory.nocot_min_loss", "se": 0.0, "step": step}
     if config.sigma is not None:
         return {"value": None, "method": "unavailable out of distribution", "se": None, "step": None}

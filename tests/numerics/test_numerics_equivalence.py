@@ -1,7 +1,7 @@
 """Theorem 3.2 in float64 (issue 3's property tests): the constructed transformer's CoT iterates equal
 plain GD and the closed form, and so does the looped model, across d in 1..12, n in 1..40 (n < d
-included), k in 0..40, a step stable for the drawn prompt and random SPD Sigma.  Every check here
-is numeric (float64)."""
+included), k in 0..40, a step stable for the drawn prompt and random SPD or singular PSD Sigma
+(docs/theory.md section 10).  Every check here is numeric (float64)."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from numerics import (check_gd_equivalence, cot_rollout, gd_closed_form, gd_iterates, gd_params,
                       iterate_deviation, looped_rollout, sample_prompts)
-from numerics.strategies import gd_problems
+from numerics.strategies import gd_problems, problem_sizes, prompts, psd_covariances, stable_etas
 from theory import Layout
 
 RTOL = 1e-10
@@ -34,6 +34,32 @@ def test_looped_model_with_gd_params_equals_gd(p):
     """Numeric: the looped model (Z <- f(Z) in place) with Theorem 3.2's parameters is k-step GD."""
     V, W = gd_params(p.X.shape[0], p.eta)
     assert iterate_deviation(looped_rollout(p.X, p.y, V, W, p.k), gd_iterates(p.X, p.y, p.eta, p.k))[1] <= RTOL
+
+
+@given(problem_sizes(max_d=10, max_n=30, max_k=30, min_d=2), st.data())
+def test_cot_equals_gd_for_singular_sigma(sizes, data):
+    """Numeric: with Sigma from psd_covariances of a rank r < d (x confined to an r-dimensional
+    subspace; n below and above r), the CoT and looped rollouts with gd_params equal plain GD and
+    the closed form to 1e-10 relative, and every iterate stays in range(Sigma)."""
+    d, n, k = sizes
+    rank = data.draw(st.integers(1, d - 1), label="rank")
+    sigma = data.draw(psd_covariances(d, rank, max_condition=100.0), label="sigma")
+    X, y, w_star = data.draw(prompts(d, n, sigma))
+    eta = data.draw(stable_etas(float(np.linalg.eigvalsh(X @ X.T / n)[-1])), label="eta")
+    V, W = gd_params(d, eta)
+    gd = gd_iterates(X, y, eta, k)
+    routes = (cot_rollout(X, y, V, W, k), looped_rollout(X, y, V, W, k), gd_closed_form(X, w_star, eta, k))
+    for route in routes:
+        assert iterate_deviation(route, gd)[1] <= RTOL
+    null = np.linalg.eigh(sigma)[1][:, :d - rank]
+    assert np.abs(gd @ null).max() <= 1e-12 * max(1.0, np.abs(gd).max())
+
+
+@given(gd_problems(max_d=8, max_n=20, max_k=20, singular=True))
+def test_gd_problems_with_singular_sigma(p):
+    """Numeric: gd_problems(singular=True) also draws singular Sigma; CoT = GD on every draw."""
+    V, W = gd_params(p.X.shape[0], p.eta)
+    assert iterate_deviation(cot_rollout(p.X, p.y, V, W, p.k), gd_iterates(p.X, p.y, p.eta, p.k))[1] <= RTOL
 
 
 @given(gd_problems(max_d=12, max_n=40, max_k=40), st.sampled_from(["V31", "W13"]),
@@ -71,6 +97,7 @@ def test_k_zero_returns_w0_alone(d, n):
     (10, 20, 10, 0.4, None),
     (12, 5, 40, 0.1, None),
     (3, 40, 25, 0.5, np.diag([0.5, 1.0, 2.0])),
+    (3, 2, 25, 0.5, np.diag([0.5, 1.0, 0.0])),         # singular Sigma, n = rank
     (1, 1, 0, 0.3, None),
 ])
 def test_check_gd_equivalence_report(d, n, k, eta, sigma):

@@ -19,7 +19,7 @@ from numerics import eval_loss_mc, gd_params, nocot_params
 from numerics.strategies import gd_problems, problem_sizes, prompts, spd_covariances, stable_etas
 
 MODULES = ["checks", "params", "lsa", "gd", "sampling", "montecarlo", "equivalence", "exact",
-           "marchenko_pastur", "optimize", "strategies"]
+           "marchenko_pastur", "optimize", "strategies", "rotations", "dynamics"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -145,7 +145,7 @@ def test_nocot_sigma_general():
     point = dict(zip(A, G.inv()))
     assert all(sympy.simplify(g.subs(point)) == 0 for g in grad)
     assert nocot_min_loss_sigma(n, sympy.eye(4)) == nocot_min_loss(4, n)
-    with pytest.raises(ValueError, match="positive definite"):
+    with pytest.raises(ValueError, match="^Sigma must be positive semi-definite"):
         nocot_gamma(2, n, sympy.Matrix([[1, 2], [2, 1]]))
 
 

@@ -93,3 +93,19 @@ def test_bad_covariances_are_refused_naming_the_parameter(sigma, message):
         TrainConfig(**TINY, sigma=sigma).validate()
     with pytest.raises(ValueError, match=r"ood_sigmas\['bad'\]"):
         TrainConfig(**TINY, ood_sigmas={"bad": sigma}).validate()
+
+
+@pytest.mark.parametrize("name", ["rank 2, rotated", "rank 1"])
+def test_nocot_run_on_singular_sigma_has_the_exact_floor(name):
+    """Exact: a no-CoT run on a singular Sigma reports Theorem 3.1's floor for that Sigma
+    (``theory.nocot_min_loss_sigma`` of the exact covariance) and evaluates Theorem 3.1's
+    parameters for it on the same prompts."""
+    import theory
+    sigma = SIGMAS[name]
+    r = train(TrainConfig(**TINY, mode="nocot", sigma=sigma.tolist()))
+    floor = float(theory.nocot_min_loss_sigma(TINY["n"], numerics.exact_covariance(sigma, 3)))
+    assert r.summary["theory_eval_loss"] == pytest.approx(floor, rel=1e-12)
+    V, W = numerics.nocot_params(3, TINY["n"], sigma)
+    expected = evaluate_params(V, W, d=3, n=TINY["n"], k=TINY["k"], samples=TINY["eval_samples"], seed=0,
+                               sigma=sigma, mode="nocot")
+    assert r.summary["theory_same_prompts"]["mean"] == pytest.approx(expected["mean"], rel=1e-12)
