@@ -25,7 +25,7 @@ from .montecarlo import (DEFAULT_CHUNK, DIVERGENCE_FACTOR, LossReport, diverged_
 from .optimize import NocotOptimum, StepSizeOptimum, looped_optimal_eta, nocot_optimum_numeric
 from .params import exact_covariance, gd_params, nocot_params
 from .rotations import haar_orthogonal, random_rotation
-from .sampling import sample_gram, sample_prompts
+from .sampling import data_statistic, sample_gram, sample_prompts
 
 __all__ = [
     "DEFAULT_CHUNK", "DIVERGENCE_FACTOR", "EquivalenceReport", "LossReport", "NocotOptimum",
@@ -38,5 +38,6 @@ __all__ = [
     "nocot_params", "polynomial_value", "random_rotation", "reduced_argmin_a_value",
     "reduced_coefficient_values", "reduced_coefficients_exact", "reduced_coefficients_mc",
     "reduced_gradient_value", "reduced_hessian_value", "reduced_loss_value", "sample_gram",
+    "data_statistic",
     "sample_prompts", "stage_times",
 ]

@@ -31,7 +31,7 @@ from theory.validation import check_int, check_positive_finite
 from .checks import check_params, check_seed, covariance_root
 from .lsa import _cot_from_gram, _looped_from_gram
 from .params import gd_params, nocot_params
-from .sampling import _check_method, _gram_and_task
+from .sampling import data_statistic, _check_method, _gram_and_task
 
 DIVERGENCE_FACTOR = 1e6
 DEFAULT_CHUNK = 8192
@@ -226,12 +226,8 @@ def eval_loss_mc_params(V, W, d: int, n: int, k: int, *, samples: int, seed, sig
 
     def error_of_chunk(S, w_star):
         B = S.shape[0]
-        Sw = np.matmul(S, w_star[:, :, None])[:, :, 0]          # X y / n
-        G = np.zeros((B, layout.D, layout.D))
-        G[:, layout.x, layout.x] = S
-        G[:, layout.x, layout.y] = Sw[:, :, None]
-        G[:, layout.y, layout.x] = Sw[:, None, :]
-        G[:, layout.y, layout.y] = np.einsum("bi,bi->b", w_star, Sw)[:, None, None]   # y^T y / n
+        G = np.zeros((B, layout.D, layout.D))                   # Z_0 Z_0^T / n
+        G[:, layout.xy, layout.xy] = data_statistic(S, w_star)
         G[:, layout.one, layout.one] = 1.0 / n                  # the column (0, 0, w_0 = 0, 1)
         c = np.zeros((B, layout.D))
         c[:, layout.one] = 1.0

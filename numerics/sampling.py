@@ -100,3 +100,28 @@ def _gram_and_task(d: int, n: int, size: int, rng: np.random.Generator, root, me
     """One Monte Carlo chunk: ``(S, w_star)``; the order of draws is fixed (S first)."""
     S = _gram(d, n, size, rng, root, method)
     return S, rng.standard_normal((size, d))
+
+
+def data_statistic(S, w_star) -> np.ndarray:
+    """The data columns' statistic ``Z_data Z_data^T / n`` on the rows (x, y):
+    ``[[S, S w*], [w*^T S, w*^T S w*]]``, shape ``(..., d + 1, d + 1)``, from ``S = X X^T / n``
+    ``(..., d, d)`` and ``w*`` ``(..., d)``: with ``y = X^T w*``, ``X y / n = S w*`` and
+    ``y^T y / n = w*^T S w*`` (docs/theory.md sections 1 and 3).  Every pass of the LSA reads a
+    prompt only through it; the torch passes' copy (``training.data.gram_statistic``) is tested
+    against this one.
+
+    >>> data_statistic(np.eye(2), np.array([1.0, 2.0]))
+    array([[1., 0., 1.],
+           [0., 1., 2.],
+           [1., 2., 5.]])
+    """
+    S = np.asarray(S, dtype=np.float64)
+    w_star = np.asarray(w_star, dtype=np.float64)
+    d = w_star.shape[-1]
+    Sw = np.matmul(S, w_star[..., None])[..., 0]
+    out = np.empty(w_star.shape[:-1] + (d + 1, d + 1))
+    out[..., :d, :d] = S
+    out[..., :d, d] = Sw
+    out[..., d, :d] = Sw
+    out[..., d, d] = np.einsum("...i,...i->...", w_star, Sw)
+    return out

@@ -62,9 +62,9 @@ class Prompts:
 
 
 def gram_statistic(S: torch.Tensor, w_star: torch.Tensor) -> torch.Tensor:
-    """``Z_data Z_data^T / n = [[S, S w*], [w*^T S, w*^T S w*]]`` (B, d+1, d+1) from ``S`` (B, d, d)
-    and ``w*`` (B, d), since ``y = X^T w*`` gives ``X y / n = S w*`` and ``y^T y / n = w*^T S w*``
-    (docs/theory.md sections 1, 3)."""
+    """``numerics.data_statistic`` on the device: ``Z_data Z_data^T / n = [[S, S w*], [w*^T S,
+    w*^T S w*]]`` (B, d+1, d+1) from ``S`` (B, d, d) and ``w*`` (B, d) (docs/theory.md sections 1
+    and 3; tests/training/test_data.py checks it against numerics)."""
     B, d = w_star.shape
     h = S @ w_star.unsqueeze(-1)
     stat = S.new_empty((B, d + 1, d + 1))

@@ -26,17 +26,17 @@ def test_gd_iterates_match_numerics(d, n, k, seed):
         np.testing.assert_allclose(its[b].numpy(), ref, rtol=1e-10, atol=1e-12)
 
 
-def test_prompt_statistic_is_zdata_gram():
-    """Numeric float64: stat = [[S, S w*], [w*^T S, w*^T S w*]] and y = X^T w*."""
-    p = sample_prompts(4, 3, 7, generator=_gen(), dtype=torch.float64)
+@given(d=st.integers(1, 5), n=st.integers(1, 9), seed=st.integers(0, 2**31))
+def test_prompt_statistic_is_numerics_data_statistic(d, n, seed):
+    """Numeric float64: the torch statistic is ``numerics.data_statistic`` (the reference) and
+    is ``Z_data Z_data^T / n`` of the embedded prompt (``numerics.embed``); y = X^T w*."""
+    p = sample_prompts(4, d, n, generator=_gen(seed), dtype=torch.float64)
     torch.testing.assert_close(p.y, torch.einsum("bdn,bd->bn", p.X, p.w_star))
-    S, w = p.S, p.w_star
-    Sw = (S @ w.unsqueeze(-1)).squeeze(-1)
-    G = p.data_statistic
-    torch.testing.assert_close(G[:, :3, :3], S)
-    torch.testing.assert_close(G[:, :3, 3], Sw)
-    torch.testing.assert_close(G[:, 3, 3], (w * Sw).sum(-1))
-    torch.testing.assert_close(G, G.transpose(-1, -2))
+    ref = numerics.data_statistic(p.S.numpy(), p.w_star.numpy())
+    np.testing.assert_allclose(p.data_statistic.numpy(), ref, rtol=1e-13, atol=1e-13)
+    for b in range(4):
+        Z = numerics.embed(p.X[b].numpy(), p.y[b].numpy())[: d + 1, :n]
+        np.testing.assert_allclose(ref[b], Z @ Z.T / n, rtol=1e-12, atol=1e-12)
 
 
 def test_same_seed_same_prompts_and_streams_differ():
