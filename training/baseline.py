@@ -12,8 +12,8 @@ Per batch of prompts it does what the formula says, with nothing precomputed:
 * the mean of ``(1/2) ||pred_i - w_{i+1}||^2`` over prompts and steps, an Adam step.
 
 Batched over prompts (and over the model axis M), as anyone writing it in torch would; a step
-costs O(k D (n + k)^2) per prompt against O(k D^2) for ``objectives.cot_loss``.  Tests check that
-its loss equals ``objectives.cot_loss`` on the same data (tests/training/test_bench.py).
+costs O(k D (n + k)^2) per prompt against O(k D^2) for ``kernels.cot_loss``.  Tests check that
+its loss equals ``kernels.cot_loss`` on the same data (tests/training/test_bench.py).
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def straightforward_cot_loss(V: torch.Tensor, W: torch.Tensor, prompts: Prompts,
 class StraightforwardTrainer:
     """CoT training of the full LSA with Adam, every step by ``straightforward_cot_loss`` on a
     fresh batch (``data.sample_prompts``): the baseline of ``training.bench``.  Same model, init
-    and data stream as ``train.train`` for the same seed (``seeded_generator(seed, 'init')`` and
+    and data stream as ``engine.train`` for the same seed (``seeded_generator(seed, 'init')`` and
     ``'data'``); ``step()`` does one iteration."""
 
     def __init__(self, *, d: int = 10, n: int = 20, k: int = 10, eta: float = 0.4, batch: int = 1000,

@@ -1,7 +1,7 @@
 """Speed figures of the toolkit: ``run_bench(device, quick) -> dict`` and ``format_bench(dict)``,
 behind ``cotgd bench``.  Figures only, no pass / fail.
 
-* ``train_ms_per_iter``: the project's training (``train.train`` at the paper's configuration,
+* ``train_ms_per_iter``: the project's training (``engine.train`` at the paper's configuration,
   docs/theory.md section 8: CoT, full parameters, d 10, n 20, k 10, eta 0.4, batch 1000, Adam), read
   from the run's own ``ms_per_iteration`` (the optimisation loop alone); by default the next batch
   is drawn on a background thread (``TrainConfig.prefetch``), and the details give the time with
@@ -10,9 +10,9 @@ behind ``cotgd bench``.  Figures only, no pass / fail.
   (``baseline.StraightforwardTrainer``: GD targets by a loop of GD steps on X, y; Z_i grown
   column by column; ``f(Z) = Z + V Z (Z^T W Z) / n`` in full at every CoT step), same
   configuration, device and torch threads; ``speedup_vs_baseline`` is their ratio;
-* ``rollout_us_per_step``: ``evaluate.cot_rollout`` (the running D x D statistic), microseconds
+* ``rollout_us_per_step``: ``kernels.cot_rollout`` (the running D x D statistic), microseconds
   per generated CoT step per 1000 prompts, for k = 10 .. 160, and at k = 40 for several n;
-* ``batched_models_time_ratio``: ``batched.train_models`` of Figure 3's 12 models (k = 10, 20,
+* ``batched_models_time_ratio``: ``engine.train_models`` of Figure 3's 12 models (k = 10, 20,
   30, 40 x seeds 0, 1, 2) per iteration (on the sweep's default workers, one per core), over one
   model trained alone with the largest k (40) at its own default (one torch thread); the details
   give the single-model times for every k, the sweep on one worker and the ratio to training
@@ -187,7 +187,7 @@ def bench_monte_carlo(plan: dict) -> dict:
 
 def bench_batched(device: str, plan: dict) -> dict:
     """Figure 3's 12 models (k 10, 20, 30, 40 x seeds 0, 1, 2) as one ``train_models`` run (its
-    default workers, ``batched.sweep_workers``) vs each k trained alone (seed 0, ``train``'s
+    default workers, ``engine.sweep_workers``) vs each k trained alone (seed 0, ``train``'s
     default threads), interleaved: ms per iteration and their ratios; also the sweep on one
     worker, which shows what the workers add."""
     base = _quiet_config(device, 2)
@@ -267,7 +267,7 @@ def format_bench(figures: dict) -> str:
              f"{'quick' if f['quick'] else 'full'}  {f['seconds']:.0f} s",
              f"  config: CoT, full V W, d {f['config']['d']}, n {f['config']['n']}, k {f['config']['k']}, "
              f"eta {f['config']['eta']}, batch {f['config']['batch']}, Adam, float32",
-             f"  train_ms_per_iter           {f['train_ms_per_iter']:10.3f}   (project training, train.train)",
+             f"  train_ms_per_iter           {f['train_ms_per_iter']:10.3f}   (project training, engine.train)",
              f"  baseline_ms_per_iter        {f['baseline_ms_per_iter']:10.3f}   (straightforward formula, training.baseline)",
              f"  speedup_vs_baseline         {f['speedup_vs_baseline']:10.1f}x",
              f"    batches drawn inline (prefetch off): {f['train_ms_per_iter_no_prefetch']:.3f} ms/iter, "

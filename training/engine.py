@@ -45,7 +45,7 @@ from .evaluate import eval_generator, eval_losses, loss_reports, report_dict, th
 from .io import atomic_write_text, remove_stale_temporaries
 from .kernels import objective
 from .model import LSA
-from .rundir import (CHECKPOINT_KEYS, RunDir, config_from, git_commit, load_checkpoint, manifest_configs,
+from .rundir import (RunDir, config_from, git_commit, load_checkpoint, manifest_configs,
                      model_dir_name, read_manifest, to_json, versions, write_torch)
 from .structure import STRUCTURE_KEYS, structure_metrics
 

@@ -8,7 +8,6 @@ Kinds of check: training (short CPU runs, subprocesses via ``python -m training.
 torch thread) and argument checks (in-process ``training.cli.main``).  The library's side is
 tests/training/test_reliability.py.
 """
-import importlib
 import json
 import os
 import platform
@@ -29,7 +28,7 @@ import training.cli as cli
 from training.cli import main
 from runlog import metrics_rows, stripped
 
-train_module = importlib.import_module("training.engine")
+import training.engine as engine
 
 ROOT = Path(__file__).resolve().parents[2]
 ITERS, EVERY = 200, 5
@@ -376,7 +375,7 @@ def test_bad_argument_exits_2_with_one_line_naming_the_option(argv, option, tmp_
     def must_not_run(*args, **kwargs):
         raise AssertionError("the command should have stopped at its arguments")
 
-    monkeypatch.setattr(train_module.Engine, "run", must_not_run)
+    monkeypatch.setattr(engine.Engine, "run", must_not_run)
     for name in ("verify", "reproduce", "dynamics", "bench"):
         monkeypatch.setitem(cli.COMMANDS, name, must_not_run)
     assert main(argv) == 2

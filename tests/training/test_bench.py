@@ -20,7 +20,7 @@ from training.kernels import cot_loss
        eta=st.floats(0.05, 0.6), seed=st.integers(0, 2**31))
 def test_baseline_loss_and_gradient_equal_the_objective(d, n, k, M, eta, seed):
     """Numeric float64: the literal column-by-column loss of the baseline equals
-    objectives.cot_loss on the same prompts, and so do their gradients in V and W."""
+    kernels.cot_loss on the same prompts, and so do their gradients in V and W."""
     g = torch.Generator().manual_seed(seed)
     D = Layout(d).D
     prompts = sample_prompts(5, d, n, generator=g, dtype=torch.float64)

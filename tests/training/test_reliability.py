@@ -23,7 +23,7 @@ import theory
 from training import TrainConfig, TrainingDiverged, evaluate_params, resume, train
 from runlog import crash_at, metrics_rows, stripped
 
-train_module = importlib.import_module("training.engine")
+import training.engine as engine
 io_module = importlib.import_module("training.io")
 
 TINY = dict(d=2, n=5, k=2, batch=64, iters=20, eval_every=10, eval_samples=500, theory_samples=2000,
@@ -130,7 +130,7 @@ def test_resume_of_a_finished_run_is_a_no_op(finished_runs, tmp_path, monkeypatc
     def no_step(self):
         raise AssertionError("a finished run must not train again")
 
-    monkeypatch.setattr(train_module.Engine, "step", no_step)
+    monkeypatch.setattr(engine.Engine, "step", no_step)
     again = resume(run_dir)
     same_result(again, whole)
     assert open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8").read() == metrics_before
@@ -307,7 +307,7 @@ def test_manifest_git_commit_is_none_without_git(monkeypatch):
     """The manifest's git commit is 'when available': with no git executable it is None, not an
     exception."""
     monkeypatch.setenv("PATH", "")
-    assert train_module.git_commit() is None
+    assert engine.git_commit() is None
 
 
 # ---------------------------------------------------------------------------- bad arguments

@@ -1,7 +1,6 @@
 """The training run (training/engine.py): config validation, run directory, determinism,
 checkpoint/resume and divergence.  Short training runs (seconds); convergence is tested in
 test_convergence.py."""
-import importlib
 import json
 import os
 
@@ -12,7 +11,7 @@ from training import TrainConfig, TrainingDiverged, resume, train
 from training.config import resolved_lr
 from runlog import crash_at
 
-train_module = importlib.import_module("training.engine")
+import training.engine as engine
 
 TINY = dict(d=2, n=5, k=2, batch=64, iters=20, eval_every=10, eval_samples=500, theory_samples=2000,
             structure_samples=200, device="cpu", progress=False)
@@ -128,7 +127,7 @@ def test_prefetched_batches_and_checkpoint_state():
     is in flight the state a checkpoint stores is the one before it, and ``discard`` puts the
     generator back there."""
     g, ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    batches = train_module._Batches({0: _RandnStream(g)}, prefetch=True)
+    batches = engine._Batches({0: _RandnStream(g)}, prefetch=True)
     for _ in range(3):
         expected_state = ref.get_state()
         assert torch.equal(batches.state()[0]["generator"], expected_state)
@@ -142,7 +141,7 @@ def test_prefetched_batches_and_checkpoint_state():
 def test_a_failed_background_draw_raises_its_own_error_once():
     """Training: an error inside a prefetched draw reaches the caller of ``next`` as itself,
     and shutting down afterwards neither raises it again nor hangs."""
-    batches = train_module._Batches({0: _RandnStream(torch.Generator().manual_seed(0), 4, fail_at=2)},
+    batches = engine._Batches({0: _RandnStream(torch.Generator().manual_seed(0), 4, fail_at=2)},
                                     prefetch=True)
     batches.next(more=True)
     with pytest.raises(MemoryError, match="no room"):
@@ -188,7 +187,7 @@ def test_guard_gradients_skips_non_finite_and_clips_per_model():
     model 2's (already small) is untouched."""
     p = torch.nn.Parameter(torch.zeros(3, 2, 2))
     p.grad = torch.tensor([[[float("inf"), 1.0], [0.0, 0.0]], [[3.0, 4.0], [0.0, 0.0]], [[0.1, 0.0], [0.0, 0.0]]])
-    finite = train_module.guard_gradients([p], 1.0)
+    finite = engine.guard_gradients([p], 1.0)
     assert finite.tolist() == [False, True, True]
     assert p.grad[0].abs().sum() == 0
     torch.testing.assert_close(p.grad[1], torch.tensor([[0.6, 0.8], [0.0, 0.0]]))
@@ -199,12 +198,12 @@ def test_threads_are_set_for_the_run_and_restored(monkeypatch):
     before = torch.get_num_threads()
     wanted = 3 if before != 3 else 2
     seen = []
-    step = train_module.Engine.step
+    step = engine.Engine.step
 
     def spy(self):
         seen.append(torch.get_num_threads())
         step(self)
 
-    monkeypatch.setattr(train_module.Engine, "step", spy)
+    monkeypatch.setattr(engine.Engine, "step", spy)
     train(TrainConfig(**{**TINY, "threads": wanted, "iters": 2, "eval_every": 2}))
     assert seen == [wanted, wanted] and torch.get_num_threads() == before
