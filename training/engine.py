@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import platform
+import shutil
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -39,13 +42,13 @@ from theory.validation import check_int, check_positive_finite
 from .config import (DTYPES, TrainConfig, ood_sigma_matrices, resolved_clip, resolved_lr,
                      resolved_threads)
 from .data import Batch, make_batch, sample_prompts, seeded_generator, sigma_root
-from .device import resolve_device
-from .errors import TrainingDiverged
-from .evaluate import eval_generator, eval_losses, loss_reports, report_dict, theory_reference
+from .device import device_record, reproducible, resolve_device, resume_device, run_settings
+from .errors import RunExists, TrainingDiverged
+from .evaluate import eval_generator, eval_losses, loss_reports, report_dict, step_stability, theory_reference
 from .io import atomic_write_text, remove_stale_temporaries
 from .kernels import objective
 from .model import LSA
-from .rundir import (RunDir, config_from, git_commit, load_checkpoint, manifest_configs,
+from .rundir import (RunDir, config_from, git_commit, load_checkpoint, load_run, manifest_configs,
                      model_dir_name, read_manifest, to_json, versions, write_torch)
 from .structure import STRUCTURE_KEYS, structure_metrics
 
@@ -69,8 +72,11 @@ class TrainResult:
 def guard_gradients(params: list, max_norm: float | None) -> torch.Tensor:
     """Per model (the parameters' leading axis M): zero the gradient when it is not finite (a
     batch that overflowed is skipped) and, with ``max_norm``, scale it to norm <= ``max_norm``.
-    In place, without a host-device synchronisation; returns the (M,) mask of finite gradients."""
-    sq = sum(p.grad.reshape(p.shape[0], -1).square().sum(1) for p in params)
+    In place, without a host-device synchronisation; returns the (M,) mask of finite gradients.
+    Each model's norm is reduced over that model's entries alone, so a model of a many-model run
+    is clipped exactly as in its single run on any device."""
+    # each model's squares summed on its own (M, ...) slice, in the order its single run sums them
+    sq = sum(torch.stack([g.square().sum() for g in p.grad.unbind(0)]) for p in params)
     finite = torch.isfinite(sq)
     scale = finite.to(sq.dtype)
     if max_norm is not None:
@@ -224,9 +230,10 @@ class Engine:
     """M models trained as one computation (module docstring).  ``configs`` differ only in seed,
     k and eta; ``out`` is the run directory (None: none).  ``on_step(engine, losses)`` (optional)
     is called after every step with the (M,) detached losses: an observer, it must not change
-    the run (``training.dynamics`` records the parameters' path with it)."""
+    the run (``training.dynamics`` records the parameters' path with it).  ``device``: where to
+    run (None: ``resolve_device(config.device)``; ``resume`` passes the recorded one)."""
 
-    def __init__(self, configs: list, *, out=None, on_step=None):
+    def __init__(self, configs: list, *, out=None, on_step=None, device: torch.device | None = None):
         if not configs:
             raise ValueError("a run needs at least one model config")
         for c in configs:
@@ -238,7 +245,7 @@ class Engine:
         self.out = None if out is None else os.fspath(out)
         self.on_step = on_step
         b = self.base
-        self.device = resolve_device(b.device)
+        self.device = resolve_device(b.device) if device is None else torch.device(device)
         self.dtype = DTYPES[b.dtype]
         self.model = self._initial_model()
         self.optimizer = _optimizer(b, self.model.parameters())
@@ -261,6 +268,7 @@ class Engine:
         self.loss_count = 0
         self.skipped_total = [0] * self.M
         self.last_loss = torch.full((self.M,), float("nan"), dtype=torch.float64, device=self.device)
+        self.checkpoint_iteration: int | None = None     # of the last checkpoint written or loaded
         self.started = time.perf_counter()
 
     def _initial_model(self) -> LSA:
@@ -329,12 +337,14 @@ class Engine:
         V, W = (A.detach() for A in self.model.matrices())
         bad = ~(torch.isfinite(V).flatten(1).all(1) & torch.isfinite(W).flatten(1).all(1))
         if bool(bad.any()):
-            raise TrainingDiverged(self.iteration, "non-finite parameters" + self._which(bad.nonzero().flatten().tolist()))
+            raise TrainingDiverged(self.iteration, "non-finite parameters" + self._which(bad.nonzero().flatten().tolist()),
+                                   checkpoint=self.checkpoint_iteration)
         loss_sum, finite_steps, skipped = self.acc.tolist()
         overflowed = [j for j in range(self.M) if self.loss_count and finite_steps[j] == 0]
         if overflowed:
             raise TrainingDiverged(self.iteration, f"the training loss overflowed on all of the last "
-                                                   f"{self.loss_count} iterations" + self._which(overflowed))
+                                                   f"{self.loss_count} iterations" + self._which(overflowed),
+                                   checkpoint=self.checkpoint_iteration)
         reports = self._eval_reports(V, W, self.base.sigma)
         ood = {name: self._eval_reports(V, W, sigma) for name, sigma in self.ood.items()}
         structures = self._map(lambda j: self._structure(j, V[j], W[j]), range(self.M))
@@ -397,7 +407,11 @@ class Engine:
 
     def run(self) -> list:
         """Train to ``iters`` (from wherever the engine stands) and return one ``TrainResult``
-        per model."""
+        per model, with the numerical settings pinned (``device.reproducible``)."""
+        with reproducible(self.device):
+            return self._run()
+
+    def _run(self) -> list:
         from tqdm import tqdm
         b = self.base
         workers = sweep_workers(b, self.M)
@@ -469,7 +483,8 @@ class Engine:
 
     def manifest(self, status: str, *, results: list | None = None) -> dict:
         """The top manifest: status, config(s), device, versions, commit, threads, timings."""
-        out = {"status": status, "device": str(self.device), "torch_threads": torch.get_num_threads(),
+        out = {"status": status, "device": str(self.device), "device_record": device_record(self.device),
+               "settings": run_settings(), "torch_threads": torch.get_num_threads(),
                "versions": versions(), "git_commit": git_commit(), "platform": platform.platform(),
                "iteration": self.iteration,
                "timings": self.timings()}
@@ -496,8 +511,9 @@ class Engine:
     def checkpoint(self) -> None:
         V, W = self.model.matrices()
         if not (torch.isfinite(V).all() and torch.isfinite(W).all()):
-            raise TrainingDiverged(self.iteration, "non-finite parameters")
+            raise TrainingDiverged(self.iteration, "non-finite parameters", checkpoint=self.checkpoint_iteration)
         write_torch(os.path.join(self.out, "checkpoint.pt"), self.state())
+        self.checkpoint_iteration = self.iteration
 
     def state(self) -> dict:
         return {"configs": [c.to_dict() for c in self.configs], "iteration": self.iteration,
@@ -506,7 +522,7 @@ class Engine:
                 "train_seconds": self.train_seconds, "seconds": self.seconds_before + self.elapsed(),
                 "acc": self.acc, "loss_count": self.loss_count, "last_loss": self.last_loss,
                 "skipped_total": self.skipped_total, "theory": self.theory,
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), "device": device_record(self.device)}
 
     def load_state(self, state: dict) -> None:
         self.iteration = int(state["iteration"])
@@ -521,6 +537,7 @@ class Engine:
         self.last_loss = state["last_loss"].to(self.device).reshape(self.M)
         self.skipped_total = [int(v) for v in state["skipped_total"]]
         self.theory = list(state["theory"])
+        self.checkpoint_iteration = self.iteration
 
     # -- results
     def results(self) -> list:
@@ -578,6 +595,7 @@ class Engine:
 # ------------------------------------------------------------------------------ threads
 @contextlib.contextmanager
 def torch_threads(threads: int | None):
+    """Torch's CPU thread count set to ``threads`` (None: unchanged) inside the block."""
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -612,19 +630,43 @@ def _engine_threads(configs: list) -> int | None:
 
 
 # ------------------------------------------------------------------------------ entry points
-def _fresh_run_dir(out: str, engine: Engine) -> None:
+#: The files that make a directory a run directory.
+RUN_FILES = ("manifest.json", "checkpoint.pt", "params.pt", "summary.json", "metrics.jsonl")
+
+
+def held_run(out: str) -> str | None:
+    """A one-line description of the run that directory ``out`` holds, or None when it holds
+    none (missing, empty, or without any run file)."""
+    if not os.path.isdir(out) or not any(os.path.exists(os.path.join(out, name)) for name in RUN_FILES):
+        return None
+    manifest = read_manifest(out) or {}
+    status = manifest.get("status", "unreadable")
+    configs = manifest.get("configs") or [manifest.get("config") or {}]
+    iters = configs[0].get("iters") if isinstance(configs[0], dict) else None
+    models = f"{len(configs)} models, " if len(configs) > 1 else ""
+    return f"a {status} run ({models}iteration {manifest.get('iteration', '?')} of {iters})"
+
+
+def _fresh_run_dir(out: str, engine: Engine, overwrite: bool) -> None:
     """Start ``out`` afresh: the manifest (with the config) first, so that resume can restart a
-    run killed at any point; a previous run's checkpoint, parameters and summary removed so that
-    they are never taken for this run's."""
+    run killed at any point.  A directory that holds a run is refused (``RunExists``, nothing
+    touched) unless ``overwrite``; then the previous run's files are removed so that they are
+    never taken for this run's."""
+    held = held_run(out)
+    if held is not None and not overwrite:
+        raise RunExists(f"{out!r} holds {held}; continue it with cotgd train --resume {out}, or "
+                        f"overwrite it with --force (library: overwrite=True)")
     os.makedirs(out, exist_ok=True)
-    atomic_write_text(os.path.join(out, "manifest.json"), to_json(engine.manifest("running")))
-    for name in ("checkpoint.pt", "params.pt", "summary.json"):
+    for name in RUN_FILES:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(out, name))
+    if os.path.isdir(os.path.join(out, "models")):
+        shutil.rmtree(os.path.join(out, "models"))
     remove_stale_temporaries(out)
+    atomic_write_text(os.path.join(out, "manifest.json"), to_json(engine.manifest("running")))
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     """Train one model as ``config`` says and return its ``TrainResult``.
 
     ``summary`` holds ``final_eval_loss`` (mean over ``eval_samples`` fresh in-distribution
@@ -633,14 +675,27 @@ def train(config: TrainConfig) -> TrainResult:
     (``v31_w13``, ``w24_v31``, ``offdiag_energy``, ``functional_deviation``) and details
     (``eval``, ``eval_ood``, ``theory``, ``theory_same_prompts``, ``relative_gap``,
     ``ms_per_iteration``, ``learned_step``, ``block_norms``, ...).  Raises ValueError for a bad
-    config field and ``TrainingDiverged`` when the loss or parameters become non-finite."""
+    config field, ``RunExists`` when ``config.out`` holds a run and not ``overwrite``, and
+    ``TrainingDiverged`` when the loss or parameters become non-finite.  Warns (``warnings``)
+    before it starts when a CoT run's eta is past the stable step of the predicted spectrum
+    (``evaluate.step_stability``)."""
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     engine = Engine([config], out=config.out)
+    _warn_unstable(engine.configs)
     with torch_threads(_engine_threads(engine.configs)):
         if config.out is not None:
-            _fresh_run_dir(config.out, engine)
+            _fresh_run_dir(config.out, engine, overwrite)
         return engine.run()[0]
+
+
+def _warn_unstable(configs: list) -> None:
+    for c in configs:
+        verdict = step_stability(c)
+        if c.mode == "cot" and not verdict["stable"]:
+            warnings.warn(f"eta = {c.eta:g} is past the stable step {verdict['bound']:.4g} of the predicted "
+                          f"spectrum (theory.stable_eta_bound, d = {c.d}, n = {c.n}): GD, and a model that "
+                          f"learns it, diverges on many prompts", RuntimeWarning, stacklevel=3)
 
 
 def sweep_configs(base: TrainConfig, *, seeds=None, ks=None, etas=None) -> list[TrainConfig]:
@@ -672,7 +727,7 @@ def _values(name: str, values, default, check) -> list:
     return values
 
 
-def train_models(base: TrainConfig, *, seeds=None, ks=None, etas=None) -> list[TrainResult]:
+def train_models(base: TrainConfig, *, seeds=None, ks=None, etas=None, overwrite: bool = False) -> list[TrainResult]:
     """Train every combination of ``seeds`` x ``etas`` x ``ks`` (None: base's value) of the run
     ``base`` as one computation (module docstring) and return one ``TrainResult`` per model, in
     ``sweep_configs`` order.  Model j ends where ``train(sweep_configs(...)[j])`` ends (same init,
@@ -680,17 +735,19 @@ def train_models(base: TrainConfig, *, seeds=None, ks=None, etas=None) -> list[T
     ``model_index``; ``seconds``, ``train_seconds`` and ``ms_per_iteration`` are the whole run's.
 
     ``base.out``: the run directory (``rundir``: one directory per model under ``models/``, one
-    checkpoint for all; ``resume`` continues it).  Threads: ``sweep_workers(base, M)`` workers
+    checkpoint for all; ``resume`` continues it; a directory holding a run is refused unless
+    ``overwrite``).  Threads: ``sweep_workers(base, M)`` workers
     with one torch thread each; with a single worker, torch threads as ``train``; the caller's
     thread count is restored.  Raises ValueError for a bad argument and ``TrainingDiverged``
     when a model's parameters become non-finite."""
     configs = sweep_configs(base, seeds=seeds, ks=ks, etas=etas)
     if len(configs) == 1:
-        return [train(dataclasses.replace(configs[0], out=base.out))]
+        return [train(dataclasses.replace(configs[0], out=base.out), overwrite=overwrite)]
     engine = Engine(configs, out=base.out)
+    _warn_unstable(configs)
     with torch_threads(_engine_threads(configs)):
         if base.out is not None:
-            _fresh_run_dir(base.out, engine)
+            _fresh_run_dir(base.out, engine, overwrite)
         return engine.run()
 
 
@@ -702,7 +759,9 @@ def resume(out_dir):
     From ``checkpoint.pt`` when there is one; from the start, with the config(s) in
     ``manifest.json``, when the run was killed before its first checkpoint.  Either way with the
     torch thread count the run had (CPU results depend on it), unless ``config.threads`` fixes
-    it.  Temporary files of writes a kill interrupted (``.tmp-*``) are deleted.  A corrupt,
+    it, and on the device it recorded (``device.resume_device``: a clear error when that device
+    is missing here).  A finished run is read back (``finished_results``), not recomputed.
+    Temporary files of writes a kill interrupted (``.tmp-*``) are deleted.  A corrupt,
     foreign or inconsistent checkpoint raises ValueError naming it; a directory with neither
     file raises FileNotFoundError."""
     if not isinstance(out_dir, (str, os.PathLike)):
@@ -718,15 +777,17 @@ def resume(out_dir):
             raise FileNotFoundError(f"no checkpoint to resume in {out_dir!r} (checkpoint.pt and "
                                     f"manifest.json missing)")
         configs = manifest_configs(manifest, where)
+        device = resume_device(manifest.get("device_record"), configs[0].device)
         saved = manifest.get("torch_threads")
         threads = configs[0].threads if configs[0].threads is not None or not isinstance(saved, int) or saved < 1 \
             else saved
+        if len(configs) == 1:
+            configs = [dataclasses.replace(configs[0], out=out_dir)]
+        engine = Engine(configs, out=out_dir, device=device)
         with torch_threads(threads):
-            if len(configs) == 1:
-                return train(dataclasses.replace(configs[0], out=out_dir))
-            engine = Engine(configs, out=out_dir)
-            _fresh_run_dir(out_dir, engine)
-            return engine.run()
+            _fresh_run_dir(out_dir, engine, overwrite=True)
+            results = engine.run()
+        return results[0] if len(configs) == 1 else results
     state = load_checkpoint(path)
     configs = [config_from(c, f"checkpoint {path!r}") for c in state["configs"]]
     if manifest is not None and (isinstance(manifest.get("config"), dict) or isinstance(manifest.get("configs"), list)):
@@ -736,9 +797,12 @@ def resume(out_dir):
         if mine != theirs:
             raise ValueError(f"checkpoint {path!r} belongs to another run: its config differs from "
                              f"manifest.json's")
+    if manifest is not None and manifest.get("status") == "finished":
+        _repair_metrics(out_dir, manifest, state["histories"])
+        return finished_results(out_dir)
     if len(configs) == 1:
         configs = [dataclasses.replace(configs[0], out=out_dir)]
-    engine = Engine(configs, out=out_dir)
+    engine = Engine(configs, out=out_dir, device=resume_device(state.get("device"), configs[0].device))
     try:
         engine.load_state(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -748,3 +812,37 @@ def resume(out_dir):
     with torch_threads(threads):
         results = engine.run()
     return results[0] if len(configs) == 1 else results
+
+
+def _model_dirs(out_dir: str, manifest: dict) -> list:
+    if isinstance(manifest.get("configs"), list):
+        return [os.path.join(out_dir, "models", name) for name in manifest.get("models", [])]
+    return [out_dir]
+
+
+def _repair_metrics(out_dir: str, manifest: dict, histories: list) -> None:
+    """Rewrite a model's metrics.jsonl from the checkpoint's history when it does not parse (a
+    line torn by a crash of another kind, e.g. power loss)."""
+    for path, history in zip(_model_dirs(out_dir, manifest), histories):
+        try:
+            with open(os.path.join(path, "metrics.jsonl"), encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+        except (OSError, ValueError):
+            rows = None
+        if rows is None or len(rows) != len(history):
+            RunDir(path, history)
+
+
+def finished_results(out_dir) -> TrainResult | list:
+    """The results of the finished run in ``out_dir``, read from its files (``load_run``): a
+    ``TrainResult`` for a run of one model, the list of them for a run of several."""
+    out_dir = os.fspath(out_dir)
+    manifest = read_manifest(out_dir) or {}
+    many = isinstance(manifest.get("configs"), list)
+    results = []
+    for path in _model_dirs(out_dir, manifest):
+        run = load_run(path)
+        if run.summary is None or run.V is None:
+            raise ValueError(f"{path!r} is marked finished but lacks summary.json or params.pt")
+        results.append(TrainResult(summary=run.summary, V=run.V, W=run.W, history=run.metrics, config=run.config))
+    return results if many else results[0]

@@ -144,3 +144,13 @@ def theory_reference(config) -> dict:
     opt = numerics.looped_optimal_eta(d, n, k)
     return {"value": float(opt.loss), "method": f"{opt.method} numerics.looped_optimal_eta",
             "se": float(opt.loss_se), "step": float(opt.eta)}
+
+
+def step_stability(config) -> dict:
+    """Theorem 4.2's verdict on the run's GD step (docs/theory.md section 7): ``{"bound",
+    "stable"}`` with ``bound = theory.stable_eta_bound`` for the eigenvalues of the run's Sigma
+    (identity when None) at its d, n (2 / the top of the predicted spectrum of S), and
+    ``stable = eta < bound``."""
+    eigenvalues = [1.0] if config.sigma is None else np.linalg.eigvalsh(np.asarray(config.sigma, dtype=float))
+    bound = float(theory.stable_eta_bound([max(float(x), 0.0) for x in eigenvalues], config.d, config.n))
+    return {"bound": bound, "stable": bool(config.eta < bound)}

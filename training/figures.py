@@ -54,7 +54,7 @@ class _Runs:
                                  eval_samples=2000 if self.quick else 10000,
                                  ood_sigmas={"ood": ood_sigma(PAPER.d).tolist()} if ood else None,
                                  out=os.path.join(self.out, "runs", name))
-            for k, result in zip(missing, train_models(config, ks=missing)):
+            for k, result in zip(missing, train_models(config, ks=missing, overwrite=True)):
                 self.cache[(mode, k, ood)] = result
         return [self.cache[(mode, k, ood)] for k in ks]
 

@@ -437,7 +437,7 @@ def train_models_for_verify(settings: VerifySettings, needed: Iterable[str] = MO
         if on_model is not None:
             on_model(name)
         try:
-            trained[name] = train(_train_config(settings, name))
+            trained[name] = train(_train_config(settings, name), overwrite=True)
         except Exception as exc:   # reported by every check that needs the model
             errors[name] = f"{type(exc).__name__}: {exc}"
     return TrainedModels(**trained, errors=errors)

@@ -12,7 +12,7 @@ from training import TrainConfig, evaluate_params, train
 from training.data import derived_seed, seeded_generator
 from training.engine import Engine
 
-TINY = dict(d=3, n=6, k=2, eta=0.3, batch=64, iters=12, eval_every=6, eval_samples=400, theory_samples=2000,
+TINY = dict(d=3, n=6, k=2, eta=0.15, batch=64, iters=12, eval_every=6, eval_samples=400, theory_samples=2000,
             structure_samples=100, device="cpu", progress=False, dtype="float64")
 Q = numerics.random_rotation(3, seed=5)
 SIGMAS = {"diag(3, 0.3, 1)": np.diag([3.0, 0.3, 1.0]),

@@ -215,7 +215,7 @@ def test_run_verify_trains_only_the_models_the_checks_need(monkeypatch):
     trained = []
     stand_in = _stand_in_models(cot_loss_factor=1.5)
 
-    def fake_train(config):
+    def fake_train(config, **kwargs):
         trained.append((config.mode, config.param, config.seed, config.device))
         return getattr(stand_in, config.mode)
 
@@ -228,7 +228,7 @@ def test_run_verify_trains_only_the_models_the_checks_need(monkeypatch):
 
 
 def test_a_model_that_fails_to_train_fails_its_checks_only(monkeypatch):
-    def diverging(config):
+    def diverging(config, **kwargs):
         raise RuntimeError(f"{config.mode} diverged")
 
     monkeypatch.setattr(verify, "train", diverging)
