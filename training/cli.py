@@ -4,6 +4,7 @@
     cotgd train      train one model (CoT / no-CoT / looped) and write its run directory
     cotgd reproduce  the paper's figures (and the OOD figure) as PNG
     cotgd dynamics   the reduced gradient-flow ODE laid over real training (Theorem 4.1)
+    cotgd selftest   prove the toolkit on this device (sync-free steps, bitwise resume, ...)
     cotgd bench      speed figures (training step, rollout, many models, Monte Carlo)
 
 Bad arguments print one line on stderr and exit with status 2; a diverged training run exits 1.
@@ -98,10 +99,50 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(defaults: the paper's setting, training.PAPER).",
                        formatter_class=_DefaultsShown)
     add_config_options(p)
+    p.add_argument("--sigma", metavar="FILE.npy", type=_covariance_file,
+                   help="covariance of x for training and in-distribution evaluation: a d x d symmetric "
+                        "positive semi-definite matrix saved with numpy.save (singular allowed); default: identity")
+    p.add_argument("--ood-sigma", metavar="NAME=FILE.npy|c", action="append", type=_ood_covariance, default=None,
+                   help="an extra evaluation covariance, repeatable: a .npy file, or a number c meaning c I")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite the run that --out already holds (default: refuse, exit 2)")
     p.add_argument("--out", metavar="DIR",
                    help="run directory (manifest.json, metrics.jsonl, checkpoint.pt, params.pt, summary.json)")
     p.add_argument("--json", dest="json_file", metavar="FILE", help="write the summary JSON to this file")
     p.add_argument("--resume", metavar="DIR", help="continue the run in this directory from its last checkpoint")
+
+    p = sub.add_parser("evaluate", help="a trained run's model on the OOD suite, judged by Theorem 4.2",
+                       description="Evaluate the model of a run directory (any mode) on the out-of-distribution "
+                                   "suite of training.suite (Garg et al.'s covariance shifts adapted to weight "
+                                   "prediction: skewed, half_subspace, scale-x=c, scale-w=c) and on covariances "
+                                   "of your own: the model's loss statistics, GD with its learned step and Theorem "
+                                   "3.1's no-CoT optimum on the same prompts, Theorem 4.2's stability verdict, the "
+                                   "expected loss and the unrecoverable part of a singular Sigma.  Prints a table.",
+                       formatter_class=_DefaultsShown)
+    p.add_argument("run", metavar="RUN_DIR",
+                   help="run directory of one model (a 'cotgd train --out' directory, or one of the "
+                        "models/NN-seedS-kK-etaE/ directories of a many-model run)")
+    p.add_argument("--suite", choices=["standard", "none"], default="standard",
+                   help="the cases: standard (skewed, half_subspace, scale-x=0.333/0.5/2/3, scale-w=0.5/2) "
+                        "or none (only the --sigma covariances)")
+    p.add_argument("--sigma", action="extend", nargs="+", metavar="FILE.npy", default=None,
+                   help="extra cases: d x d covariance files (.npy, or text for numpy.loadtxt), each named "
+                        "after its file; repeatable (default: none)")
+    p.add_argument("--samples", type=_positive_int, default=10000, metavar="N",
+                   help="fresh prompts per case (the model, GD and no-CoT see the same ones)")
+    p.add_argument("--theory-samples", type=_positive_int, default=100000, metavar="N",
+                   help="Monte Carlo prompts for GD's expected loss where no exact value exists")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="N", help="seed of the prompts")
+    p.add_argument("--step", type=_positive_float, default=None, metavar="X",
+                   help="GD step the model is compared with (default: the model's learned step, the mean "
+                        "diagonal of W24 V31)")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="torch device: auto (CUDA when torch sees it, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--json", dest="json_file", metavar="FILE",
+                   help='write the result as JSON, {"cases": [{"name": ...}, ...], ...} (default: none)')
+    p.add_argument("--figure", metavar="FILE.png",
+                   help="write the figure (per case: model, GD and no-CoT medians with 10-90%% bands, unstable "
+                        "cases shaded) as PNG (default: none)")
 
     p = sub.add_parser("reproduce", help="write the paper's figures as PNG")
     p.add_argument("figure", choices=["fig2", "fig3", "structure", "ood", "all"])
@@ -127,6 +168,48 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train the sparse model (V31, W13 free) and track their eigenvalues")
     p.add_argument("--out", help="directory for dynamics.png and dynamics.json")
     p.add_argument("--json", dest="json_file", help="write the result JSON to this file")
+
+    p = sub.add_parser("selftest", help="prove the toolkit on this device in a few minutes (PASS/FAIL lines)",
+                       formatter_class=_DefaultsShown)
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto (CUDA when torch sees it, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--json", dest="json_file", metavar="FILE", help="also write the report as JSON to this file")
+    p.add_argument("--skip", action="append", default=[], metavar="CHECK",
+                   choices=["sync", "twice", "resume", "models", "constructed", "dynamics", "verify"],
+                   help="leave out a check (repeatable)")
+
+    p = sub.add_parser("sweep", help="a grid of cells (theory, Monte Carlo, training) on local processes or "
+                                     "Dask, and its phase diagrams",
+                       description="cotgd sweep run GRID.toml --out DIR: every cell of the grid (theory, Monte "
+                                   "Carlo, training), resumable; cotgd sweep plot DIR: phase diagrams from its table.")
+    sweep = p.add_subparsers(dest="sweep_command", required=True, parser_class=_Parser)
+    q = sweep.add_parser("run", help="run (or finish) a sweep", formatter_class=_DefaultsShown,
+                         description="Run every cell of GRID.toml ([grid]: field -> list of values, their "
+                                     "Cartesian product; [fixed]: scalar fields; training.sweep) into DIR: "
+                                     "results.parquet / results.csv (one row per cell), cells/<cell>/ (run "
+                                     "directories), sweep.json.  Rerunning skips finished cells and resumes "
+                                     "interrupted ones.")
+    q.add_argument("grid", metavar="GRID.toml", help="the grid file (TOML)")
+    q.add_argument("--out", required=True, metavar="DIR", help="the sweep's directory")
+    engine = q.add_mutually_exclusive_group()
+    engine.add_argument("--workers", type=_positive_int, metavar="N",
+                        help="local worker processes, one torch thread each (default: the usable cores)")
+    engine.add_argument("--dask-local", type=_positive_int, metavar="N",
+                        help="start a Dask LocalCluster of N worker processes and run the cells on it")
+    engine.add_argument("--dask-scheduler", metavar="ADDRESS",
+                        help="run the cells on the running Dask cluster at ADDRESS (e.g. tcp://host:8786)")
+    q.add_argument("--retries", type=_nonnegative_int, default=None, metavar="N",
+                   help="attempts after a lost worker (default: the grid's 'retries', else 2)")
+    q.add_argument("--retry-failed", action="store_true", help="rerun the cells recorded as failed")
+    q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a progress bar over cells with an ETA (default: when stderr is a terminal)")
+    q.add_argument("--json", dest="json_file", metavar="FILE", help="write the sweep's counts as JSON")
+    q = sweep.add_parser("plot", help="phase diagrams (PNG) from a sweep's table",
+                         description="Phase diagrams from DIR/results.parquet: the trained CoT / no-CoT loss ratio "
+                                     "over (n/d, k) with the theory's ratio as contours, trained / theory per cell, "
+                                     "and the OOD stability boundary over (eta, c).")
+    q.add_argument("dir", metavar="DIR", help="a sweep's directory")
+    q.add_argument("--out", metavar="DIR", help="directory for the PNG files (default: DIR)")
 
     p = sub.add_parser("bench", help="speed figures; no pass/fail")
     p.add_argument("--device", type=_device, default="auto",
@@ -181,7 +264,33 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 def _run_options() -> list:
     """``train`` options that define a run; ``--resume`` takes them from the run's saved config."""
-    return [f.name for f in config_options()] + ["out"]
+    return [f.name for f in config_options()] + ["out", "sigma", "ood_sigma", "force"]
+
+
+def _covariance_file(text: str) -> list:
+    """A covariance from a ``.npy`` file, as a nested list (validated with the run's d later)."""
+    import numpy as np
+    try:
+        value = np.load(text, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read a matrix from {text!r} ({_one_line(exc)[:80]})") from None
+    if value.ndim != 2:
+        raise argparse.ArgumentTypeError(f"{text!r} holds an array of shape {value.shape}, expected a d x d matrix")
+    return value.astype(float).tolist()
+
+
+def _ood_covariance(text: str) -> tuple:
+    """``NAME=FILE.npy`` or ``NAME=c`` (c > 0 meaning c I)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE.npy or NAME=c, got {text!r}")
+    try:
+        c = float(value)
+    except ValueError:
+        return name.strip(), _covariance_file(value)
+    if not (math.isfinite(c) and c > 0):
+        raise argparse.ArgumentTypeError(f"expected a scale c > 0 in {text!r}")
+    return name.strip(), c
 
 
 def _check_train_args(args) -> None:
@@ -211,23 +320,65 @@ def _check_paths(args) -> None:
 def _cmd_train(args) -> int:
     from .config import TrainConfig
     from .engine import resume, train
+    from .rundir import read_manifest
     _check_train_args(args)
     if args.resume is not None:
-        result = resume(args.resume)
+        manifest = read_manifest(args.resume) or {}
+        if manifest.get("status") == "finished":
+            print(f"cotgd: the run in {args.resume} is finished (iteration {manifest.get('iteration')}); "
+                  f"nothing to do", file=sys.stderr)
+        results = resume(args.resume)
     else:
-        config = TrainConfig(**{f.name: getattr(args, f.name) for f in config_options()}, out=args.out)
-        result = train(config)
-    summary = result.summary
-    s = summary["structure"]
-    theory_value = summary["theory_eval_loss"]
-    theory_text = "n/a" if theory_value is None else f"{theory_value:.6g}"
-    print(f"final eval loss {summary['final_eval_loss']:.6g} (theory {theory_text}); "
-          f"v31_w13 {s['v31_w13']:.4f}, w24_v31 {s['w24_v31']:.4f}, offdiag {s['offdiag_energy']:.2e}, "
-          f"functional deviation {s['functional_deviation']:.2e}; {summary['train_seconds']:.1f} s training, "
-          f"{summary['seconds']:.1f} s in all")
+        fields = {f.name: getattr(args, f.name) for f in config_options()}
+        config = TrainConfig(**fields, sigma=args.sigma, out=args.out,
+                             ood_sigmas=None if not args.ood_sigma else dict(args.ood_sigma))
+        results = train(config, overwrite=args.force)
+    results = results if isinstance(results, list) else [results]
+    for result in results:
+        print(headline(result.summary))
     if args.json_file:
-        _write_json(args.json_file, summary)
+        _write_json(args.json_file, results[0].summary if len(results) == 1 else [r.summary for r in results])
+    diverged = [r for r in results if r.summary["eval"]["diverged_frac"] > 0.5]
+    if diverged:
+        c = diverged[0].config
+        print(f"cotgd: the trained model diverges on {diverged[0].summary['eval']['diverged_frac']:.0%} of "
+              f"the final evaluation's prompts" + _step_note(c), file=sys.stderr)
+        return 1
     return 0
+
+
+def headline(summary: dict) -> str:
+    """A run's result on one line: the evaluation loss (mean, and beside it the median, the
+    diverged fraction and the mean over non-diverged prompts: never a bare inf), the theory's
+    value (exact when the toolkit has it, else Monte Carlo with its standard error), structure
+    and times."""
+    ev, theory = summary["eval"], summary.get("theory") or {}
+    if theory.get("exact") is not None:
+        theory_text = f"exact {theory['exact']:.6g}"
+    elif theory.get("value") is None:
+        theory_text = "n/a"
+    elif theory.get("se"):
+        theory_text = f"{theory['value']:.6g} +- {theory['se']:.2g} ({theory.get('method', '').split()[0]})"
+    else:
+        theory_text = f"{theory['value']:.6g}"
+    text = (f"final eval loss: mean {ev['mean']:.6g}, median {ev['median']:.6g}, diverged "
+            f"{ev['diverged_frac']:.2%}, mean without diverged {ev['mean_without_diverged']:.6g} "
+            f"(theory {theory_text})")
+    s = summary.get("structure")
+    if s is not None:
+        text += (f"; v31_w13 {s['v31_w13']:.4f}, w24_v31 {s['w24_v31']:.4f}, offdiag {s['offdiag_energy']:.2e}, "
+                 f"functional deviation {s['functional_deviation']:.2e}")
+    return text + f"; {summary['train_seconds']:.1f} s training, {summary['seconds']:.1f} s in all"
+
+
+def _step_note(config) -> str:
+    """``; eta = ... is past the stable step ...`` when Theorem 4.2 says so, else ''."""
+    from .evaluate import step_stability
+    verdict = step_stability(config)
+    if config.mode != "cot" or verdict["stable"]:
+        return ""
+    return (f"; eta = {config.eta:g} is past the stable step {verdict['bound']:.4g} of the predicted spectrum "
+            f"(theory.stable_eta_bound at d = {config.d}, n = {config.n})")
 
 
 def _cmd_verify(args) -> int:
@@ -273,6 +424,15 @@ def _cmd_dynamics(args) -> int:
     return 0
 
 
+def _cmd_selftest(args) -> int:
+    from .selftest import format_selftest, run_selftest
+    report = run_selftest(args.device, skip=tuple(args.skip))
+    print(format_selftest(report))
+    if args.json_file:
+        _write_json(args.json_file, report)
+    return 0 if report["passed"] else 1
+
+
 def _cmd_bench(args) -> int:
     from .bench import run_bench, format_bench
     figures = run_bench(device=args.device, quick=args.quick)
@@ -282,13 +442,28 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "verify": _cmd_verify, "reproduce": _cmd_reproduce,
-            "dynamics": _cmd_dynamics, "bench": _cmd_bench}
+def _cmd_sweep(args) -> int:
+    from .sweep import cli_sweep
+    return cli_sweep(args)
+
+
+COMMANDS = {"selftest": _cmd_selftest, "train": _cmd_train, "verify": _cmd_verify, "reproduce": _cmd_reproduce,
+            "dynamics": _cmd_dynamics, "bench": _cmd_bench, "sweep": _cmd_sweep}
 
 
 def main(argv=None) -> int:
     """Entry point of the ``cotgd`` console script; returns the exit status."""
+    import warnings
+    with warnings.catch_warnings():        # each warning one line on stderr: "cotgd: warning: ..."
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda message, *rest, **kw: print(f"cotgd: warning: {_one_line(message)}",
+                                                                  file=sys.stderr)
+        return _main(argv)
+
+
+def _main(argv) -> int:
     from .errors import TrainingDiverged
+    args = None
     try:
         args = build_parser().parse_args(argv)
         _check_paths(args)
@@ -300,11 +475,34 @@ def main(argv=None) -> int:
         print(f"cotgd: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
-        print(f"cotgd: {_one_line(exc)}", file=sys.stderr)
+        note = _diverged_note(args)
+        print(f"cotgd: {_one_line(exc)}{note}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("cotgd: interrupted", file=sys.stderr)
+        run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
+        again = (f"; resume it with: cotgd train --resume {run_dir}"
+                 if getattr(args, "command", None) == "train" and run_dir else "")
+        print(f"cotgd: interrupted{again}", file=sys.stderr)
         return 130
+    except RuntimeError as exc:              # CUDA out of memory, no kernel image, driver errors
+        text = _one_line(exc)
+        if "CUDA" not in text and "cuda" not in text and "cuBLAS" not in text:
+            raise
+        print(f"cotgd: the GPU failed: {text[:300]}; try --device cpu, a smaller --batch, or check the "
+              f"CUDA build of torch (cotgd selftest)", file=sys.stderr)
+        return 1
+
+
+def _diverged_note(args) -> str:
+    """Theorem 4.2's word on a diverged ``train`` run's step, or ''."""
+    if getattr(args, "command", None) != "train" or getattr(args, "resume", None):
+        return ""
+    from .config import TrainConfig
+    try:
+        config = TrainConfig(**{f.name: getattr(args, f.name) for f in config_options()}, sigma=args.sigma)
+        return _step_note(config)
+    except (TypeError, ValueError):
+        return ""
 
 
 def _one_line(exc: BaseException) -> str:

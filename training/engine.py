@@ -654,8 +654,10 @@ def _fresh_run_dir(out: str, engine: Engine, overwrite: bool) -> None:
     never taken for this run's."""
     held = held_run(out)
     if held is not None and not overwrite:
-        raise RunExists(f"{out!r} holds {held}; continue it with cotgd train --resume {out}, or "
-                        f"overwrite it with --force (library: overwrite=True)")
+        finished = (read_manifest(out) or {}).get("status") == "finished"
+        keep = (f"read it with training.load_run({out!r})" if finished
+                else f"continue it with cotgd train --resume {out}")
+        raise RunExists(f"{out!r} holds {held}; {keep}, or overwrite it with --force (library: overwrite=True)")
     os.makedirs(out, exist_ok=True)
     for name in RUN_FILES:
         with contextlib.suppress(FileNotFoundError):

@@ -7,7 +7,12 @@ theory laid over the measurement (docs/theory.md section 8).
   median loss on the same covariance for each k;
 - structure: the learned V and W of the CoT model beside Theorem 3.2's, block boundaries marked;
 - ood: loss vs covariance scale and vs condition number for the trained CoT and no-CoT models
-  with the predicted stability boundary, and loss vs k (exact finite d, Monte Carlo, MP limit).
+  with the predicted stability boundary, and loss vs k (exact finite d, Monte Carlo, MP limit);
+  ``reproduce("ood", runs=[DIR, ...])`` draws it for existing runs' models instead of training.
+
+``suite_figure`` draws the result of ``training.suite`` (``cotgd evaluate --figure``): per case
+the model's, GD's and no-CoT's median loss with the 10-90% band, Theorem 4.2's unstable cases
+shaded (docs/theory.md section 7).
 """
 from __future__ import annotations
 
@@ -60,6 +65,57 @@ class _Runs:
 
     def get(self, mode: str, k: int, ood: bool = False):
         return self.get_all(mode, (k,), ood)[0]
+
+    def problem(self) -> tuple:
+        """``(d, n, k, eta)`` of the figures: the paper's."""
+        return PAPER.d, PAPER.n, PAPER.k, PAPER.eta
+
+    def label(self, mode: str) -> str:
+        return {"cot": "CoT (trained)", "nocot": "no-CoT (trained)"}[mode]
+
+
+class _GivenRuns:
+    """The models of existing run directories (``reproduce("ood", runs=[...])``): a CoT run, and
+    optionally a no-CoT run of the same d and n; without one, Theorem 3.1's no-CoT optimum
+    (``numerics.nocot_params``) stands in for the no-CoT model.  The figure uses the CoT run's
+    d, n, k and eta."""
+
+    def __init__(self, paths, seed: int, quick: bool):
+        from types import SimpleNamespace
+        from .rundir import load_run
+        self.seed, self.quick, self.models, self.labels = seed, quick, {}, {}
+        for path in paths:
+            run = load_run(path)
+            mode = run.config.mode
+            if mode not in ("cot", "nocot"):
+                raise ValueError(f"run {path!r}: the ood figure takes a cot run and a nocot run, got a {mode} run")
+            if mode in self.models:
+                raise ValueError(f"run {path!r}: two {mode} runs given; pass one cot run and at most one nocot run")
+            if run.V is None:
+                raise ValueError(f"run {path!r} has no params.pt: the run is not finished (resume it first)")
+            self.models[mode], self.labels[mode] = run, f"{'CoT' if mode == 'cot' else 'no-CoT'} (run)"
+        if "cot" not in self.models:
+            raise ValueError("the ood figure needs a cot run among the runs given")
+        c = self.models["cot"].config
+        self.d, self.n, self.k, self.eta = c.d, c.n, c.k, c.eta
+        if "nocot" in self.models:
+            other = self.models["nocot"].config
+            if (other.d, other.n) != (c.d, c.n):
+                raise ValueError(f"the nocot run has d = {other.d}, n = {other.n}, the cot run d = {c.d}, "
+                                 f"n = {c.n}: they must match")
+        else:
+            V, W = numerics.nocot_params(c.d, c.n)
+            self.models["nocot"] = SimpleNamespace(V=V, W=W)
+            self.labels["nocot"] = "no-CoT (Theorem 3.1's optimum)"
+
+    def get(self, mode: str, k: int, ood: bool = False):
+        return self.models[mode]
+
+    def problem(self) -> tuple:
+        return self.d, self.n, self.k, self.eta
+
+    def label(self, mode: str) -> str:
+        return self.labels[mode]
 
 
 def _plt():
@@ -168,23 +224,24 @@ def ood(runs: _Runs, path: str) -> str:
     GD prediction, stability boundary), and loss vs k (exact finite d, Monte Carlo, MP limit)."""
     from .evaluate import evaluate_params
     plt = _plt()
-    d, n, k, eta = PAPER.d, PAPER.n, PAPER.k, PAPER.eta
+    d, n, k, eta = runs.problem()
     cot, nocot = runs.get("cot", k), runs.get("nocot", k)
+    cot_label, nocot_label = runs.label("cot"), runs.label("nocot")
     samples = 2000 if runs.quick else 10000
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
 
     ax = axes[0]
     scales = np.geomspace(0.2, 3.0, 9 if runs.quick else 17)
     boundary = float(2 / theory.spectrum_interval([1], d, n)[1] / eta)
-    rows = {"CoT (trained)": [], "no-CoT (trained)": [], "GD, step eta": []}
+    rows = {cot_label: [], nocot_label: [], "GD, step eta": []}
     diverged = []
     for c in scales:
         sigma = c * np.eye(d)
         m = evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples, seed=runs.seed + 5, sigma=sigma)
-        rows["CoT (trained)"].append(m)
+        rows[cot_label].append(m)
         diverged.append(m["diverged_frac"])
-        rows["no-CoT (trained)"].append(evaluate_params(nocot.V, nocot.W, d=d, n=n, k=k, samples=samples,
-                                                        seed=runs.seed + 5, sigma=sigma, mode="nocot"))
+        rows[nocot_label].append(evaluate_params(nocot.V, nocot.W, d=d, n=n, k=k, samples=samples,
+                                                 seed=runs.seed + 5, sigma=sigma, mode="nocot"))
         rows["GD, step eta"].append(numerics.eval_loss_mc(d, n, eta, k, samples=samples,
                                                           seed=runs.seed + 5, sigma=sigma))
     for (label, reps), style in zip(rows.items(), ("C0-o", "C3-s", "k--")):
@@ -208,13 +265,13 @@ def ood(runs: _Runs, path: str) -> str:
 
     ax = axes[1]
     conditions = np.geomspace(1, 30, 7 if runs.quick else 11)
-    rows = {"CoT (trained)": [], "no-CoT (trained)": [], "GD, step eta": []}
+    rows = {cot_label: [], nocot_label: [], "GD, step eta": []}
     for cond in conditions:
         sigma = ood_sigma(d, cond)
-        rows["CoT (trained)"].append(evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples,
-                                                     seed=runs.seed + 6, sigma=sigma))
-        rows["no-CoT (trained)"].append(evaluate_params(nocot.V, nocot.W, d=d, n=n, k=k, samples=samples,
-                                                        seed=runs.seed + 6, sigma=sigma, mode="nocot"))
+        rows[cot_label].append(evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples,
+                                               seed=runs.seed + 6, sigma=sigma))
+        rows[nocot_label].append(evaluate_params(nocot.V, nocot.W, d=d, n=n, k=k, samples=samples,
+                                                 seed=runs.seed + 6, sigma=sigma, mode="nocot"))
         rows["GD, step eta"].append(numerics.eval_loss_mc(d, n, eta, k, samples=samples,
                                                           seed=runs.seed + 6, sigma=sigma))
     for (label, reps), style in zip(rows.items(), ("C0-o", "C3-s", "k--")):
@@ -251,17 +308,89 @@ def ood(runs: _Runs, path: str) -> str:
     return _save(fig, path)
 
 
+def suite_figure(result: dict, path: str) -> str:
+    """The OOD suite (``training.suite.evaluate_suite``'s dict) as PNG at ``path``: per case the
+    model's, GD's (learned step, same prompts) and Theorem 3.1's no-CoT median loss with their
+    10-90% bands, GD's expected loss, the unrecoverable part of a singular Sigma, and the cases
+    Theorem 4.2 calls unstable shaded with the sampled unstable share.  Losses beyond the plotted
+    range (diverged prompts: up to inf) are drawn at the top edge as triangles, their value
+    written beside them."""
+    plt = _plt()
+    m = result["model"]
+    cases = ([result["in_distribution"]] if result.get("in_distribution") else []) + list(result["cases"])
+    names = [("in distribution" if c is result.get("in_distribution") else c["name"]) for c in cases]
+    d = m["d"]
+    cap = 1e4 * d / 2                      # 10^4 times the loss of w_0 = 0: past it, a prompt is diverging
+    finite = [v for c in cases for key in ("q10", "gd_q10", "nocot_q10", "median", "gd_median", "nocot_median")
+              if (v := c[key]) is not None and 0 < v < cap]
+    low = min(finite) / 3 if finite else 1e-3
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.05 * len(cases) + 2.5), 4.8))
+    model_name = {"cot": "CoT", "nocot": "no-CoT", "looped": "looped"}[m["mode"]]
+    series = ((f"{model_name} model", "", "C0", "o", -0.24),
+              (f"GD, learned step {m['learned_step']:.3g}, {m['gd_steps']} step{'s' * (m['gd_steps'] > 1)}",
+               "gd_", "k", "s", 0.0),
+              ("no-CoT, Theorem 3.1's optimum", "nocot_", "C3", "^", 0.24))
+    over_cap = False
+    for label, prefix, color, marker, dx in series:
+        for i, c in enumerate(cases):
+            x = i + dx
+            lo, med, hi = c[prefix + "q10"], c[prefix + "median"], c[prefix + "q90"]
+            ax.plot([x, x], [min(max(lo, low), cap), min(hi, cap)], color=color, lw=3, alpha=0.35,
+                    solid_capstyle="butt")
+            if med < cap:
+                ax.plot(x, med, marker=marker, color=color, ms=6, ls="none", label=label if i == 0 else None)
+            else:
+                over_cap = True
+                ax.plot(x, cap, marker="^", color=color, ms=8, ls="none", mfc="white",
+                        label=label if i == 0 else None)
+                ax.annotate("inf" if med == float("inf") else f"{med:.0e}", (x, cap), xytext=(0, 7),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=6, color=color,
+                            rotation=90)
+    for i, c in enumerate(cases):
+        if c["expected_loss"] is not None and low < c["expected_loss"] < cap:
+            ax.plot(i + 0.09, c["expected_loss"], "kx", ms=6,
+                    label="GD expected loss (exact or Monte Carlo)" if i == 0 else None)
+        if c["unrecoverable"] > 0:
+            ax.hlines(c["unrecoverable"], i - 0.42, i + 0.42, colors="C2", linestyles="--", lw=1.2,
+                      label="unrecoverable (d - rank Sigma)/2" if not any(x["unrecoverable"] > 0 for x in cases[:i])
+                      else None)
+        if not c["predicted_stable"]:
+            ax.axvspan(i - 0.5, i + 0.5, color="0.5", alpha=0.14, lw=0)
+            ax.text(i, low * 1.3, f"Thm 4.2: UNSTABLE\n{100 * c['unstable_frac']:.0f}% of prompts\nunstable",
+                    ha="center", va="bottom", fontsize=7, color="0.2")
+        else:
+            ax.text(i, low * 1.3, f"stable\n{100 * c['unstable_frac']:.0f}% of prompts\nunstable", ha="center",
+                    va="bottom", fontsize=7, color="0.45")
+    ax.set_yscale("log")
+    ax.set_ylim(low, cap * (60 if over_cap else 1.5))
+    ax.set_xlim(-0.6, len(cases) - 0.4)
+    ax.set_xticks(range(len(cases)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("evaluation loss (1/2)||w_hat - w*||^2\nmedian, bar: 10-90% of prompts")
+    ax.set_title(f"OOD suite: {model_name} model (d={d}, n={m['n']}, k={m['k']}), "
+                 f"{result['samples']} prompts per case; shaded: eta*top of Theorem 4.2's spectrum >= 2"
+                 + ("; triangles at the top: beyond the axis" if over_cap else ""), fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    ax.grid(axis="y", alpha=0.25)
+    return _save(fig, path)
+
+
 FIGURES = {"fig2": fig2, "fig3": fig3, "structure": structure, "ood": ood}
 
 
-def reproduce(figure: str, *, out: str, device: str = "cpu", seed: int = 0, quick: bool = False) -> list:
+def reproduce(figure: str, *, out: str, device: str = "cpu", seed: int = 0, quick: bool = False,
+              runs: list | None = None) -> list:
     """Write ``figure`` ('fig2', 'fig3', 'structure', 'ood' or 'all') as PNG under ``out``;
-    return the paths.  Training runs land in ``out/runs/`` and are shared between figures."""
+    return the paths.  Training runs land in ``out/runs/`` and are shared between figures.
+    ``runs``: run directories whose models the 'ood' figure uses instead of training (a cot run,
+    optionally a nocot run: ``_GivenRuns``); only for 'ood'."""
     from .device import resolve_device
     if figure != "all" and figure not in FIGURES:
         raise ValueError(f"figure must be one of {', '.join(FIGURES)} or all, got {figure!r}")
+    if runs and figure != "ood":
+        raise ValueError(f"existing runs (--run) are used by the ood figure only, got figure {figure!r}")
     resolve_device(device)
+    given = _GivenRuns(runs, seed, quick) if runs else None
     os.makedirs(out, exist_ok=True)
-    runs = _Runs(out, device, seed, quick)
+    runs = given or _Runs(out, device, seed, quick)
     names = list(FIGURES) if figure == "all" else [figure]
     return [FIGURES[name](runs, os.path.join(out, f"{name}.png")) for name in names]

@@ -549,8 +549,9 @@ def _ood_vs_gd(settings: VerifySettings, models: TrainedModels, scale: float) ->
     d, n, k, eta = PAPER.d, PAPER.n, PAPER.k, PAPER.eta
     samples, seed, sigma = _ood_samples(settings), settings.seed + 7, scale * np.eye(d)
     V_gd, W_gd = numerics.gd_params(d, eta)
-    model = evaluate_params(models.cot.V, models.cot.W, d=d, n=n, k=k, samples=samples, seed=seed, sigma=sigma)
-    gd = evaluate_params(V_gd, W_gd, d=d, n=n, k=k, samples=samples, seed=seed, sigma=sigma)
+    model = evaluate_params(models.cot.V, models.cot.W, d=d, n=n, k=k, samples=samples, seed=seed, sigma=sigma,
+                            device=settings.device)
+    gd = evaluate_params(V_gd, W_gd, d=d, n=n, k=k, samples=samples, seed=seed, sigma=sigma, device=settings.device)
     rel = _relative(model["median"], gd["median"])
     return result(model["median"], gd["median"], "10% relative (GD on the same prompts)", rel <= 0.10,
                   f"{rel:.1%} off; median losses, {samples} prompts")
@@ -580,7 +581,7 @@ def thm42_boundary_median_crossing(settings, models):
     for factor in (0.8, 2.0):
         c = factor * boundary
         report = evaluate_params(models.cot.V, models.cot.W, d=d, n=n, k=k, samples=samples,
-                                 seed=settings.seed + 8, sigma=c * np.eye(d))
+                                 seed=settings.seed + 8, sigma=c * np.eye(d), device=settings.device)
         ratios.append(report["median"] / (d / 2))
         diverged.append(report["diverged_frac"])
     return result(f"{ratios[0]:.3g} / {ratios[1]:.3g}", "< 1 / > 1",

@@ -1,0 +1,1103 @@
+"""Sweeps: a grid of training configurations, each cell with the theory's value, its Monte Carlo
+and (unless ``train = false``) a trained and evaluated model, on local worker processes or a Dask
+cluster, resumable at every level (``cotgd sweep run GRID.toml --out DIR``).
+
+A grid file (TOML) names ``TrainConfig`` fields::
+
+    name = "phase"          # optional: the sweep's name (default: the file's stem)
+    train = true            # optional: false computes the theory's values only
+    retries = 2             # optional: attempts after a lost worker (default RETRIES)
+
+    [grid]                  # each field -> a list of values; the cells are their Cartesian product
+    n = [5, 10, 20]
+    k = [1, 2, 4, 8]
+    mode = ["cot", "nocot"]
+
+    [fixed]                 # scalar fields shared by every cell
+    d = 5
+    iters = 2000
+
+    [[cells]]               # optional explicit cells (fields over [fixed]), after the product
+    n = 40
+    k = 16
+
+``sigma`` (the covariance of x) takes a d x d matrix or a number c, meaning ``c I`` in the cell's
+dimension; ``ood_sigmas`` a table ``{name = c or matrix}``.  ``out`` and ``progress`` belong to
+the sweep.  A cell's ``checkpoint_every`` defaults to its ``eval_every``.
+
+A cell is identified by its full config (``cell_id``: a hash of ``TrainConfig.to_dict()`` without
+``out`` and ``progress``), and its run directory is ``DIR/cells/<cell name>`` (``cell_name``), so a
+rerun with an edited grid reuses the identical cells and never mixes different ones.
+
+The engine (``CellExecutor``) is a ``concurrent.futures.Executor``: worker processes started with
+``spawn`` (``local_executor``, the default) or a Dask cluster (``dask_executor``: a
+``LocalCluster`` of N worker processes, or the scheduler at an address), one code path
+(``run_sweep``).  Each cell runs ``run_cell`` in a worker with one torch thread.
+
+Nothing is lost: ``DIR/sweep.json`` (grid, cells, versions, commit) is written first; each
+finished cell writes ``cell.json`` in its directory, and the driver rewrites
+``DIR/results.parquet`` and ``DIR/results.csv`` (one row per finished cell, ``RESULT_COLUMNS``)
+atomically after every cell.  A rerun skips cells with a ``cell.json`` (or a finished
+``summary.json``), resumes a cell killed mid-run from its checkpoint (``training.resume``), so a
+sweep whose driver was killed ends with the table of an uninterrupted one (bitwise for seeded CPU
+cells).  A cell that raises or diverges is recorded (``status`` failed / diverged, ``error``) and
+the sweep goes on; a cell whose worker died is retried (``retries`` times; a last attempt runs
+alone, so that only the cell that kills its worker is blamed).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import socket
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+
+from .config import TrainConfig, ood_sigma_matrices
+from .io import atomic_write_bytes, atomic_write_text
+
+#: Attempts after the first for a cell whose worker died (``retries`` in the grid, ``--retries``).
+RETRIES = 2
+#: Grid-file keys outside the tables.
+TOP_KEYS = ("name", "train", "retries", "grid", "fixed", "cells")
+#: Fields the sweep sets itself: the cell's run directory and its (absent) progress bar.
+SWEEP_OWNED = ("out", "progress")
+#: Fields whose single value is a list (a matrix, a pair).
+LIST_FIELDS = ("sigma", "init_ab")
+#: Fields whose single value is a table.
+TABLE_FIELDS = ("ood_sigmas",)
+MANIFEST = "sweep.json"
+KIND = "cotgd-sweep"
+CELL_RECORD = "cell.json"
+
+#: The table's columns after the config fields (``row_columns``), in order.
+RESULT_COLUMNS = (
+    "n_over_d", "sigma_max", "train", "status", "error", "warnings",
+    "theory_eval_loss", "theory_se", "theory_method", "theory_step", "exact_eval_loss", "theory_mc",
+    "theory_mc_se",
+    "final_eval_loss", "eval_se", "median", "q10", "q90", "diverged_frac", "final_train_loss",
+    "theory_same_prompts", "theory_same_prompts_median", "relative_gap", "relative_gap_same_prompts",
+    "v31_w13", "w24_v31", "offdiag_energy", "functional_deviation", "learned_step", "lr_used",
+    "iterations", "skipped_steps",
+)
+#: Per ``ood_sigmas`` name: ``ood_<name>_<stat>`` columns.
+OOD_STATS = ("lambda_max", "mean", "median", "q90", "diverged_frac")
+#: Columns that describe the execution, not the result (they differ between identical runs).
+RUN_COLUMNS = ("seconds", "train_seconds", "worker", "attempts")
+
+
+# ------------------------------------------------------------------------------ the grid
+@dataclass
+class Cell:
+    """One cell: its ``name`` (directory), ``config`` (validated, without ``out``), the values of
+    the grid's axes (``axes``) and its ``index`` in the sweep."""
+
+    name: str
+    config: TrainConfig
+    axes: dict
+    index: int
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.config)
+
+
+@dataclass
+class Grid:
+    """A parsed grid: ``name``, ``train``, ``retries``, the ``grid`` axes, the ``fixed`` fields,
+    explicit ``cells``, and the ``raw`` table it came from (for the manifest)."""
+
+    name: str
+    grid: dict
+    fixed: dict
+    cells: list = field(default_factory=list)
+    train: bool = True
+    retries: int = RETRIES
+    raw: dict = field(default_factory=dict)
+    source: str | None = None
+
+    def expand(self) -> list[Cell]:
+        """The cells: the product of the axes (first axis slowest) over ``fixed``, then the
+        explicit cells; duplicates (the same config) once, at their first place."""
+        keys = list(self.grid)
+        combos = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        where = [f"[grid] cell {', '.join(f'{k} = {_show(v)}' for k, v in c.items()) or '(fixed only)'}"
+                 for c in combos]
+        combos += self.cells
+        where += [f"[[cells]] entry {i + 1}" for i in range(len(self.cells))]
+        out, seen = [], set()
+        for fields, label in zip(combos, where):
+            config = make_config({**self.fixed, **fields}, label)
+            ident = cell_id(config)
+            if ident in seen:
+                continue
+            seen.add(ident)
+            out.append(Cell(name=cell_name(config), config=config, axes=dict(fields), index=len(out)))
+        return out
+
+
+def _show(value) -> str:
+    return json.dumps(value) if isinstance(value, (str, list, dict)) else repr(value)
+
+
+def config_fields() -> dict:
+    """``{name: dataclasses.Field}`` of ``TrainConfig``."""
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _field_kind(f) -> str:
+    return str(f.type).split("|")[0].strip()
+
+
+def _normalise(name: str, value, where: str):
+    """A TOML value as the field expects it: ints where a float is meant become floats (so
+    ``eta = 1`` and ``eta = 1.0`` are the same cell), numbers inside matrices and tables too."""
+    f = config_fields()[name]
+    kind = _field_kind(f)
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if name in LIST_FIELDS + TABLE_FIELDS:
+        return _floats(value)
+    return value
+
+
+def _floats(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _floats(v) for k, v in value.items()}
+    return value
+
+
+def make_config(fields: dict, where: str = "cell") -> TrainConfig:
+    """The validated ``TrainConfig`` of a cell from its fields (``sigma = c`` becomes ``c I``;
+    ``checkpoint_every`` defaults to ``eval_every``); ValueError naming ``where`` and the field."""
+    fields = dict(fields)
+    sigma = fields.get("sigma")
+    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
+        d = fields.get("d", TrainConfig.d)
+        if isinstance(d, int) and not isinstance(d, bool) and d >= 1:
+            if not (math.isfinite(sigma) and sigma >= 0):
+                raise ValueError(f"{where}: sigma must be a d x d matrix or a number c >= 0 (c I), got {sigma!r}")
+            fields["sigma"] = [[float(sigma) if i == j else 0.0 for j in range(d)] for i in range(d)]
+    fields.setdefault("checkpoint_every", fields.get("eval_every", TrainConfig.eval_every))
+    try:
+        config = TrainConfig(**fields, progress=False)
+        config.validate()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {' '.join(str(exc).split())}") from None
+    return config
+
+
+def identity_dict(config: TrainConfig) -> dict:
+    """What identifies a cell: the config's fields but ``out`` and ``progress``."""
+    return {k: v for k, v in config.to_dict().items() if k not in SWEEP_OWNED}
+
+
+def cell_id(config: TrainConfig) -> str:
+    """A stable hash of the cell's full config (``identity_dict``): 12 hex digits of SHA-256."""
+    text = json.dumps(identity_dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def cell_name(config: TrainConfig) -> str:
+    """The cell's directory name: readable fields and the hash, e.g.
+    ``cot-full-d5-n10-k8-eta0.4-seed0-3f2a9c01b7d4``."""
+    c = config
+    return f"{c.mode}-{c.param}-d{c.d}-n{c.n}-k{c.k}-eta{c.eta:g}-seed{c.seed}-{cell_id(c)}"
+
+
+def parse_grid(table: dict, *, name: str = "sweep", source: str | None = None) -> Grid:
+    """A ``Grid`` from a grid file's table (``load_grid``); one-line ValueError naming the table
+    and the field for an unknown field, a non-list in ``[grid]``, a list in ``[fixed]``, a bad
+    value (``TrainConfig.validate``) or a bad top-level key."""
+    if not isinstance(table, dict):
+        raise ValueError(f"a grid must be a table, got {type(table).__name__}")
+    unknown = [k for k in table if k not in TOP_KEYS]
+    if unknown:
+        raise ValueError(f"unknown top-level key {unknown[0]!r} in the grid (expected {', '.join(TOP_KEYS)}; "
+                         f"fields go in [grid] or [fixed])")
+    name = table.get("name", name)
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise ValueError(f"name must be a non-empty string without '/', got {name!r}")
+    train = table.get("train", True)
+    if train not in (True, False):
+        raise ValueError(f"train must be true or false, got {train!r}")
+    retries = table.get("retries", RETRIES)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+    grid = _table(table, "grid")
+    fixed = _table(table, "fixed")
+    axes = {}
+    for key, values in grid.items():
+        _check_field("[grid]", key)
+        if not isinstance(values, list):
+            raise ValueError(f"[grid] {key}: expected a list of values, got {_show(values)} "
+                             f"(a single value goes in [fixed])")
+        if not values:
+            raise ValueError(f"[grid] {key}: the list of values is empty")
+        axes[key] = [_normalise(key, v, f"[grid] {key}") for v in values]
+    fixed_fields = {}
+    for key, value in fixed.items():
+        _check_field("[fixed]", key)
+        if key in axes:
+            raise ValueError(f"[fixed] {key}: also an axis in [grid]; give it in one table")
+        if isinstance(value, list) and key not in LIST_FIELDS:
+            raise ValueError(f"[fixed] {key}: expected a single value, got the list {_show(value)} "
+                             f"(a list of values goes in [grid])")
+        fixed_fields[key] = _normalise(key, value, f"[fixed] {key}")
+    cells = table.get("cells", [])
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        raise ValueError("cells must be an array of tables ([[cells]])")
+    explicit = []
+    for i, cell in enumerate(cells):
+        fields = {}
+        for key, value in cell.items():
+            _check_field(f"[[cells]] entry {i + 1}", key)
+            if isinstance(value, list) and key not in LIST_FIELDS:
+                raise ValueError(f"[[cells]] entry {i + 1} {key}: expected a single value, got the list {_show(value)}")
+            fields[key] = _normalise(key, value, f"[[cells]] {key}")
+        explicit.append(fields)
+    g = Grid(name=name, grid=axes, fixed=fixed_fields, cells=explicit, train=train, retries=retries,
+             raw=table, source=source)
+    if not g.expand():
+        raise ValueError("the grid has no cells")
+    return g
+
+
+def _table(table: dict, key: str) -> dict:
+    value = table.get(key, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be a table ([{key}]), got {_show(value)}")
+    return value
+
+
+def _check_field(where: str, key: str) -> None:
+    if key in SWEEP_OWNED:
+        raise ValueError(f"{where} {key}: set by the sweep (each cell's run directory is DIR/cells/<cell>)")
+    if key not in config_fields():
+        known = ", ".join(config_fields())
+        raise ValueError(f"{where} {key}: unknown field (TrainConfig fields: {known})")
+
+
+def load_grid(path) -> Grid:
+    """Read a grid file (TOML) as a ``Grid`` (``parse_grid``); its name defaults to the file's
+    stem.  ValueError for a file that is not TOML."""
+    import tomllib
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"grid {path!r} is not valid TOML: {exc}") from None
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return parse_grid(table, name=stem, source=os.path.abspath(path))
+
+
+# ------------------------------------------------------------------------------ one cell (in a worker)
+def _lambda_max(matrix) -> float:
+    import numpy as np
+    return float(np.linalg.eigvalsh(np.asarray(matrix, dtype=float)).max())
+
+
+def _json_or_none(value):
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def config_columns(config: TrainConfig) -> dict:
+    """The cell's config fields as table cells (matrices and tables as JSON text), then
+    ``n_over_d`` and ``sigma_max`` (largest eigenvalue of sigma; 1 for the identity)."""
+    out = {}
+    for key, value in identity_dict(config).items():
+        out[key] = _json_or_none(value) if key in LIST_FIELDS + TABLE_FIELDS else value
+    out["n_over_d"] = config.n / config.d
+    out["sigma_max"] = 1.0 if config.sigma is None else _lambda_max(config.sigma)
+    return out
+
+
+def ood_names(config: TrainConfig) -> list:
+    return list(ood_sigma_matrices(config))
+
+
+def theory_columns(config: TrainConfig, reference: dict | None) -> dict:
+    """The theory's columns from ``evaluate.theory_reference``'s dict: ``theory_eval_loss`` is the
+    exact value where there is one (``theory.gd_eval_loss`` for cot up to
+    ``evaluate.EXACT_THEORY_MAX_K``; Theorem 3.1's floor for nocot), else the Monte Carlo mean
+    with its standard error; ``theory_mc`` the Monte Carlo value when it was computed."""
+    empty = {key: None for key in ("theory_eval_loss", "theory_se", "theory_method", "theory_step",
+                                   "exact_eval_loss", "theory_mc", "theory_mc_se")}
+    if reference is None:
+        return empty
+    out = dict(empty, theory_step=reference.get("step"))
+    method = reference.get("method") or ""
+    if method.startswith("monte_carlo"):
+        out.update(theory_mc=reference.get("value"), theory_mc_se=reference.get("se"))
+    exact = reference.get("exact")
+    if exact is None and config.mode == "nocot" and method.startswith("exact"):
+        exact = reference.get("value")
+    if exact is not None:
+        out.update(theory_eval_loss=float(exact), theory_se=0.0, exact_eval_loss=float(exact),
+                   theory_method="exact theory.nocot_min_loss" if config.mode == "nocot" else "exact theory.gd_eval_loss")
+    else:
+        out.update(theory_eval_loss=reference.get("value"), theory_se=reference.get("se"), theory_method=method)
+    return out
+
+
+def summary_columns(summary: dict | None, config: TrainConfig) -> dict:
+    """The training columns from a run's summary (None: all empty)."""
+    keys = [c for c in RESULT_COLUMNS[RESULT_COLUMNS.index("final_eval_loss"):]]
+    out = {key: None for key in keys}
+    for name in ood_names(config):
+        for stat in OOD_STATS:
+            out[f"ood_{name}_{stat}"] = None
+    if summary is None:
+        return out
+    ev, same, st = summary.get("eval") or {}, summary.get("theory_same_prompts") or {}, summary.get("structure") or {}
+    out.update(final_eval_loss=summary.get("final_eval_loss"), eval_se=ev.get("se"), median=ev.get("median"),
+               q10=ev.get("q10"), q90=ev.get("q90"), diverged_frac=ev.get("diverged_frac"),
+               final_train_loss=summary.get("final_train_loss"),
+               theory_same_prompts=same.get("mean"), theory_same_prompts_median=same.get("median"),
+               relative_gap=summary.get("relative_gap"), relative_gap_same_prompts=summary.get("relative_gap_same_prompts"),
+               learned_step=summary.get("learned_step"), lr_used=summary.get("lr"),
+               iterations=summary.get("iterations"), skipped_steps=summary.get("skipped_steps"))
+    for key in ("v31_w13", "w24_v31", "offdiag_energy", "functional_deviation"):
+        out[key] = st.get(key)
+    matrices = ood_sigma_matrices(config)
+    for name, report in (summary.get("eval_ood") or {}).items():
+        if name in matrices:
+            out[f"ood_{name}_lambda_max"] = _lambda_max(matrices[name])
+            for stat in OOD_STATS[1:]:
+                out[f"ood_{name}_{stat}"] = report.get(stat)
+    return out
+
+
+def make_row(config: TrainConfig, *, name: str, train: bool, status: str, error: str | None,
+             reference: dict | None, summary: dict | None, seconds: float | None, worker: str | None,
+             attempts: int, warnings: str | None = None) -> dict:
+    """One table row (``row_columns`` order)."""
+    row = {"cell": name, **config_columns(config), "train": train, "status": status, "error": error,
+           "warnings": warnings}
+    row.update(theory_columns(config, reference))
+    row.update(summary_columns(summary, config))
+    row.update(seconds=seconds, train_seconds=None if summary is None else summary.get("train_seconds"),
+               worker=worker, attempts=attempts)
+    return row
+
+
+def row_columns(cells: list) -> list:
+    """The table's columns for these cells: ``cell``, the config fields, ``RESULT_COLUMNS``, the
+    OOD columns of every ``ood_sigmas`` name that occurs, ``RUN_COLUMNS``."""
+    names = list(dict.fromkeys(n for c in cells for n in ood_names(c.config)))
+    fields = [k for k in config_fields() if k not in SWEEP_OWNED]
+    return (["cell"] + fields + list(RESULT_COLUMNS)
+            + [f"ood_{n}_{s}" for n in names for s in OOD_STATS] + list(RUN_COLUMNS))
+
+
+def _worker_name() -> str:
+    with contextlib.suppress(Exception):
+        from distributed import get_worker
+        return get_worker().address
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+    """An exclusive ``flock`` on ``path`` for the duration (blocking): one attempt of a cell at a
+    time, even when a driver that was killed left one running; released when its holder dies."""
+    import fcntl
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_record(cell_dir: str, config: TrainConfig) -> dict | None:
+    """The row in ``cell_dir/cell.json`` when it is this cell's, else None."""
+    try:
+        with open(os.path.join(cell_dir, CELL_RECORD), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("id") != cell_id(config) or not isinstance(record.get("row"), dict):
+        return None
+    return record["row"]
+
+
+def _run_matches(cell_dir: str, config: TrainConfig) -> bool | None:
+    """Whether the run directory's manifest is this cell's (None: no readable manifest)."""
+    from .rundir import config_from, read_manifest
+    manifest = read_manifest(cell_dir)
+    if manifest is None:
+        return None
+    try:
+        saved = config_from(manifest.get("config"), f"manifest.json in {cell_dir!r}")
+    except ValueError:
+        return False
+    return cell_id(saved) == cell_id(config)
+
+
+def _finished_summary(cell_dir: str) -> dict | None:
+    from .rundir import read_manifest
+    manifest = read_manifest(cell_dir)
+    if manifest is None or manifest.get("status") != "finished":
+        return None
+    try:
+        with open(os.path.join(cell_dir, "summary.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def run_cell(task: dict) -> dict:
+    """Run one cell in a worker and return its row (never raises for the cell's own failures).
+
+    ``task``: ``{"name", "config" (TrainConfig.to_dict()), "dir", "train", "attempt"}``.  Under an
+    exclusive lock on the cell's directory: a ``cell.json`` of this cell is returned as it is; a
+    finished run (``summary.json``) gives its row without training; a run killed mid-way is
+    continued with ``training.resume`` (from its checkpoint); otherwise ``training.train``.  The
+    theory's value comes with the summary (``evaluate.theory_reference``), or is computed alone
+    when training is off, raised or diverged.  The row goes to ``cell.json`` (atomically)."""
+    import torch
+
+    started = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_cell(task, started)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_cell(task: dict, started: float) -> dict:
+    from .engine import resume, train
+    from .errors import TrainingDiverged
+    from .evaluate import theory_reference
+
+    config = TrainConfig(**task["config"])
+    cell_dir = task["dir"]
+    os.makedirs(cell_dir, exist_ok=True)
+    with _locked(os.path.join(cell_dir, ".lock")):
+        row = read_record(cell_dir, config)
+        if row is not None:
+            return row
+        worker = _worker_name()
+        atomic_write_text(os.path.join(cell_dir, "worker.json"),
+                          json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "worker": worker,
+                                      "attempt": task.get("attempt", 1), "started": time.time()}) + "\n")
+        status, error, summary, reference = "done", None, None, None
+        caught = warnings.catch_warnings(record=True)
+        seen = caught.__enter__()
+        warnings.simplefilter("always")
+        if task.get("train", True):
+            run_config = dataclasses.replace(config, out=cell_dir)
+            try:
+                matches = _run_matches(cell_dir, config)
+                if matches is False:
+                    raise ValueError(f"{cell_dir!r} holds another run (its manifest's config differs from the cell's)")
+                summary = _finished_summary(cell_dir) if matches else None
+                if summary is None:
+                    result = resume(cell_dir) if matches else train(run_config)
+                    summary = result.summary
+                reference = summary.get("theory")
+            except TrainingDiverged as exc:
+                status, error = "diverged", _one_line(exc)
+            except Exception as exc:           # the cell's failure is recorded; the sweep goes on
+                status, error = "failed", f"{type(exc).__name__}: {_one_line(exc)}"
+        if reference is None:
+            try:
+                reference = theory_reference(config)
+            except Exception as exc:
+                error = (error + "; " if error else "") + f"theory: {type(exc).__name__}: {_one_line(exc)}"
+                if status == "done":
+                    status = "failed"
+        caught.__exit__(None, None, None)
+        texts = list(dict.fromkeys(f"{w.category.__name__}: {_one_line(w.message)}" for w in seen))
+        row = make_row(config, name=task["name"], train=bool(task.get("train", True)), status=status, error=error,
+                       reference=reference, summary=summary, seconds=time.perf_counter() - started,
+                       worker=worker, attempts=task.get("attempt", 1), warnings=" | ".join(texts) or None)
+        write_record(cell_dir, config, row)
+        return row
+
+
+def write_record(cell_dir: str, config: TrainConfig, row: dict) -> None:
+    atomic_write_text(os.path.join(cell_dir, CELL_RECORD),
+                      json.dumps({"id": cell_id(config), "config": identity_dict(config), "row": row},
+                                 indent=1, allow_nan=True) + "\n")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500]
+
+
+# ------------------------------------------------------------------------------ executors
+def _watch_parent(parent: int) -> None:
+    """In a local worker: exit at once when the driver that started it is gone (a SIGKILLed
+    driver must not leave workers training behind it)."""
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="cotgd-parent-watch").start()
+
+
+def _init_worker(parent: int) -> None:
+    import torch
+    torch.set_num_threads(1)
+    _watch_parent(parent)
+
+
+def _warm(_=None) -> str:
+    """A task that imports what a cell needs (used to start workers before timing them)."""
+    import torch  # noqa: F401
+
+    from . import engine  # noqa: F401
+    time.sleep(0.2)
+    return _worker_name()
+
+
+#: Environment of local worker processes: one thread for every numerical library.
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+class CellExecutor:
+    """The engine cells run on: a ``concurrent.futures.Executor`` (``executor``) with ``slots()``
+    (how many cells run at once), ``renew()`` (a fresh executor after a broken one) and
+    ``close()``.  ``local_executor`` and ``dask_executor`` make them."""
+
+    kind = "executor"
+
+    def __init__(self, executor: cf.Executor, workers: int, description: str):
+        self.executor, self.workers, self.description = executor, workers, description
+
+    def slots(self) -> int:
+        return self.workers
+
+    def renew(self) -> None:
+        pass
+
+    def close(self, abort: bool = False) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LocalExecutor(CellExecutor):
+    """``max_workers`` worker processes (``concurrent.futures.ProcessPoolExecutor``, ``spawn``),
+    one torch thread each; ``renew`` replaces a pool broken by a killed worker."""
+
+    kind = "local"
+
+    def __init__(self, workers: int):
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        self._saved_env = {k: os.environ.get(k) for k in WORKER_ENV}
+        os.environ.update(WORKER_ENV)           # inherited by the spawned workers
+        super().__init__(self._pool(workers), workers, f"local-{workers}")
+
+    def _pool(self, workers: int) -> cf.ProcessPoolExecutor:
+        import multiprocessing
+        return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_init_worker, initargs=(os.getpid(),))
+
+    def renew(self) -> None:
+        with contextlib.suppress(Exception):
+            self.executor.shutdown(wait=True, cancel_futures=True)
+        self.executor = self._pool(self.workers)
+
+    def close(self, abort: bool = False) -> None:
+        """Stop the workers: after the running cells end, or at once with ``abort`` (an
+        interrupted sweep: the killed cells resume from their checkpoints next time)."""
+        if abort:
+            for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+                with contextlib.suppress(Exception):
+                    process.kill()
+        with contextlib.suppress(Exception):
+            self.executor.shutdown(wait=not abort, cancel_futures=True)
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class DaskExecutor(CellExecutor):
+    """A Dask ``Client``'s executor (``client.get_executor()``): of a ``LocalCluster`` of
+    ``n_workers`` processes with one thread each that it starts (and closes), or of the running
+    scheduler at ``address``.  The scheduler reschedules the cell of a lost worker itself."""
+
+    kind = "dask"
+
+    def __init__(self, *, n_workers: int | None = None, address: str | None = None, client=None):
+        import logging
+
+        from distributed import Client, LocalCluster
+        self.cluster, self.own_client = None, client is None
+        if client is None:
+            if address is not None:
+                if not isinstance(address, str) or not address.strip():
+                    raise ValueError(f"dask scheduler address must be a non-empty string, got {address!r}")
+                try:
+                    client = Client(address, timeout="20s")
+                except (OSError, TimeoutError) as exc:
+                    raise ValueError(f"cannot reach the Dask scheduler at {address!r}: {_one_line(exc)}") from None
+                description = f"dask-{address}"
+            else:
+                if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+                    raise ValueError(f"dask workers must be an integer >= 1, got {n_workers!r}")
+                self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=None, silence_logs=logging.ERROR)
+                client = Client(self.cluster)
+                description = f"dask-{n_workers}"
+        else:
+            description = "dask-client"
+        self.client = client
+        self._slots_at = (0.0, 1)
+        super().__init__(client.get_executor(pure=False), n_workers or 0, description)
+
+    def slots(self) -> int:
+        now = time.monotonic()
+        if now - self._slots_at[0] > 5.0:
+            with contextlib.suppress(Exception):
+                self._slots_at = (now, max(1, sum(self.client.nthreads().values())))
+        return self._slots_at[1]
+
+    def renew(self) -> None:
+        self.executor = self.client.get_executor(pure=False)
+
+    def close(self, abort: bool = False) -> None:
+        with contextlib.suppress(Exception):
+            self.executor.shutdown(wait=False)
+        if self.own_client:
+            with contextlib.suppress(Exception):
+                self.client.close()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.close()
+
+
+def local_executor(workers: int | None = None) -> LocalExecutor:
+    """``workers`` local worker processes (default: the cores this process may use)."""
+    return LocalExecutor(default_workers() if workers is None else workers)
+
+
+def dask_executor(n_workers: int | None = None, *, address: str | None = None, client=None) -> DaskExecutor:
+    """A Dask engine: ``LocalCluster(n_workers)``, or the scheduler at ``address``, or ``client``."""
+    return DaskExecutor(n_workers=n_workers, address=address, client=client)
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------------------------ the driver
+@dataclass
+class SweepResult:
+    """A finished ``run_sweep``: the ``table`` (pandas, one row per cell in grid order), the
+    directory, how many cells ran now and how many were reused, and the status counts."""
+
+    table: object
+    out: str
+    ran: int
+    reused: int
+    counts: dict
+    seconds: float
+
+
+def _check_out(out: str, grid: Grid, cells: list) -> dict | None:
+    """ValueError when ``out`` is a file, holds something else, or another sweep; the previous
+    manifest when it holds this one."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r} exists and is not a directory")
+    if not os.path.isdir(out):
+        return None
+    path = os.path.join(out, MANIFEST)
+    if not os.path.exists(path):
+        others = [n for n in os.listdir(out) if not n.startswith(".")
+                  and not (n == "cells" and os.path.isdir(os.path.join(out, n)) and not os.listdir(os.path.join(out, n)))]
+        if others:
+            raise ValueError(f"--out {out!r} is not empty and holds no sweep ({MANIFEST} missing): "
+                             f"choose a new or empty directory")
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        raise ValueError(f"--out {out!r}: {MANIFEST} is unreadable; choose another directory") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
+        raise ValueError(f"--out {out!r}: {MANIFEST} is not a cotgd sweep manifest")
+    if manifest.get("name") != grid.name:
+        raise ValueError(f"--out {out!r} holds the sweep {manifest.get('name')!r}, not {grid.name!r} "
+                         f"(a grid's name is its 'name' key, else its file name): use another --out")
+    before = {c.get("id") for c in manifest.get("cells", []) if isinstance(c, dict)}
+    if before and not before & {c.id for c in cells}:
+        raise ValueError(f"--out {out!r} holds a different sweep {grid.name!r} that shares no cell with "
+                         f"this grid: use another --out")
+    return manifest
+
+
+def _manifest(grid: Grid, cells: list, out: str, previous: dict | None, executor: str, status: str,
+              counts: dict | None = None) -> dict:
+    from .rundir import git_commit, versions
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return {"kind": KIND, "version": 1, "name": grid.name, "status": status,
+            "grid_file": grid.source, "grid": grid.raw, "train": grid.train, "retries": grid.retries,
+            "cells": [{"name": c.name, "id": c.id, "axes": c.axes} for c in cells],
+            "executor": executor, "versions": versions(), "git_commit": git_commit(),
+            "created": (previous or {}).get("created", now), "updated": now, "counts": counts or {}}
+
+
+def table_frame(rows: list, columns: list):
+    """The rows as a pandas DataFrame with these columns (numbers as float64, absent values
+    NaN / None)."""
+    import pandas as pd
+    frame = pd.DataFrame.from_records([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+    for column in columns:
+        values = [r.get(column) for r in rows]
+        present = [v for v in values if v is not None]
+        if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+            if all(isinstance(v, int) for v in present) and len(present) == len(values):
+                frame[column] = frame[column].astype("int64")
+            else:
+                frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        elif present and all(isinstance(v, bool) for v in present) and len(present) == len(values):
+            frame[column] = frame[column].astype(bool)
+        elif not present:
+            frame[column] = frame[column].astype("object")
+    return frame
+
+
+def write_results(out: str, rows: list, columns: list) -> object:
+    """``results.parquet`` and ``results.csv`` from the rows, each written atomically."""
+    import io
+    frame = table_frame(rows, columns)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False, engine="pyarrow")
+    atomic_write_bytes(os.path.join(out, "results.parquet"), buffer.getvalue())
+    atomic_write_text(os.path.join(out, "results.csv"), frame.to_csv(index=False))
+    return frame
+
+
+def load_results(out) -> object:
+    """``DIR/results.parquet`` as a DataFrame (``results.csv`` when there is no parquet file);
+    ValueError when the directory has neither."""
+    import pandas as pd
+    out = os.fspath(out)
+    parquet, csv = os.path.join(out, "results.parquet"), os.path.join(out, "results.csv")
+    if os.path.isfile(parquet):
+        return pd.read_parquet(parquet)
+    if os.path.isfile(csv):
+        return pd.read_csv(csv)
+    raise ValueError(f"{out!r} holds no sweep results (results.parquet / results.csv)")
+
+
+def _infrastructure_failure_row(cell: Cell, grid: Grid, error: str, attempts: int) -> dict:
+    return make_row(cell.config, name=cell.name, train=grid.train, status="failed", error=error, reference=None,
+                    summary=None, seconds=None, worker=None, attempts=attempts)
+
+
+def run_sweep(grid, out, *, executor=None, workers: int | None = None, dask_workers: int | None = None,
+              scheduler: str | None = None, progress: bool | None = None, retries: int | None = None,
+              retry_failed: bool = False) -> SweepResult:
+    """Run every cell of ``grid`` (a ``Grid``, a grid file path, or a table) into ``out`` and
+    return the ``SweepResult`` (module docstring).
+
+    The engine: ``executor`` (a ``CellExecutor`` the caller keeps and closes), else
+    ``dask_workers`` (a Dask ``LocalCluster`` of that many processes), else ``scheduler`` (a
+    running Dask scheduler's address), else ``workers`` local processes (default: the usable
+    cores).  ``progress``: a bar over cells with an ETA (None: when stderr is a terminal).
+    ``retries``: attempts after a lost worker (None: the grid's).  ``retry_failed``: rerun the
+    cells recorded as failed.  ValueError for a bad grid or ``out``; another driver running in
+    ``out`` is a ValueError too."""
+    import fcntl
+
+    from tqdm import tqdm
+    started = time.perf_counter()
+    if isinstance(grid, (str, os.PathLike)):
+        grid = load_grid(grid)
+    elif isinstance(grid, dict):
+        grid = parse_grid(grid)
+    elif not isinstance(grid, Grid):
+        raise ValueError(f"grid must be a grid file, a table or a Grid, got {type(grid).__name__}")
+    if not isinstance(out, (str, os.PathLike)) or not os.fspath(out).strip():
+        raise ValueError(f"out must be a directory path, got {out!r}")
+    retries = grid.retries if retries is None else retries
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+    out = os.path.abspath(os.fspath(out))
+    cells = grid.expand()
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r} exists and is not a directory")
+    os.makedirs(out, exist_ok=True)
+    lock_fd = os.open(os.path.join(out, ".sweep.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"--out {out!r}: another cotgd sweep is running in this directory") from None
+        previous = _check_out(out, grid, cells)
+        return _drive(grid, cells, out, previous, executor=executor, workers=workers, dask_workers=dask_workers,
+                      scheduler=scheduler, progress=progress, retries=retries, retry_failed=retry_failed,
+                      started=started, tqdm=tqdm)
+    finally:
+        os.close(lock_fd)
+
+
+def _executor_label(executor, workers, dask_workers, scheduler) -> str:
+    if executor is not None:
+        return executor.description
+    if dask_workers is not None:
+        return f"dask-{dask_workers}"
+    if scheduler is not None:
+        return f"dask-{scheduler}"
+    return f"local-{workers or default_workers()}"
+
+
+def _drive(grid, cells, out, previous, *, executor, workers, dask_workers, scheduler, progress, retries,
+           retry_failed, started, tqdm) -> SweepResult:
+    columns = row_columns(cells)
+    label = _executor_label(executor, workers, dask_workers, scheduler)
+    atomic_write_text(os.path.join(out, MANIFEST),
+                      json.dumps(_manifest(grid, cells, out, previous, label, "running"), indent=2) + "\n")
+    os.makedirs(os.path.join(out, "cells"), exist_ok=True)
+    rows = {}
+    for cell in cells:
+        row = read_record(os.path.join(out, "cells", cell.name), cell.config)
+        if row is not None and not (retry_failed and row.get("status") == "failed"):
+            rows[cell.name] = row
+    reused = len(rows)
+
+    def ordered():
+        return [rows[c.name] for c in cells if c.name in rows]
+
+    write_results(out, ordered(), columns)
+    pending = [c for c in cells if c.name not in rows]
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    bar = tqdm(total=len(cells), initial=reused, unit="cell", desc=f"sweep {grid.name}", disable=not show,
+               dynamic_ncols=True, file=sys.stderr)
+    own, finished = None, False
+    try:
+        if pending:
+            if executor is None:
+                if dask_workers is not None:
+                    own = executor = dask_executor(dask_workers)
+                elif scheduler is not None:
+                    own = executor = dask_executor(address=scheduler)
+                else:
+                    own = executor = local_executor(workers)
+            _run_pending(grid, pending, out, executor, rows, retries, bar,
+                         lambda: write_results(out, ordered(), columns))
+        finished = True
+    finally:
+        bar.close()
+        if own is not None:
+            own.close(abort=not finished)
+    frame = write_results(out, ordered(), columns)
+    counts = {s: sum(1 for r in rows.values() if r.get("status") == s) for s in ("done", "failed", "diverged")}
+    atomic_write_text(os.path.join(out, MANIFEST),
+                      json.dumps(_manifest(grid, cells, out, previous, label, "finished", counts), indent=2) + "\n")
+    return SweepResult(table=frame, out=out, ran=len(rows) - reused, reused=reused, counts=counts,
+                       seconds=time.perf_counter() - started)
+
+
+def _task(grid: Grid, cell: Cell, out: str, attempt: int) -> dict:
+    return {"name": cell.name, "config": cell.config.to_dict(), "dir": os.path.join(out, "cells", cell.name),
+            "train": grid.train, "attempt": attempt}
+
+
+def _run_pending(grid, pending, out, executor, rows, retries, bar, save) -> None:
+    """Keep ``executor.slots()`` cells in flight; record each row as it comes (``save``).  A
+    future that raises is an infrastructure failure (the cell's own errors come back as rows):
+    the cell is retried up to ``retries`` times, its last attempt alone; a broken local pool is
+    renewed."""
+    queue = list(pending)
+    attempts = {c.name: 0 for c in pending}
+    running: dict = {}                  # future -> cell
+    alone = None                        # a cell on its last attempt runs with nothing beside it
+    while queue or running:
+        while queue and alone is None and len(running) < executor.slots():
+            cell = queue[0]
+            if attempts[cell.name] >= retries and retries > 0:
+                if running:
+                    break
+                alone = cell
+            queue.pop(0)
+            attempts[cell.name] += 1
+            try:
+                future = executor.executor.submit(run_cell, _task(grid, cell, out, attempts[cell.name]))
+            except cf.BrokenExecutor:
+                executor.renew()
+                future = executor.executor.submit(run_cell, _task(grid, cell, out, attempts[cell.name]))
+            running[future] = cell
+        done, _ = cf.wait(list(running), timeout=5.0, return_when=cf.FIRST_COMPLETED)
+        broken = False
+        for future in done:
+            cell = running.pop(future)
+            if alone is cell:
+                alone = None
+            try:
+                row = future.result()
+            except Exception as exc:        # a lost worker, a broken pool, a task that could not run
+                broken = broken or isinstance(exc, cf.BrokenExecutor)
+                if attempts[cell.name] > retries:
+                    # in the table, not in cell.json: a rerun tries the cell again
+                    row = _infrastructure_failure_row(cell, grid, f"worker lost {attempts[cell.name]} times: "
+                                                      f"{type(exc).__name__}: {_one_line(exc)}", attempts[cell.name])
+                else:
+                    queue.insert(0, cell)
+                    continue
+            rows[cell.name] = row
+            save()
+            bar.update(1)
+            bar.set_postfix_str(" ".join(f"{s} {sum(1 for r in rows.values() if r.get('status') == s)}"
+                                         for s in ("done", "failed", "diverged")))
+        if broken:
+            # every cell in flight went down with the pool; the pool is replaced
+            for future in list(running):
+                cell = running.pop(future)
+                with contextlib.suppress(Exception):
+                    future.result(timeout=0)
+                queue.insert(0, cell)
+            executor.renew()
+
+
+# ------------------------------------------------------------------------------ benchmark
+#: The identical cells ``bench_sweep`` times: CoT, full parameters, d 5, n 10, k 8, batch 500.
+BENCH_CELL = {"mode": "cot", "d": 5, "n": 10, "k": 8, "eta": 0.4, "batch": 500, "eval_samples": 2000,
+              "theory_samples": 2000, "structure_samples": 256, "device": "cpu"}
+
+
+def _bench_grid(iters: int, cells: int) -> Grid:
+    fixed = dict(BENCH_CELL, iters=iters, eval_every=iters)
+    return parse_grid({"name": "bench", "grid": {"seed": list(range(cells))}, "fixed": fixed})
+
+
+def _timed_sweep(grid: Grid, executor) -> float:
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        run_sweep(grid, os.path.join(tmp, "sweep"), executor=executor, progress=False)
+        return time.perf_counter() - t0
+
+
+def _cell_seconds(iters: int) -> float:
+    """Seconds of one bench cell run in this process (one torch thread)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        grid = _bench_grid(iters, 1)
+        cell = grid.expand()[0]
+        t0 = time.perf_counter()
+        run_cell(_task(grid, cell, tmp, 1))
+        return time.perf_counter() - t0
+
+
+def _spin(seconds: float) -> int:
+    """Matrix products on one torch thread for ``seconds``; returns how many."""
+    import torch
+    torch.set_num_threads(1)
+    a = torch.randn(160, 160)
+    count, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        a = torch.tanh(a @ a)
+        count += 1
+    return count
+
+
+def parallel_speedup(seconds: float = 2.0) -> float:
+    """The machine's real parallel speedup on pure matrix products: products per second of two
+    worker processes together over one alone (2.0 on two free cores)."""
+    with LocalExecutor(2) as ex:
+        list(ex.executor.map(_warm, range(2)))
+        one = ex.executor.submit(_spin, seconds).result()
+        two = sum(f.result() for f in [ex.executor.submit(_spin, seconds) for _ in range(2)])
+    return two / max(one, 1)
+
+
+def bench_sweep(device: str = "cpu", quick: bool = False) -> dict:
+    """``sweep_cells_per_minute``: ``{local-1, local-2, dask-2}`` on identical training cells
+    (``BENCH_CELL``, seeds 0..; 8 cells of about 5 s, quick: 4 of about 1.5 s), each engine's
+    workers started and warmed before the clock starts; and details: cell seconds, the ratio
+    local-2 / local-1, Dask's overhead per cell relative to the local pool with the same
+    workers, and the machine's parallel speedup on pure matrix products (``parallel_speedup``).
+    ``device`` is accepted for ``cotgd bench``; the cells run on the CPU."""
+    cells, target = (4, 1.5) if quick else (8, 5.0)
+    pilot_iters = 200
+    pilot = _cell_seconds(pilot_iters)
+    fixed_part = _cell_seconds(1)
+    per_iter = max((pilot - fixed_part) / (pilot_iters - 1), 1e-4)
+    iters = int(max(50, min(20000, (target - fixed_part) / per_iter)))
+    grid = _bench_grid(iters, cells)
+    cell_seconds = _cell_seconds(iters)
+    times = {}
+    for label, make in (("local-1", lambda: LocalExecutor(1)), ("local-2", lambda: LocalExecutor(2)),
+                        ("dask-2", lambda: DaskExecutor(n_workers=2))):
+        t0 = time.perf_counter()
+        with make() as ex:
+            list(ex.executor.map(_warm, range(2)))
+            startup = time.perf_counter() - t0
+            times[label] = (_timed_sweep(grid, ex), startup)
+    per_minute = {label: 60.0 * cells / t for label, (t, _) in times.items()}
+    overhead = (times["dask-2"][0] - times["local-2"][0]) * 2 / cells / cell_seconds
+    return {"sweep_cells_per_minute": per_minute,
+            "sweep_bench": {"cells": cells, "iters": iters, "cell": dict(BENCH_CELL, iters=iters),
+                            "cell_seconds_alone": cell_seconds,
+                            "sweep_seconds": {k: t for k, (t, _) in times.items()},
+                            "startup_seconds": {k: s for k, (_, s) in times.items()},
+                            "local2_over_local1": per_minute["local-2"] / per_minute["local-1"],
+                            "dask_overhead_per_cell": overhead,
+                            "parallel_speedup_matmul": parallel_speedup(2.0 if not quick else 1.0)}}
+
+
+def format_bench_sweep(figures: dict) -> str:
+    """The sweep's benchmark lines for ``cotgd bench``."""
+    per, b = figures["sweep_cells_per_minute"], figures["sweep_bench"]
+    return (f"  sweep_cells_per_minute      " + ", ".join(f"{k} {v:.1f}" for k, v in per.items())
+            + f"   ({b['cells']} cells of {b['cell_seconds_alone']:.1f} s; local-2 / local-1 "
+            f"{b['local2_over_local1']:.2f}x, Dask overhead {100 * b['dask_overhead_per_cell']:.1f}% per cell, "
+            f"2 processes of matrix products {b['parallel_speedup_matmul']:.2f}x one)")
+
+
+# ------------------------------------------------------------------------------ command line
+def cli_sweep(args) -> int:
+    """``cotgd sweep run|plot`` (``training.cli``)."""
+    if args.sweep_command == "plot":
+        from .sweep_plot import plot_sweep
+        paths, notes = plot_sweep(args.dir, out=args.out)
+        for note in notes:
+            print(f"cotgd: {note}", file=sys.stderr)
+        for path in paths:
+            print(path)
+        return 0
+    result = run_sweep(args.grid, args.out, workers=args.workers, dask_workers=args.dask_local,
+                       scheduler=args.dask_scheduler, progress=args.progress, retries=args.retries,
+                       retry_failed=args.retry_failed)
+    c = result.counts
+    print(f"sweep {os.path.basename(result.out)}: {len(result.table)} cells ({c['done']} done, {c['failed']} failed, "
+          f"{c['diverged']} diverged); {result.ran} run now, {result.reused} reused; {result.seconds:.1f} s; "
+          f"{os.path.join(result.out, 'results.parquet')}")
+    if args.json_file:
+        atomic_write_text(args.json_file, json.dumps({"out": result.out, "cells": len(result.table), "ran": result.ran,
+                                                      "reused": result.reused, "counts": c,
+                                                      "seconds": result.seconds}, indent=2) + "\n")
+    return 0
