@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (CUDA when torch sees it, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=_nonnegative_int, default=0)
     p.add_argument("--quick", action="store_true", help="fewer iterations and samples")
+    p.add_argument("--run", action="append", metavar="DIR", default=None,
+                   help="ood only: use this finished run's model instead of training (a cot run, optionally "
+                        "a second --run with a nocot run; default: none, train the models)")
 
     p = sub.add_parser("dynamics", help="reduced gradient flow vs training (Theorem 4.1)")
     p.add_argument("--d", type=_positive_int, default=10)
@@ -397,8 +400,26 @@ def _cmd_verify(args) -> int:
 
 def _cmd_reproduce(args) -> int:
     from .figures import reproduce
-    for path in reproduce(args.figure, out=args.out, device=args.device, seed=args.seed, quick=args.quick):
+    if args.run and args.figure != "ood":
+        raise UsageError(f"argument --run: only the ood figure uses existing runs, got {args.figure}")
+    for path in reproduce(args.figure, out=args.out, device=args.device, seed=args.seed, quick=args.quick,
+                          runs=args.run):
         print(path)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    if args.figure is not None and (not args.figure.strip() or os.path.isdir(args.figure)):
+        raise UsageError(f"argument --figure: expected a file name, got {args.figure!r}")
+    from .suite import evaluate_run, format_table
+    result = evaluate_run(args.run, suite=args.suite, sigmas=args.sigma or (), samples=args.samples,
+                          seed=args.seed, theory_samples=args.theory_samples, step=args.step, device=args.device)
+    print(format_table(result))
+    if args.json_file:
+        _write_json(args.json_file, result)
+    if args.figure:
+        from .figures import suite_figure
+        print(suite_figure(result, args.figure))
     return 0
 
 
@@ -448,6 +469,7 @@ def _cmd_sweep(args) -> int:
 
 
 COMMANDS = {"selftest": _cmd_selftest, "train": _cmd_train, "verify": _cmd_verify, "reproduce": _cmd_reproduce,
+            "evaluate": _cmd_evaluate,
             "dynamics": _cmd_dynamics, "bench": _cmd_bench, "sweep": _cmd_sweep}
 
 

@@ -104,6 +104,10 @@ class TrainConfig:
                               "shuffled passes (default: fresh prompts every step)", minimum=1)
     init_ab: list | None = _field(None, "isotropic only: start at V31 = a I, W13 = b I, given as [a, b]",
                                   cli=False)
+    loop_curriculum: int = _field(0, "looped only: iterations over which the number of loops trained grows "
+                                  "linearly from 1 to k (0: k loops from the start)", minimum=0)
+    loop_window: int = _field(1, "looped only: the loss averages the estimates after each of the last "
+                              "this many loops (1: the final estimate only, the paper's)", minimum=1)
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise ValueError naming the first bad one.  Returns self."""
@@ -144,6 +148,10 @@ class TrainConfig:
             check_int("pool", self.pool, 1)
             if self.pool < self.batch:
                 raise ValueError(f"pool must be >= batch, got pool = {self.pool}, batch = {self.batch}")
+        check_int("loop_curriculum", self.loop_curriculum, 0)
+        check_int("loop_window", self.loop_window, 1)
+        if self.mode != "looped" and (self.loop_curriculum or self.loop_window != 1):
+            raise ValueError(f"loop_curriculum and loop_window are for mode 'looped', got mode {self.mode!r}")
         if self.init_ab is not None:
             if self.param != "isotropic":
                 raise ValueError(f"init_ab is for param 'isotropic' only, got param {self.param!r}")

@@ -217,6 +217,16 @@ def _optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=resolved_lr(config))
 
 
+def loops_trained(config: TrainConfig, iteration: int) -> int:
+    """The number of loops the looped objective applies at ``iteration`` (0-based): k, or with
+    ``config.loop_curriculum`` = T iterations of curriculum, ``1 + (k - 1) iteration // T`` up to
+    k (the loop count grows during training, as in Yang et al. 2024's looped transformers).  A
+    function of the iteration alone, so a resumed run follows the same schedule."""
+    if config.mode != "looped" or not config.loop_curriculum:
+        return config.k
+    return min(config.k, 1 + (config.k - 1) * iteration // config.loop_curriculum)
+
+
 def structure_step(config: TrainConfig, theory: dict | None) -> float | None:
     """The GD step a model's structure is compared with: eta (cot), or the theory's optimum for
     the mode (nocot: eta_1 = n/(n+d+1); looped: the best single step; None where the theory
@@ -319,7 +329,7 @@ class Engine:
         full = batches[c.seed][c.eta]
         batch = Batch(stat=full.stat, w_star=full.w_star, iterates=full.iterates[:, :c.k + 1])
         Vj, Wj = V[j:j + 1].detach().requires_grad_(), W[j:j + 1].detach().requires_grad_()
-        loss = objective(c.mode, Vj, Wj, batch, c.n, c.k)
+        loss = objective(c.mode, Vj, Wj, batch, c.n, loops_trained(c, self.iteration), window=c.loop_window)
         gV, gW = torch.autograd.grad(loss.sum(), (Vj, Wj))
         return loss.detach(), gV, gW
 

@@ -166,9 +166,10 @@ def nocot_loss(V: torch.Tensor, W: torch.Tensor, batch: Batch, n: int) -> torch.
 
 # ------------------------------------------------------------------------ the looped pass
 def looped_estimate(V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, k: int, n: int, *,
-                    freeze_above: float | None = None) -> torch.Tensor:
+                    freeze_above: float | None = None, last: int = 1) -> torch.Tensor:
     """The w-block of the last column after applying the layer k times in place to ``Z_0``
-    (looped transformer, docs/theory.md section 3): (M, B, d).
+    (looped transformer, docs/theory.md section 3): (M, B, d); with ``last`` > 1 the estimates
+    after each of the last ``last`` loops, (M, B, last, d).
 
     One layer maps ``Z -> A Z`` with ``A = I + V (Z Z^T / n) W``; so with ``G = Z Z^T / n`` and z the
     last column, ``G <- A G A^T`` and ``z <- A z``, exactly, at O(D^3) per prompt and layer.
@@ -187,6 +188,7 @@ def looped_estimate(V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, k: int
     z[:, :, L.one, 0] = 1.0
     Vt = V.transpose(-1, -2)
     eye = torch.eye(D, dtype=V.dtype, device=V.device)
+    estimates = []
     for loop in range(k):
         if freeze_above is not None:
             active = (G.detach().abs().amax(dim=(-1, -2)) <= freeze_above).view(M, B, 1, 1)
@@ -202,15 +204,21 @@ def looped_estimate(V: torch.Tensor, W: torch.Tensor, stat: torch.Tensor, k: int
             z_next = torch.where(active, z_next, z)
             G_next = torch.where(active, G_next, G)
         z, G = z_next, G_next
-    return z[:, :, L.w, 0]
+        if loop >= k - last:
+            estimates.append(z[:, :, L.w, 0])
+    return estimates[-1] if last == 1 else torch.stack(estimates, 2)
 
 
 def looped_loss(V: torch.Tensor, W: torch.Tensor, batch: Batch, n: int, k: int,
-                freeze_above: float | None = LOOPED_FREEZE) -> torch.Tensor:
+                freeze_above: float | None = LOOPED_FREEZE, window: int = 1) -> torch.Tensor:
     """Looped objective (docs/theory.md section 3): the layer applied k times in place to ``Z_0``,
-    loss ``(1/2) ||w-block of the last column - w*||^2`` on the final estimate only.  Returns (M,).
+    loss ``(1/2) ||w-block of the last column - w*||^2`` on the final estimate (``window`` > 1:
+    averaged over the estimates after each of the last ``window`` loops).  Returns (M,).
     Prompts that diverge past ``freeze_above`` are frozen (``looped_estimate``)."""
-    pred = looped_estimate(V, W, batch.stat, k, n, freeze_above=freeze_above)
+    window = min(window, k)
+    pred = looped_estimate(V, W, batch.stat, k, n, freeze_above=freeze_above, last=window)
+    if window > 1:
+        return 0.5 * (pred - batch.w_star.unsqueeze(1)).square().sum(-1).mean((-1, -2))
     return 0.5 * (pred - batch.w_star).square().sum(-1).mean(-1)
 
 
@@ -258,12 +266,14 @@ def final_estimate(mode: str, V: torch.Tensor, W: torch.Tensor, stat: torch.Tens
     raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
-def objective(mode: str, V: torch.Tensor, W: torch.Tensor, batch: Batch, n: int, k: int) -> torch.Tensor:
-    """The training loss (M,) of ``mode`` ('cot', 'nocot' or 'looped') on ``batch``."""
+def objective(mode: str, V: torch.Tensor, W: torch.Tensor, batch: Batch, n: int, k: int, *,
+              window: int = 1) -> torch.Tensor:
+    """The training loss (M,) of ``mode`` ('cot', 'nocot' or 'looped') on ``batch``; ``window``:
+    the looped loss's window of last loops (``looped_loss``)."""
     if mode == "cot":
         return cot_loss(V, W, batch, n)
     if mode == "nocot":
         return nocot_loss(V, W, batch, n)
     if mode == "looped":
-        return looped_loss(V, W, batch, n, k)
+        return looped_loss(V, W, batch, n, k, window=window)
     raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")

@@ -228,7 +228,7 @@ def suite_model(V, W, *, mode: str, n: int, k: int, step: float | None = None,
     V, W = V[0].detach().double().cpu(), W[0].detach().double().cpu()
     d = (V.shape[-1] - 2) // 2
     if step is None:
-        step, source = float(w24_v31(V.unsqueeze(0), W.unsqueeze(0))[0]), "learned: mean diagonal of W24 V31"
+        step, source = float(w24_v31(V.unsqueeze(0), W.unsqueeze(0))[0]), "mean diagonal of W24 V31"
         if not (math.isfinite(step) and step > 0):
             raise ValueError(f"the model's learned step (mean diagonal of W24 V31) is {step:.4g}, not a "
                              f"positive step: pass step= (--step) to compare it with GD")
@@ -473,37 +473,37 @@ def evaluate_run(run, *, suite: str = "standard", sigmas=(), samples: int = DEFA
 
 
 # ------------------------------------------------------------------------------------ the table
-def _num(x, width: int = 9) -> str:
+def _num(x) -> str:
     if x is None:
-        return "-".rjust(width)
-    if isinstance(x, float) and math.isinf(x):
-        return "inf".rjust(width)
-    return f"{x:.4g}".rjust(width)
-
-
-def _pct(x, width: int = 6) -> str:
-    return ("-" if x is None else f"{100 * x:.1f}").rjust(width)
-
-
-TABLE_COLUMNS = (("case", 16, "<"), ("median", 9, ">"), ("q10", 9, ">"), ("q90", 9, ">"), ("mean", 9, ">"),
-                 ("div%", 6, ">"), ("GD med", 9, ">"), ("noCoT med", 9, ">"), ("eta*top", 7, ">"),
-                 ("Thm4.2", 8, ">"), ("unst%", 6, ">"), ("E[GD]", 9, ">"), ("how", 4, ">"),
-                 ("unrecov", 7, ">"))
-
-
-def _method_tag(method: str | None) -> str:
-    if not method:
         return "-"
-    return "MC" if method.startswith("monte_carlo") else "ex"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf"
+    return f"{x:.4g}"
 
 
-def _row(case: dict, name: str) -> str:
-    cells = [name[:16].ljust(16), _num(case["median"]), _num(case["q10"]), _num(case["q90"]), _num(case["mean"]),
-             _pct(case["diverged_frac"]), _num(case["gd_median"]), _num(case["nocot_median"]),
-             f"{case['eta_top']:.3g}".rjust(7), ("stable" if case["predicted_stable"] else "UNSTABLE").rjust(8),
-             _pct(case["unstable_frac"]), _num(case["expected_loss"]), _method_tag(case["expected_method"]).rjust(4),
-             _num(case["unrecoverable"], 7)]
-    return " ".join(cells)
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+#: The table's columns: title and the text of a case dict's cell.
+TABLE_COLUMNS = (
+    ("median", lambda c: _num(c["median"])), ("q10", lambda c: _num(c["q10"])), ("q90", lambda c: _num(c["q90"])),
+    ("mean", lambda c: _num(c["mean"])), ("div%", lambda c: _pct(c["diverged_frac"])),
+    ("GD med", lambda c: _num(c["gd_median"])), ("noCoT med", lambda c: _num(c["nocot_median"])),
+    ("eta*top", lambda c: f"{c['eta_top']:.3g}"),
+    ("Thm4.2", lambda c: "stable" if c["predicted_stable"] else "UNSTABLE"),
+    ("unst%", lambda c: _pct(c["unstable_frac"])), ("E[GD]", lambda c: _num(c["expected_loss"])),
+    ("how", lambda c: "-" if not c["expected_method"] else "MC" if c["expected_method"].startswith("monte") else "ex"),
+    ("unrecov", lambda c: _num(c["unrecoverable"])),
+)
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as lines: the first column left-aligned, the others right-aligned, each
+    column as wide as its widest cell."""
+    widths = [max(len(row[j]) for row in rows) for j in range(len(rows[0]))]
+    return ["  ".join([row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])])
+            for row in rows]
 
 
 def format_table(result: dict) -> str:
@@ -515,17 +515,19 @@ def format_table(result: dict) -> str:
             + f"; learned step {m['learned_step']:.4g} ({m['step_source']})"
             + (f", theory's {m['target_step']:.4g}" if m.get("target_step") is not None else "")
             + f"; {result['samples']} prompts per case, seed {result['seed']}")
-    header = " ".join(title.ljust(w) if align == "<" else title.rjust(w) for title, w, align in TABLE_COLUMNS)
-    lines = [head, header, "-" * len(header)]
+    rows = [["case"] + [title for title, _ in TABLE_COLUMNS]]
     if result.get("in_distribution"):
-        lines.append(_row(result["in_distribution"], "(in distrib.)"))
-    lines += [_row(case, case["name"]) for case in result["cases"]]
-    gd_what = f"{m['gd_steps']}-step GD with the learned step"
+        rows.append(["(in distribution)"] + [cell(result["in_distribution"]) for _, cell in TABLE_COLUMNS])
+    rows += [[case["name"]] + [cell(case) for _, cell in TABLE_COLUMNS] for case in result["cases"]]
+    header, *body = _aligned(rows)
+    lines = [head, header, "-" * len(header)] + body
+    gd_what = f"{m['gd_steps']}-step GD with the model's step {m['learned_step']:.4g}"
     lines += ["",
               f"median q10 q90 mean div%: the model's loss (1/2)||w_hat - w*||^2 over prompts, % diverged; "
               f"GD med: {gd_what}; noCoT med: Theorem 3.1's optimum (eta_1 S w*); same prompts in a row.",
               "eta*top: step x top of Theorem 4.2's predicted spectrum of S (on range(Sigma) when singular); "
-              "Thm4.2: stable iff < 2; unst%: sampled prompts with step x lambda_max(S) >= 2.",
+              "Thm4.2: stable iff < 2; unst%: sampled prompts with step x lambda_max(S) >= 2"
+              + (" (one step cannot blow up: UNSTABLE means the step overshoots)." if m["gd_steps"] == 1 else "."),
               f"E[GD]: expected loss of {gd_what} (how: ex = exact theory, MC = Monte Carlo, "
               f"{result['theory_samples']} prompts); unrecov: (d - rank Sigma)/2 x scale-w^2, never learned."]
     return "\n".join(lines)

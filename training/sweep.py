@@ -184,7 +184,8 @@ def _floats(value):
 def make_config(fields: dict, where: str = "cell") -> TrainConfig:
     """The validated ``TrainConfig`` of a cell from its fields (``sigma = c`` becomes ``c I``;
     ``checkpoint_every`` defaults to ``eval_every``); ValueError naming ``where`` and the field."""
-    fields = dict(fields)
+    known = config_fields()
+    fields = {k: (_normalise(k, v, where) if k in known else v) for k, v in fields.items()}
     sigma = fields.get("sigma")
     if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
         d = fields.get("d", TrainConfig.d)
@@ -385,7 +386,7 @@ def summary_columns(summary: dict | None, config: TrainConfig) -> dict:
 
 def make_row(config: TrainConfig, *, name: str, train: bool, status: str, error: str | None,
              reference: dict | None, summary: dict | None, seconds: float | None, worker: str | None,
-             attempts: int, warnings: str | None = None) -> dict:
+             attempts: int | None, warnings: str | None = None) -> dict:
     """One table row (``row_columns`` order)."""
     row = {"cell": name, **config_columns(config), "train": train, "status": status, "error": error,
            "warnings": warnings}
@@ -425,16 +426,28 @@ def _locked(path: str):
         os.close(fd)
 
 
+#: The keys of a cell's record (``cell.json``): what the cell found; its row is ``record_row``.
+RECORD_KEYS = ("status", "error", "warnings", "train", "reference", "summary", "seconds", "worker", "attempts")
+
+
 def read_record(cell_dir: str, config: TrainConfig) -> dict | None:
-    """The row in ``cell_dir/cell.json`` when it is this cell's, else None."""
+    """The record in ``cell_dir/cell.json`` when it is this cell's, else None."""
     try:
         with open(os.path.join(cell_dir, CELL_RECORD), encoding="utf-8") as f:
             record = json.load(f)
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("id") != cell_id(config) or not isinstance(record.get("row"), dict):
+    if not isinstance(record, dict) or record.get("id") != cell_id(config) \
+            or any(key not in record for key in RECORD_KEYS):
         return None
-    return record["row"]
+    return record
+
+
+def record_row(cell: "Cell", record: dict) -> dict:
+    """A cell's table row from its record (the row is derived when the table is written, so a
+    table of a newer version of the toolkit reads old cells)."""
+    return make_row(cell.config, name=cell.name, **{key: record[key] for key in RECORD_KEYS if key != "summary"},
+                    summary=record["summary"])
 
 
 def _run_matches(cell_dir: str, config: TrainConfig) -> bool | None:
@@ -463,14 +476,16 @@ def _finished_summary(cell_dir: str) -> dict | None:
 
 
 def run_cell(task: dict) -> dict:
-    """Run one cell in a worker and return its row (never raises for the cell's own failures).
+    """Run one cell in a worker and return its record (never raises for the cell's own failures).
 
     ``task``: ``{"name", "config" (TrainConfig.to_dict()), "dir", "train", "attempt"}``.  Under an
     exclusive lock on the cell's directory: a ``cell.json`` of this cell is returned as it is; a
-    finished run (``summary.json``) gives its row without training; a run killed mid-way is
+    finished run (``summary.json``) gives its record without training; a run killed mid-way is
     continued with ``training.resume`` (from its checkpoint); otherwise ``training.train``.  The
     theory's value comes with the summary (``evaluate.theory_reference``), or is computed alone
-    when training is off, raised or diverged.  The row goes to ``cell.json`` (atomically)."""
+    when training is off, raised or diverged.  The record (``RECORD_KEYS``: status, error,
+    warnings, the theory's reference, the run's summary, seconds, worker, attempt) goes to
+    ``cell.json`` (atomically) and is returned."""
     import torch
 
     started = time.perf_counter()
@@ -491,9 +506,9 @@ def _run_cell(task: dict, started: float) -> dict:
     cell_dir = task["dir"]
     os.makedirs(cell_dir, exist_ok=True)
     with _locked(os.path.join(cell_dir, ".lock")):
-        row = read_record(cell_dir, config)
-        if row is not None:
-            return row
+        record = read_record(cell_dir, config)
+        if record is not None:
+            return record
         worker = _worker_name()
         atomic_write_text(os.path.join(cell_dir, "worker.json"),
                           json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "worker": worker,
@@ -526,17 +541,12 @@ def _run_cell(task: dict, started: float) -> dict:
                     status = "failed"
         caught.__exit__(None, None, None)
         texts = list(dict.fromkeys(f"{w.category.__name__}: {_one_line(w.message)}" for w in seen))
-        row = make_row(config, name=task["name"], train=bool(task.get("train", True)), status=status, error=error,
-                       reference=reference, summary=summary, seconds=time.perf_counter() - started,
-                       worker=worker, attempts=task.get("attempt", 1), warnings=" | ".join(texts) or None)
-        write_record(cell_dir, config, row)
-        return row
-
-
-def write_record(cell_dir: str, config: TrainConfig, row: dict) -> None:
-    atomic_write_text(os.path.join(cell_dir, CELL_RECORD),
-                      json.dumps({"id": cell_id(config), "config": identity_dict(config), "row": row},
-                                 indent=1, allow_nan=True) + "\n")
+        record = {"id": cell_id(config), "name": task["name"], "config": identity_dict(config), "status": status,
+                  "error": error, "warnings": " | ".join(texts) or None, "train": bool(task.get("train", True)),
+                  "reference": reference, "summary": summary, "seconds": time.perf_counter() - started,
+                  "worker": worker, "attempts": task.get("attempt", 1)}
+        atomic_write_text(os.path.join(cell_dir, CELL_RECORD), json.dumps(record, indent=1, allow_nan=True) + "\n")
+        return record
 
 
 def _one_line(exc: BaseException) -> str:
@@ -812,9 +822,10 @@ def load_results(out) -> object:
     raise ValueError(f"{out!r} holds no sweep results (results.parquet / results.csv)")
 
 
-def _infrastructure_failure_row(cell: Cell, grid: Grid, error: str, attempts: int) -> dict:
-    return make_row(cell.config, name=cell.name, train=grid.train, status="failed", error=error, reference=None,
-                    summary=None, seconds=None, worker=None, attempts=attempts)
+def _lost_record(cell: Cell, grid: Grid, error: str, attempts: int) -> dict:
+    return {"id": cell.id, "name": cell.name, "status": "failed", "error": error, "warnings": None,
+            "train": grid.train, "reference": None, "summary": None, "seconds": None, "worker": None,
+            "attempts": attempts}
 
 
 def run_sweep(grid, out, *, executor=None, workers: int | None = None, dask_workers: int | None = None,
@@ -883,9 +894,9 @@ def _drive(grid, cells, out, previous, *, executor, workers, dask_workers, sched
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     rows = {}
     for cell in cells:
-        row = read_record(os.path.join(out, "cells", cell.name), cell.config)
-        if row is not None and not (retry_failed and row.get("status") == "failed"):
-            rows[cell.name] = row
+        record = read_record(os.path.join(out, "cells", cell.name), cell.config)
+        if record is not None and not (retry_failed and record["status"] == "failed"):
+            rows[cell.name] = record_row(cell, record)
     reused = len(rows)
 
     def ordered():
@@ -957,17 +968,17 @@ def _run_pending(grid, pending, out, executor, rows, retries, bar, save) -> None
             if alone is cell:
                 alone = None
             try:
-                row = future.result()
+                record = future.result()
             except Exception as exc:        # a lost worker, a broken pool, a task that could not run
                 broken = broken or isinstance(exc, cf.BrokenExecutor)
                 if attempts[cell.name] > retries:
                     # in the table, not in cell.json: a rerun tries the cell again
-                    row = _infrastructure_failure_row(cell, grid, f"worker lost {attempts[cell.name]} times: "
-                                                      f"{type(exc).__name__}: {_one_line(exc)}", attempts[cell.name])
+                    record = _lost_record(cell, grid, f"worker lost {attempts[cell.name]} times: "
+                                          f"{type(exc).__name__}: {_one_line(exc)}", attempts[cell.name])
                 else:
                     queue.insert(0, cell)
                     continue
-            rows[cell.name] = row
+            rows[cell.name] = record_row(cell, record)
             save()
             bar.update(1)
             bar.set_postfix_str(" ".join(f"{s} {sum(1 for r in rows.values() if r.get('status') == s)}"

@@ -185,3 +185,27 @@ def test_rollout_and_nocot_are_the_one_step_map():
     one = teacher_forced_predictions(V, W, batch.stat, w0, n)[:, :, 0]
     torch.testing.assert_close(nocot_estimate(V, W, batch.stat, n), one, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(cot_rollout(V, W, batch.stat, 1, n)[:, :, 1], one, rtol=1e-12, atol=1e-12)
+
+
+def test_looped_window_averages_the_last_loops():
+    """Numeric float64: the looped loss over a window of w last loops is the mean of the losses
+    of the estimates after k - w + 1 .. k loops, each computed on its own."""
+    d, n, k = 3, 6, 5
+    p, batch, V, W = _setup(d, n, k, 2, seed=4, scale=0.3)
+    window = looped_loss(V, W, batch, n, k, freeze_above=None, window=3)
+    each = torch.stack([looped_loss(V, W, batch, n, j, freeze_above=None) for j in (3, 4, 5)]).mean(0)
+    torch.testing.assert_close(window, each, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(looped_loss(V, W, batch, n, 2, freeze_above=None, window=9),
+                               torch.stack([looped_loss(V, W, batch, n, j, freeze_above=None) for j in (1, 2)]).mean(0))
+
+
+def test_loop_curriculum_schedule():
+    """The loops trained grow linearly from 1 to k over ``loop_curriculum`` iterations, then
+    stay at k; without a curriculum (or for another mode) they are k."""
+    from training import TrainConfig
+    from training.engine import loops_trained
+    c = TrainConfig(mode="looped", k=10, loop_curriculum=90)
+    assert [loops_trained(c, i) for i in (0, 9, 10, 45, 89, 90, 500)] == [1, 1, 2, 5, 9, 10, 10]
+    assert loops_trained(TrainConfig(mode="looped", k=10), 0) == 10
+    with pytest.raises(ValueError, match="loop_curriculum"):
+        TrainConfig(mode="cot", loop_curriculum=5).validate()
