@@ -22,7 +22,8 @@ from .lsa import (cot_rollout, cot_rollout_reference, embed, looped_rollout,
 from .marchenko_pastur import mp_density, mp_gd_eval_loss
 from .montecarlo import (DEFAULT_CHUNK, DIVERGENCE_FACTOR, LossReport, diverged_mask, eval_loss_mc,
                          eval_loss_mc_params, loss_report, nocot_loss_mc)
-from .optimize import NocotOptimum, StepSizeOptimum, looped_optimal_eta, nocot_optimum_numeric
+from .optimize import (NocotOptimum, RescaledGDOptimum, StepSizeOptimum, looped_optimal_eta,
+                       looped_rescaled_optimum, nocot_optimum_numeric)
 from .params import exact_covariance, gd_params, nocot_params
 from .rotations import haar_orthogonal, random_rotation
 from .sampling import data_statistic, sample_gram, sample_prompts
@@ -33,7 +34,8 @@ __all__ = [
     "covariance_root", "diverged_mask", "embed", "eval_loss_mc", "eval_loss_mc_params",
     "exact_covariance", "gd_closed_form", "gd_eval_loss_polynomial", "gd_eval_loss_value",
     "gd_iterates", "gd_params", "gradient_flow", "haar_orthogonal", "iterate_deviation",
-    "looped_optimal_eta", "looped_rollout", "looped_rollout_reference", "loss_report",
+    "looped_optimal_eta", "looped_rescaled_optimum", "looped_rollout",
+    "RescaledGDOptimum", "looped_rollout_reference", "loss_report",
     "lsa_forward", "mp_density", "mp_gd_eval_loss", "nocot_loss_mc", "nocot_optimum_numeric",
     "nocot_params", "polynomial_value", "random_rotation", "reduced_argmin_a_value",
     "reduced_coefficient_values", "reduced_coefficients_exact", "reduced_coefficients_mc",

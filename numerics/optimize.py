@@ -12,7 +12,9 @@ the step / of a quadratic in the preconditioner), so a local optimum is the glob
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import scipy.optimize
@@ -230,3 +232,67 @@ def looped_optimal_eta(d: int, n: int, k: int, *, samples: int = 100_000, seed=0
     losses = per_prompt(eta)
     return StepSizeOptimum(eta=eta, loss=float(losses.mean()), method="monte_carlo",
                            loss_se=float(losses.std(ddof=1) / np.sqrt(losses.size)))
+
+
+@dataclass(frozen=True)
+class RescaledGDOptimum:
+    """The best isotropic looped model (docs/theory.md section 3): ``V31 = a I``, ``W13 = b I``,
+    ``W24 = -1`` applied k times to ``Z_0`` estimates ``u (I - (I - c S)^k) w*`` with ``c = -a b``
+    (the contraction step) and ``u = 1 / b`` (the rescaling): k GD steps of step c, stretched by u.
+    ``params(d)`` gives its (V, W)."""
+
+    c: float
+    u: float
+    loss: float
+    method: str
+
+    def params(self, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(V, W)`` with ``V31 = -c u I``, ``W13 = I / u``, ``W24 = -1`` (``theory.Layout``)."""
+        L = theory.Layout(check_int("d", d))
+        V, W = np.zeros((L.D, L.D)), np.zeros((L.D, L.D))
+        V[L.w, L.x] = -self.c * self.u * np.eye(d)
+        W[L.x, L.w] = np.eye(d) / self.u
+        W[L.y, L.one] = -1.0
+        return V, W
+
+
+@lru_cache(maxsize=None)
+def _trace_power_polynomial(d: int, n: int, k: int) -> tuple[int, tuple[int, ...]]:
+    """``(P, a)`` with ``E tr((I - c S)^k) = sum_j a_j c^j / P`` exactly (Sigma = I): the binomial
+    sum of the exact Wishart moments ``theory.wishart_moment`` (docs/theory.md section 9)."""
+    coefficients = [sympy.Integer(d)] + [sympy.binomial(k, m) * (-1) ** m * theory.wishart_moment(m, d, n)
+                                         for m in range(1, k + 1)]
+    P = math.lcm(*(int(sympy.Rational(a).q) for a in coefficients))
+    return P, tuple(int(sympy.Rational(a) * P) for a in coefficients)
+
+
+def looped_rescaled_optimum(d: int, n: int, k: int) -> RescaledGDOptimum:
+    """The isotropic looped model ``(V31, W13) = (a I, b I)``, ``W24 = -1``, with the least
+    in-distribution loss after k loops (``RescaledGDOptimum``).  With ``P = (I - c S)^k`` the loss
+    ``(1/2) E tr((I - u (I - P))^2)`` is quadratic in u, so ``u* = E tr(I - P) / E tr((I - P)^2)``
+    and the loss is ``(1/2) (d - (E tr(I - P))^2 / E tr((I - P)^2))``, minimised over c with the
+    exact moments (``E tr P^2 = 2 theory.gd_eval_loss(d, n, c, k)``; ``2k <= theory.MAX_EXACT_MOMENT``).
+    u = 1 is the best single GD step (``looped_optimal_eta``), so this loss is at most that one.
+
+    >>> r = looped_rescaled_optimum(10, 20, 1)   # one loop: one step of any size, u c = eta_1
+    >>> round(r.c * r.u * 31 / 20, 8), round(r.loss * 31 / 55, 8)
+    (1.0, 1.0)
+    """
+    d = check_int("d", d)
+    n = check_int("n", n)
+    k = check_int("k", k, 1)
+    P1, a1 = _trace_power_polynomial(d, n, k)
+    P2, a2 = gd_eval_loss_polynomial(d, n, k)
+
+    def parts(c: float) -> tuple[float, float]:
+        t1 = d - polynomial_value(P1, a1, c)                              # E tr(I - P)
+        t2 = d - 2 * polynomial_value(P1, a1, c) + 2 * polynomial_value(P2, a2, c)   # E tr((I - P)^2)
+        return t1, t2
+
+    def loss(c: float) -> float:
+        t1, t2 = parts(c)
+        return 0.5 * (d - t1 * t1 / t2) if t2 > 0 else 0.5 * d
+
+    c = _convex_argmin(loss, *_ETA_BRACKET)
+    t1, t2 = parts(c)
+    return RescaledGDOptimum(c=c, u=t1 / t2, loss=loss(c), method="exact")

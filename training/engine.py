@@ -578,6 +578,10 @@ class Engine:
                 "block_norms": None if structure is None else structure["block_norms"],
                 "models": self.M, "model_index": j,
             }
+            if reference.get("rescaled_gd") is not None:
+                summary["rescaled_gd_same_prompts"] = self._params_same_prompts(
+                    j, numerics.RescaledGDOptimum(**{key: reference["rescaled_gd"][key] for key in ("c", "u", "loss")},
+                                                  method="exact").params(c.d))
             out.append(TrainResult(summary=summary, V=V[j].clone(), W=W[j].clone(),
                                    history=list(self.histories[j]), config=c))
         return out
@@ -596,7 +600,12 @@ class Engine:
             V, W = numerics.gd_params(c.d, self.theory[j]["step"])
         else:
             return None
-        V, W = (torch.as_tensor(A).unsqueeze(0) for A in (V, W))
+        return self._params_same_prompts(j, (V, W))
+
+    def _params_same_prompts(self, j: int, params: tuple) -> dict:
+        """The evaluation report of float64 parameters ``(V, W)`` on model j's final prompts."""
+        c = self.configs[j]
+        V, W = (torch.as_tensor(A).unsqueeze(0) for A in params)
         losses, norms = eval_losses(c.mode, V, W, n=c.n, k=c.k, samples=c.eval_samples,
                                     generator=eval_generator(c.seed, self.device), sigma=c.sigma)
         return report_dict(loss_reports(losses, norms)[0])

@@ -118,7 +118,8 @@ EXACT_THEORY_MAX_K = 12
 def theory_reference(config) -> dict:
     """The theory's evaluation loss for the run's configuration, with how it was obtained:
     ``{value, method, se, step, ...}``; ``step`` is the GD step the trained model should implement
-    (eta for cot, Theorem 3.1's eta_1 for nocot, the best single step for looped).
+    (eta for cot, Theorem 3.1's eta_1 for nocot, the best single step for looped; for looped also
+    ``rescaled_gd``, the best isotropic looped model ``numerics.looped_rescaled_optimum``).
 
     With ``config.sigma`` the nocot floor is ``theory.nocot_min_loss_sigma`` of the covariance
     made exact (``numerics.exact_covariance``; singular allowed, docs/theory.md section 10); the
@@ -142,8 +143,12 @@ def theory_reference(config) -> dict:
     if config.sigma is not None:
         return {"value": None, "method": "unavailable out of distribution", "se": None, "step": None}
     opt = numerics.looped_optimal_eta(d, n, k)
-    return {"value": float(opt.loss), "method": f"{opt.method} numerics.looped_optimal_eta",
-            "se": float(opt.loss_se), "step": float(opt.eta)}
+    out = {"value": float(opt.loss), "method": f"{opt.method} numerics.looped_optimal_eta",
+           "se": float(opt.loss_se), "step": float(opt.eta)}
+    if 2 * k <= theory.MAX_EXACT_MOMENT:
+        r = numerics.looped_rescaled_optimum(d, n, k)
+        out["rescaled_gd"] = {"loss": r.loss, "c": r.c, "u": r.u, "method": "exact numerics.looped_rescaled_optimum"}
+    return out
 
 
 def step_stability(config) -> dict:

@@ -34,8 +34,8 @@ What each case reports (``evaluate_case``; every loss is ``(1/2) ||w_hat - w*||^
   ``eta_top = step * hi`` and ``predicted_stable = eta_top < 2``; ``unstable_frac``: the sampled
   share of prompts with ``step * lambda_max(S) >= 2`` (``numerics.sample_gram``).  For a singular
   Sigma of rank r the interval is the one on ``range(Sigma)``: its positive eigenvalues with
-  ``d = r`` (docs/theory.md section 10); ``loss_bound`` is ``theory.ood_loss_bound`` there plus
-  the unrecoverable part;
+  ``d = r`` (docs/theory.md section 10; ``spectrum_top_ambient`` keeps the formula with d);
+  ``loss_bound`` is ``theory.ood_loss_bound`` there plus the unrecoverable part;
 * ``expected_loss`` of GD with the learned step and its ``expected_method``: exact
   (``theory.gd_eval_loss``) for ``Sigma = s I`` (S scales to ``s S_0``, so GD with step eta on it
   is GD with step ``eta s`` on ``Sigma = I``) and ``k <= evaluate.EXACT_THEORY_MAX_K``; exact
@@ -328,15 +328,21 @@ def theorem_42(step: float, lam: np.ndarray, rank: int, d: int, n: int, gd_steps
     """Theorem 4.2's verdict for GD with ``step`` on a covariance with eigenvalues ``lam``
     (descending) of rank ``rank``: the predicted interval on ``range(Sigma)`` (positive
     eigenvalues, dimension r; docs/theory.md sections 7 and 10), ``eta_top``,
-    ``predicted_stable`` and the loss bound on range(Sigma) plus ``(d - r)/2``."""
+    ``predicted_stable`` and the loss bound on range(Sigma) plus ``(d - r)/2``.
+    ``spectrum_top_ambient``: ``lambda_max(Sigma) (1 + sqrt(d/n))^2``, the top with the ambient d
+    (docs/theory.md section 7): the same as ``spectrum_top`` for a non-singular Sigma, above it
+    for a singular one, where it overstates the top of S."""
     if rank == 0:
-        return {"spectrum_interval": [0.0, 0.0], "spectrum_top": 0.0, "eta_top": 0.0, "predicted_stable": True,
+        return {"spectrum_interval": [0.0, 0.0], "spectrum_top": 0.0, "eta_top": 0.0, "spectrum_top_ambient": 0.0,
+                "predicted_stable": True,
                 "stable_step_bound": math.inf, "loss_bound": d / 2}
     positive = [sympy.Rational(float(v)) for v in lam[:rank]]        # the floats' exact values
     lo, hi = theory.spectrum_interval(positive, rank, n)
     bound = theory.stable_eta_bound(positive, rank, n)
     loss_bound = theory.ood_loss_bound(sympy.Rational(step), positive, rank, n, gd_steps)
+    ambient = theory.spectrum_interval(positive[:1], d, n)[1]          # the formula with d, not r
     return {"spectrum_interval": [float(lo), float(hi)], "spectrum_top": float(hi), "eta_top": step * float(hi),
+            "spectrum_top_ambient": float(ambient),
             "predicted_stable": bool(step * float(hi) < 2), "stable_step_bound": float(bound),
             "loss_bound": float(loss_bound) + (d - rank) / 2}
 
@@ -426,11 +432,23 @@ def evaluate_case(model: SuiteModel, case: Case, *, samples: int = DEFAULT_SAMPL
 
 def evaluate_suite(model: SuiteModel, cases=None, *, samples: int = DEFAULT_SAMPLES, seed: int = 0,
                    theory_samples: int = DEFAULT_THEORY_SAMPLES, device: str | torch.device = "cpu",
-                   reference: bool = True) -> dict:
+                   reference: bool = True, threads: int | None = None) -> dict:
     """``model`` on ``cases`` (a list of ``Case``; None: ``standard_suite(model.d)``):
     ``{"model": {...}, "samples", "seed", "theory_samples", "suite_seed", "in_distribution": case
     dict or None, "cases": [case dicts]}`` (``evaluate_case``).  ``reference`` adds the
-    in-distribution row.  Every case uses the prompts of ``seed``."""
+    in-distribution row.  Every case uses the prompts of ``seed``.  ``threads``: torch CPU
+    threads while it runs (None: ``config.DEFAULT_CPU_THREADS`` on a CPU, as for training: the
+    rollouts are small products that lose much when another process holds a core)."""
+    from .config import DEFAULT_CPU_THREADS
+    from .engine import torch_threads
+    if threads is None and resolve_device(device).type == "cpu":
+        threads = DEFAULT_CPU_THREADS
+    with torch_threads(None if threads is None else check_int("threads", threads)):
+        return _evaluate_suite(model, cases, samples=samples, seed=seed, theory_samples=theory_samples,
+                               device=device, reference=reference)
+
+
+def _evaluate_suite(model, cases, *, samples, seed, theory_samples, device, reference) -> dict:
     cases = standard_suite(model.d) if cases is None else list(cases)
     names = [c.name for c in cases]
     for c in cases:
@@ -451,7 +469,7 @@ def evaluate_suite(model: SuiteModel, cases=None, *, samples: int = DEFAULT_SAMP
 
 def evaluate_run(run, *, suite: str = "standard", sigmas=(), samples: int = DEFAULT_SAMPLES, seed: int = 0,
                  theory_samples: int = DEFAULT_THEORY_SAMPLES, step: float | None = None,
-                 device: str | torch.device = "cpu", reference: bool = True) -> dict:
+                 device: str | torch.device = "cpu", reference: bool = True, threads: int | None = None) -> dict:
     """A run directory's model (any mode) on the suite named ``suite`` (``SUITES``) plus one case
     per covariance in ``sigmas`` (file paths, read by ``load_covariance``, or ``(name, matrix)``
     pairs); ``evaluate_suite``'s dict with ``"run"`` and ``"suite"`` added."""
@@ -468,7 +486,7 @@ def evaluate_run(run, *, suite: str = "standard", sigmas=(), samples: int = DEFA
     if not cases:
         raise ValueError("no cases to evaluate: the suite is empty and no covariance was given")
     out = evaluate_suite(model, cases, samples=samples, seed=seed, theory_samples=theory_samples, device=device,
-                         reference=reference)
+                         reference=reference, threads=threads)
     return dict({"run": model.label, "suite": suite}, **out)
 
 

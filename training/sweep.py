@@ -25,9 +25,10 @@ A grid file (TOML) names ``TrainConfig`` fields::
 dimension; ``ood_sigmas`` a table ``{name = c or matrix}``.  ``out`` and ``progress`` belong to
 the sweep.  A cell's ``checkpoint_every`` defaults to its ``eval_every``.
 
-A cell is identified by its full config (``cell_id``: a hash of ``TrainConfig.to_dict()`` without
-``out`` and ``progress``), and its run directory is ``DIR/cells/<cell name>`` (``cell_name``), so a
-rerun with an edited grid reuses the identical cells and never mixes different ones.
+A cell is identified by its full config (``cell_id``: a hash of the fields that differ from
+``TrainConfig``'s defaults, ``out`` and ``progress`` aside; ``same_config`` compares whole configs
+before anything is reused), and its run directory is ``DIR/cells/<cell name>`` (``cell_name``), so
+a rerun with an edited grid reuses the identical cells and never mixes different ones.
 
 The engine (``CellExecutor``) is a ``concurrent.futures.Executor``: worker processes started with
 ``spawn`` (``local_executor``, the default) or a Dask cluster (``dask_executor``: a
@@ -203,14 +204,35 @@ def make_config(fields: dict, where: str = "cell") -> TrainConfig:
 
 
 def identity_dict(config: TrainConfig) -> dict:
-    """What identifies a cell: the config's fields but ``out`` and ``progress``."""
+    """The cell's full config: every field but ``out`` and ``progress``."""
     return {k: v for k, v in config.to_dict().items() if k not in SWEEP_OWNED}
 
 
+def _defaults() -> dict:
+    return {k: v for k, v in TrainConfig().to_dict().items() if k not in SWEEP_OWNED}
+
+
 def cell_id(config: TrainConfig) -> str:
-    """A stable hash of the cell's full config (``identity_dict``): 12 hex digits of SHA-256."""
-    text = json.dumps(identity_dict(config), sort_keys=True, separators=(",", ":"))
+    """A stable hash of the cell's full config: 12 hex digits of SHA-256 of the fields that
+    differ from ``TrainConfig``'s defaults (so a field added to ``TrainConfig`` later, with a
+    default, leaves every cell's identity as it was; ``same_config`` compares the whole config)."""
+    defaults = _defaults()
+    fields = {k: v for k, v in identity_dict(config).items() if k not in defaults or v != defaults[k]}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def same_config(saved, config: TrainConfig) -> bool:
+    """Whether saved config fields (a cell record's, a run manifest's) are ``config``: both
+    through ``TrainConfig``, so that a field added since they were saved takes its default and
+    compares equal, and a default that changed since does not."""
+    if not isinstance(saved, dict):
+        return False
+    try:
+        return identity_dict(TrainConfig(**{k: v for k, v in saved.items() if k not in SWEEP_OWNED})) \
+            == identity_dict(config)
+    except (TypeError, ValueError):
+        return False
 
 
 def cell_name(config: TrainConfig) -> str:
@@ -438,7 +460,7 @@ def read_record(cell_dir: str, config: TrainConfig) -> dict | None:
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("id") != cell_id(config) \
-            or any(key not in record for key in RECORD_KEYS):
+            or any(key not in record for key in RECORD_KEYS) or not same_config(record.get("config"), config):
         return None
     return record
 
@@ -450,17 +472,12 @@ def record_row(cell: "Cell", record: dict) -> dict:
                     summary=record["summary"])
 
 
-def _run_matches(cell_dir: str, config: TrainConfig) -> bool | None:
-    """Whether the run directory's manifest is this cell's (None: no readable manifest)."""
-    from .rundir import config_from, read_manifest
+def _run_matches(cell_dir: str, config: TrainConfig) -> bool:
+    """Whether the run directory holds this cell's run (its manifest's config is the cell's);
+    False for no run, or a stale one (``training.train`` then starts the directory afresh)."""
+    from .rundir import read_manifest
     manifest = read_manifest(cell_dir)
-    if manifest is None:
-        return None
-    try:
-        saved = config_from(manifest.get("config"), f"manifest.json in {cell_dir!r}")
-    except ValueError:
-        return False
-    return cell_id(saved) == cell_id(config)
+    return manifest is not None and same_config(manifest.get("config"), config)
 
 
 def _finished_summary(cell_dir: str) -> dict | None:
@@ -478,8 +495,9 @@ def _finished_summary(cell_dir: str) -> dict | None:
 def run_cell(task: dict) -> dict:
     """Run one cell in a worker and return its record (never raises for the cell's own failures).
 
-    ``task``: ``{"name", "config" (TrainConfig.to_dict()), "dir", "train", "attempt"}``.  Under an
-    exclusive lock on the cell's directory: a ``cell.json`` of this cell is returned as it is; a
+    ``task``: ``{"name", "config" (TrainConfig.to_dict()), "dir", "train", "attempt",
+    "retry_failed"}``.  Under an exclusive lock on the cell's directory: a ``cell.json`` of this
+    cell is returned as it is (one of a failed cell too, unless ``retry_failed``); a
     finished run (``summary.json``) gives its record without training; a run killed mid-way is
     continued with ``training.resume`` (from its checkpoint); otherwise ``training.train``.  The
     theory's value comes with the summary (``evaluate.theory_reference``), or is computed alone
@@ -507,7 +525,7 @@ def _run_cell(task: dict, started: float) -> dict:
     os.makedirs(cell_dir, exist_ok=True)
     with _locked(os.path.join(cell_dir, ".lock")):
         record = read_record(cell_dir, config)
-        if record is not None:
+        if record is not None and not (task.get("retry_failed") and record["status"] == "failed"):
             return record
         worker = _worker_name()
         atomic_write_text(os.path.join(cell_dir, "worker.json"),
@@ -521,11 +539,11 @@ def _run_cell(task: dict, started: float) -> dict:
             run_config = dataclasses.replace(config, out=cell_dir)
             try:
                 matches = _run_matches(cell_dir, config)
-                if matches is False:
-                    raise ValueError(f"{cell_dir!r} holds another run (its manifest's config differs from the cell's)")
                 summary = _finished_summary(cell_dir) if matches else None
                 if summary is None:
-                    result = resume(cell_dir) if matches else train(run_config)
+                    # a run of another config in the cell's directory is stale (a default of
+                    # TrainConfig changed since): it is replaced
+                    result = resume(cell_dir) if matches else train(run_config, overwrite=True)
                     summary = result.summary
                 reference = summary.get("theory")
             except TrainingDiverged as exc:
@@ -918,7 +936,7 @@ def _drive(grid, cells, out, previous, *, executor, workers, dask_workers, sched
                 else:
                     own = executor = local_executor(workers)
             _run_pending(grid, pending, out, executor, rows, retries, bar,
-                         lambda: write_results(out, ordered(), columns))
+                         lambda: write_results(out, ordered(), columns), retry_failed)
         finished = True
     finally:
         bar.close()
@@ -932,12 +950,12 @@ def _drive(grid, cells, out, previous, *, executor, workers, dask_workers, sched
                        seconds=time.perf_counter() - started)
 
 
-def _task(grid: Grid, cell: Cell, out: str, attempt: int) -> dict:
+def _task(grid: Grid, cell: Cell, out: str, attempt: int, retry_failed: bool = False) -> dict:
     return {"name": cell.name, "config": cell.config.to_dict(), "dir": os.path.join(out, "cells", cell.name),
-            "train": grid.train, "attempt": attempt}
+            "train": grid.train, "attempt": attempt, "retry_failed": retry_failed}
 
 
-def _run_pending(grid, pending, out, executor, rows, retries, bar, save) -> None:
+def _run_pending(grid, pending, out, executor, rows, retries, bar, save, retry_failed=False) -> None:
     """Keep ``executor.slots()`` cells in flight; record each row as it comes (``save``).  A
     future that raises is an infrastructure failure (the cell's own errors come back as rows):
     the cell is retried up to ``retries`` times, its last attempt alone; a broken local pool is
@@ -956,10 +974,10 @@ def _run_pending(grid, pending, out, executor, rows, retries, bar, save) -> None
             queue.pop(0)
             attempts[cell.name] += 1
             try:
-                future = executor.executor.submit(run_cell, _task(grid, cell, out, attempts[cell.name]))
+                future = executor.executor.submit(run_cell, _task(grid, cell, out, attempts[cell.name], retry_failed))
             except cf.BrokenExecutor:
                 executor.renew()
-                future = executor.executor.submit(run_cell, _task(grid, cell, out, attempts[cell.name]))
+                future = executor.executor.submit(run_cell, _task(grid, cell, out, attempts[cell.name], retry_failed))
             running[future] = cell
         done, _ = cf.wait(list(running), timeout=5.0, return_when=cf.FIRST_COMPLETED)
         broken = False

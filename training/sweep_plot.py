@@ -28,6 +28,8 @@ NOT_FACETS = ("cell", "mode", "n", "k", "seed", "device", "checkpoint_every", "e
 MAX_FACETS = 6
 #: Colour range of log2 ratios (1/16 .. 16).
 LOG2_CLIP = 4.0
+#: Colour range of log2 trained / theory (0.71 .. 1.41): a few per cent must show.
+TRAINED_CLIP = 0.5
 #: Contour levels of the theory's ratio.
 RATIO_LEVELS = (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 16)
 
@@ -81,33 +83,41 @@ def _grid(frame, value: str, reduce=np.nanmean):
 
 
 def _heatmap(ax, frame, value: str, *, title: str, contour: str | None = None, cmap="RdBu_r",
-             annotate_fmt="{:.2g}"):
-    """log2 of ``value`` over (n/d, k) as coloured cells (1 = white), annotated with the value;
-    ``contour``: a second column drawn as labelled contour lines of its log2."""
+             clip: float = LOG2_CLIP, second: str | None = None, digits: str = ".3g"):
+    """log2 of ``value`` over (n/d, k) as coloured cells (1 = white), annotated with the value
+    (and ``second`` in brackets); ``contour``: a second column drawn as labelled contour lines of
+    its log2, on a dense grid of exact values where ``dense_theory_ratio`` has them."""
     X, Y, xs, ks, Z = _grid(frame, value)
+    S = _grid(frame, second)[4] if second is not None else None
     with np.errstate(divide="ignore", invalid="ignore"):
         logZ = np.log2(Z)
-    mesh = ax.pcolormesh(_edges(X), _edges(Y), np.ma.masked_invalid(np.clip(logZ, -LOG2_CLIP, LOG2_CLIP)),
-                         cmap=cmap, vmin=-LOG2_CLIP, vmax=LOG2_CLIP, shading="flat")
+    mesh = ax.pcolormesh(_edges(X), _edges(Y), np.ma.masked_invalid(np.clip(logZ, -clip, clip)),
+                         cmap=cmap, vmin=-clip, vmax=clip, shading="flat")
     for i, y in enumerate(Y):
         for j, x in enumerate(X):
             if np.isfinite(Z[i, j]):
-                dark = abs(np.clip(logZ[i, j], -LOG2_CLIP, LOG2_CLIP)) > 0.6 * LOG2_CLIP
-                ax.text(x, y, _fmt(Z[i, j], annotate_fmt), ha="center", va="center", fontsize=7,
-                        color="white" if dark else "black")
+                dark = abs(np.clip(logZ[i, j], -clip, clip)) > 0.6 * clip
+                text = _fmt(Z[i, j], digits)
+                if S is not None and np.isfinite(S[i, j]):
+                    text += f"\n({_fmt(S[i, j], digits)})"
+                ax.text(x, y, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
             else:
                 ax.text(x, y, "n/a", ha="center", va="center", fontsize=6, color="0.5")
     if contour is not None and len(X) > 1 and len(Y) > 1:
-        _, _, _, _, C = _grid(frame, contour)
+        dense = dense_theory_ratio(frame)
+        if dense is not None:
+            CX, CY, C = dense
+        else:
+            CX, CY, C = X, Y, _grid(frame, contour)[4]
         with np.errstate(divide="ignore", invalid="ignore"):
             logC = np.log2(C)
         if np.isfinite(logC).sum() >= 4:
             levels = [math.log2(r) for r in RATIO_LEVELS if np.nanmin(logC) < math.log2(r) < np.nanmax(logC)]
             if levels:
-                cs = ax.contour(X, Y, np.ma.masked_invalid(logC), levels=levels, colors="k",
-                                linewidths=[2.2 if abs(lv) < 1e-9 else 0.9 for lv in levels],
+                cs = ax.contour(CX, CY, np.ma.masked_invalid(logC), levels=levels, colors="k", alpha=0.75,
+                                linewidths=[2.4 if abs(lv) < 1e-9 else 1.0 for lv in levels],
                                 linestyles=["-" if abs(lv) < 1e-9 else "--" for lv in levels])
-                ax.clabel(cs, fmt=lambda lv: f"theory {2 ** lv:.3g}", fontsize=7, inline=True)
+                ax.clabel(cs, fmt=lambda lv: f"{2 ** lv:.3g}", fontsize=7, inline=True)
     ax.set_xticks(X, [f"{x:g}" for x in xs])
     ax.set_yticks(Y, [f"{k:g}" for k in ks])
     ax.set_xlabel("n / d")
@@ -116,10 +126,34 @@ def _heatmap(ax, frame, value: str, *, title: str, contour: str | None = None, c
     return mesh
 
 
-def _fmt(value: float, fmt: str) -> str:
-    if abs(value) >= 1000:
+def _fmt(value: float, digits: str = ".3g") -> str:
+    if abs(value) >= 1000 or abs(value) < 0.01:
         return f"{value:.0e}"
-    return fmt.format(value)
+    return format(value, digits)
+
+
+#: Most exact (n, k) values ``dense_theory_ratio`` computes for one panel.
+DENSE_MAX = 400
+
+
+def dense_theory_ratio(frame):
+    """The theory's CoT / no-CoT ratio ``theory.gd_eval_loss(d, n, eta, k) / theory.nocot_min_loss(d, n)``
+    (exact, ``numerics.gd_eval_loss_value``) on every integer n and k of the panel's range:
+    ``(log n/d, log2 k, ratio)``; None unless the panel has one d and one eta, the identity
+    covariance and k within ``evaluate.EXACT_THEORY_MAX_K``."""
+    import numerics
+    import theory
+    from .evaluate import EXACT_THEORY_MAX_K
+    if frame["d"].nunique() != 1 or frame["eta"].nunique() != 1 or frame["sigma"].notna().any():
+        return None
+    d, eta = int(frame["d"].iloc[0]), float(frame["eta"].iloc[0])
+    ns = np.arange(int(frame["n"].min()), int(frame["n"].max()) + 1)
+    ks = np.arange(int(frame["k"].min()), int(frame["k"].max()) + 1)
+    if ks.max() > EXACT_THEORY_MAX_K or len(ns) * len(ks) > DENSE_MAX:
+        return None
+    R = np.array([[numerics.gd_eval_loss_value(d, int(n), eta, int(k)) / float(theory.nocot_min_loss(d, int(n)))
+                   for n in ns] for k in ks])
+    return np.log(ns / d), np.log2(ks), R
 
 
 def _has_axes(frame) -> bool:
@@ -173,14 +207,15 @@ def plot_phase(frame, path: str) -> str | None:
     fig, axes = plt.subplots(1, len(facets), figsize=(5.2 * len(facets) + 1, 4.4), squeeze=False)
     mesh = None
     for ax, (label, sub) in zip(axes[0], facets):
-        mesh = _heatmap(ax, sub, "ratio_trained", contour="ratio_theory",
-                        title="trained CoT / no-CoT loss (colour, numbers)\ntheory's ratio: contours"
+        mesh = _heatmap(ax, sub, "ratio_trained", contour="ratio_theory", second="ratio_theory",
+                        title="colour, number: trained CoT / no-CoT loss; (theory's ratio)\n"
+                              "lines: theory's ratio (exact k-step GD / Thm 3.1 floor), bold = 1"
                               + (f"\n{label}" if label else ""))
     bar = fig.colorbar(mesh, ax=axes[0].tolist(), shrink=0.9)
     ticks = np.arange(-LOG2_CLIP, LOG2_CLIP + 1, 2)
     bar.set_ticks(ticks, labels=[f"{2 ** t:g}" for t in ticks])
     bar.set_label("loss ratio CoT / no-CoT (log scale; < 1: CoT better)")
-    fig.suptitle(_suptitle(frame, "CoT vs no-CoT"), fontsize=10)
+    fig.suptitle(_suptitle(frame, "CoT vs no-CoT"), fontsize=10, y=1.04)
     return _finish(fig, path)
 
 
@@ -214,8 +249,8 @@ def plot_trained_vs_theory(frame, path: str) -> str | None:
     mesh = None
     for ax, (label, sub) in zip(axes[0], panels):
         if _has_axes(sub):
-            mesh = _heatmap(ax, sub, "trained_over_theory", cmap="PuOr_r",
-                            title=f"{label}: trained / theory's model on the same prompts")
+            mesh = _heatmap(ax, sub, "trained_over_theory", cmap="PuOr_r", clip=TRAINED_CLIP, digits=".3f",
+                            title=f"{label}: trained loss / theory's model on the same prompts")
         else:
             values = sub["trained_over_theory"].to_numpy(dtype=float)
             ax.bar(range(len(values)), values, color="tab:purple")
@@ -226,8 +261,8 @@ def plot_trained_vs_theory(frame, path: str) -> str | None:
             ax.set_title(f"{label}: trained / theory", fontsize=9)
     if mesh is not None:
         bar = fig.colorbar(mesh, ax=axes[0].tolist(), shrink=0.9)
-        ticks = np.arange(-LOG2_CLIP, LOG2_CLIP + 1, 2)
-        bar.set_ticks(ticks, labels=[f"{2 ** t:g}" for t in ticks])
+        ticks = np.linspace(-TRAINED_CLIP, TRAINED_CLIP, 5)
+        bar.set_ticks(ticks, labels=[f"{2 ** t:.2f}" for t in ticks])
         bar.set_label("trained loss / theory's (log scale; > 1: training falls short)")
     fig.suptitle(_suptitle(frame, "Trained model vs the theory"), fontsize=10)
     return _finish(fig, path)

@@ -256,3 +256,24 @@ def test_nocot_run_is_compared_with_one_gd_step(tiny_runs):
                                           sympy.Rational(model.step) * sympy.eye(3))
     assert skew["expected_method"] == "exact theory.linear_prediction_loss"
     assert skew["expected_loss"] == pytest.approx(float(exact), rel=1e-12)
+
+
+def test_looped_model_is_compared_with_k_gd_steps():
+    """Theorem 3.2's parameters looped k times are k-step GD too (docs/theory.md section 4)."""
+    model = suite_model(*numerics.gd_params(D, ETA), mode="looped", n=N, k=K)
+    case = skewed_case(D)
+    out = evaluate_case(model, case, samples=SAMPLES, theory_samples=500)
+    S, w = case_prompts(case, D, N)
+    assert out["gd_steps"] == K and close(out["median"], float(np.median(gd_losses(S, w, ETA, K))))
+
+
+def test_singular_verdict_uses_the_range_and_reports_the_ambient_top():
+    """half_subspace at the paper's d = 10, n = 20 with step 0.4: on range(Sigma) (r = 5,
+    eigenvalue 2) the top is 2 (1 + sqrt(5/20))^2 = 4.5, eta top = 1.8: stable; the formula with
+    the ambient d gives 2 (1 + sqrt(1/2))^2 = 5.83 (eta top 2.33).  The sampled spectra side with
+    the range: few prompts reach step lambda_max(S) >= 2."""
+    model = suite_model(*numerics.gd_params(10, 0.4), mode="cot", n=20, k=1)
+    out = evaluate_case(model, half_subspace_case(10), samples=3000, theory_samples=300)
+    assert out["spectrum_top"] == pytest.approx(4.5, rel=1e-12) and out["predicted_stable"]
+    assert out["spectrum_top_ambient"] == pytest.approx(2 * (1 + math.sqrt(0.5)) ** 2, rel=1e-12)
+    assert out["unstable_frac"] < 0.1 and out["rank"] == 5 and out["unrecoverable"] == 2.5

@@ -212,43 +212,50 @@ def test_rerun_skips_finished_cells_and_edited_grid_reuses_identical_ones(tiny_l
 
 def test_diverging_and_raising_cells_are_recorded_and_the_others_finish(tmp_path, local_pool):
     """Training: a cell whose training diverges (eta 20) is 'diverged' with the message, one whose
-    directory holds another run is 'failed' with the error, the others are done; theory columns
-    are filled for all; a rerun keeps the records, --retry-failed runs the failed cell again."""
+    training raises (its run directory cannot be written) is 'failed' with the error, the others
+    are done; theory columns are filled for all; a rerun keeps the records, retry_failed runs
+    the failed cell again."""
     grid = {"name": "failing", "grid": {"eta": [0.4, 20.0], "mode": ["cot", "nocot"]},
             "fixed": dict(TINY["fixed"], d=2, k=4)}
     cells = parse_grid(grid).expand()
-    foreign = tmp_path / "s" / "cells" / cells[1].name          # eta 0.4, nocot
-    foreign.mkdir(parents=True)
+    blocked = tmp_path / "s" / "cells" / cells[1].name / "manifest.json"      # eta 0.4, nocot
+    blocked.mkdir(parents=True)                                                # a directory: writing it raises
     (tmp_path / "s" / "sweep.json").write_text(json.dumps({"kind": "cotgd-sweep", "name": "failing", "cells": []}))
-    other = TrainConfig(d=3).to_dict()
-    (foreign / "manifest.json").write_text(json.dumps({"status": "running", "config": other}))
     result = sweep(grid, tmp_path / "s", local_pool)
     frame = result.table.set_index("cell")
     assert frame.loc[cells[0].name, "status"] == "done"
     assert frame.loc[cells[1].name, "status"] == "failed"
-    assert "holds another run" in frame.loc[cells[1].name, "error"]
+    assert frame.loc[cells[1].name, "error"].startswith("IsADirectoryError")
     assert frame.loc[cells[2].name, "status"] == "diverged"
     assert "diverged at iteration" in frame.loc[cells[2].name, "error"]
     assert np.isnan(frame.loc[cells[2].name, "final_eval_loss"])
     assert frame["theory_eval_loss"].notna().all()
     assert result.counts == {"done": 2, "failed": 1, "diverged": 1}
     assert sweep(grid, tmp_path / "s", local_pool).ran == 0
-    (foreign / "manifest.json").unlink()
+    blocked.rmdir()
     retried = sweep(grid, tmp_path / "s", local_pool, retry_failed=True)
     assert retried.ran == 1 and retried.counts == {"done": 3, "failed": 0, "diverged": 1}
 
 
-def kill_when_checkpointed(cell_dir, deadline: float = 120.0) -> dict:
-    """Wait for the cell's first attempt to write a checkpoint, then SIGKILL its worker."""
+def kill_when_checkpointed(cell_dir, box: dict, deadline: float = 120.0) -> None:
+    """Wait for the cell's first attempt to write a checkpoint, then SIGKILL its worker; what
+    was killed goes to ``box["killed"]``."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         worker, checkpoint = cell_dir / "worker.json", cell_dir / "checkpoint.pt"
         if worker.exists() and checkpoint.exists():
             info = json.loads(worker.read_text())
             os.kill(info["pid"], signal.SIGKILL)
-            return info
+            box["killed"] = info
+            return
         time.sleep(0.02)
-    raise AssertionError(f"{cell_dir} never checkpointed")
+
+
+def killing(cell_dir) -> tuple:
+    box = {}
+    thread = threading.Thread(target=kill_when_checkpointed, args=(cell_dir, box), daemon=True)
+    thread.start()
+    return thread, box
 
 
 def test_killed_worker_cell_is_retried_and_resumes(tmp_path, local_pool):
@@ -258,11 +265,11 @@ def test_killed_worker_cell_is_retried_and_resumes(tmp_path, local_pool):
     fixed = dict(TINY["fixed"], d=3, iters=1500, batch=128, eval_every=500, checkpoint_every=100)
     grid = {"name": "kill", "grid": {"seed": [5]}, "fixed": fixed}
     cell = parse_grid(grid).expand()[0]
-    killer = threading.Thread(target=kill_when_checkpointed, args=(tmp_path / "s" / "cells" / cell.name,))
-    killer.start()
+    killer, box = killing(tmp_path / "s" / "cells" / cell.name)
     result = sweep(grid, tmp_path / "s", local_pool)
     killer.join()
     row = result.table.iloc[0]
+    assert box["killed"]["attempt"] == 1, "the worker was not killed mid-cell"
     assert row["status"] == "done" and row["attempts"] == 2
     s = train(TrainConfig(**fixed, seed=5, progress=False)).summary
     assert row["final_eval_loss"] == s["final_eval_loss"] and row["q90"] == s["eval"]["q90"]
@@ -276,11 +283,11 @@ def test_killed_dask_worker_cell_is_rescheduled(tmp_path, dask_pool, slow_scale)
     fixed = dict(TINY["fixed"], d=3, iters=iters, batch=128, eval_every=500, checkpoint_every=100)
     grid = {"name": "kill-dask", "grid": {"seed": [6]}, "fixed": fixed}
     cell = parse_grid(grid).expand()[0]
-    killer = threading.Thread(target=kill_when_checkpointed, args=(tmp_path / "s" / "cells" / cell.name,))
-    killer.start()
+    killer, box = killing(tmp_path / "s" / "cells" / cell.name)
     result = sweep(grid, tmp_path / "s", dask_pool)
     killer.join()
     row = result.table.iloc[0]
-    assert row["status"] == "done"
+    assert "killed" in box, "the worker was not killed mid-cell"
+    assert row["status"] == "done" and row["worker"] != box["killed"]["worker"]
     s = train(TrainConfig(**fixed, seed=6, progress=False)).summary
     assert row["final_eval_loss"] == s["final_eval_loss"]
