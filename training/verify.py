@@ -44,7 +44,7 @@ from .device import resolve_device
 #: The kinds of check, in the order the report lists them.
 KINDS = ("symbolic", "numeric", "statistical", "training")
 #: The trained models a check can ask for (``TrainedModels`` fields).
-MODEL_NAMES = ("cot", "nocot", "looped")
+MODEL_NAMES = ("cot", "nocot", "looped", "looped_full")
 #: How each model is trained (``TrainConfig`` fields on top of ``PAPER``); ``quick`` adds the
 #: ``quick`` overrides.
 MODEL_SPECS = {
@@ -52,6 +52,8 @@ MODEL_SPECS = {
     "nocot": {"mode": "nocot", "param": "full"},
     # The sparse looped model (V31, W13 free, W24 = -1) learns fast; quick trains it less.
     "looped": {"mode": "looped", "param": "sparse", "quick": {"iters": 300, "batch": 200}},
+    # The full looped model (every entry of V, W; config.LOOPED_LR); quick: smaller batches.
+    "looped_full": {"mode": "looped", "param": "full", "quick": {"batch": 250}},
 }
 _NAME = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*\Z")
 _GLOB = set("*?[")
@@ -93,12 +95,13 @@ class VerifySettings:
 class TrainedModels:
     """The trained models the selected checks need (``training.TrainResult`` or None when not
     trained): ``cot`` (full V, W, CoT objective), ``nocot`` (full, no-CoT objective), ``looped``
-    (sparse, looped objective); ``errors``: model name -> error text for a model whose training
+    (sparse, looped objective), ``looped_full`` (full, looped objective); ``errors``: model name -> error text for a model whose training
     raised."""
 
     cot: object = None
     nocot: object = None
     looped: object = None
+    looped_full: object = None
     errors: dict = field(default_factory=dict)
 
     def missing(self, names: Iterable[str]) -> list:
@@ -538,6 +541,25 @@ def looped_vs_best_gd_step(models):
                   f"{rel:+.1%}; best single step {s['structure_step']:.4f}; learned step -V31 W13 = "
                   f"{s['learned_contraction_step']:.4f}, W24 V31 = {s['learned_step']:.4f}; "
                   f"mean {s['final_eval_loss']:.4g} vs {same['mean']:.4g}")
+
+
+@check("training.looped-full-vs-best-gd-step-same-prompts", kind="training", needs=("looped_full",))
+def looped_full_vs_best_gd_step(models):
+    """The full looped model (every entry of V, W; k 10 loops; docs/theory.md section 3): its
+    median loss is at most that of k GD steps with the best single step on the same prompts, its
+    mean over non-diverged prompts is below the exact k-step GD (= CoT) loss, and at most 1e-3
+    of the prompts diverge."""
+    import theory
+    s = models.looped_full.summary
+    same, ev = s["theory_same_prompts"], s["eval"]
+    cot = float(theory.gd_eval_loss(PAPER.d, PAPER.n, theory.validation.check_eta_exact("eta", PAPER.eta), PAPER.k))
+    rescaled = s.get("rescaled_gd_same_prompts") or {}
+    ok = ev["median"] <= same["median"] and ev["mean_without_diverged"] < cot and ev["diverged_frac"] <= 1e-3
+    return result(f"median {ev['median']:.4g}; mean {ev['mean_without_diverged']:.4g}; diverged {ev['diverged_frac']:.2g}",
+                  f"<= {same['median']:.4g}; < {cot:.4g}; <= 0.001",
+                  "median vs best single GD step (same prompts); mean without diverged vs exact CoT loss",
+                  ok, f"best isotropic looped model (stretched GD) on the same prompts: median "
+                      f"{rescaled.get('median', float('nan')):.4g}, mean {rescaled.get('mean', float('nan')):.4g}")
 
 
 def _ood_samples(settings: VerifySettings) -> int:

@@ -50,15 +50,15 @@ def _by_kind(kind) -> list:
 
 # ---------------------------------------------------------------- the registry
 def test_registry_names_kinds_and_needs():
-    assert len(verify.REGISTRY) == 25
+    assert len(verify.REGISTRY) == 26
     for name, entry in verify.REGISTRY.items():
         assert entry.name == name and re.fullmatch(r"[a-z0-9]+([.-][a-z0-9]+)*", name), name
         assert name.startswith(entry.kind + ".") and entry.kind in verify.KINDS
         assert entry.description and "\n" not in entry.description
         assert bool(entry.needs) == (entry.kind == "training"), name
-    assert [len(_by_kind(k)) for k in verify.KINDS] == [6, 3, 4, 12]
+    assert [len(_by_kind(k)) for k in verify.KINDS] == [6, 3, 4, 13]
     # Paired comparisons with GD say "same prompts"; comparisons with an independent Monte Carlo say so.
-    assert sum(name.endswith("same-prompts") for name in verify.REGISTRY) == 3
+    assert sum(name.endswith("same-prompts") for name in verify.REGISTRY) == 4
     assert "independent Monte Carlo" in verify.REGISTRY["training.cot-loss-vs-gd-independent-mc"].description
 
 
@@ -129,7 +129,7 @@ def test_only_selects_exactly_the_matching_checks(no_training):
     assert len(verify.select_checks(None)) == len(verify.REGISTRY)
     assert verify.models_needed(verify.select_checks("symbolic,numeric,statistical")) == ()
     assert verify.models_needed(verify.select_checks("looped-vs")) == ("looped",)
-    assert verify.models_needed(verify.select_checks("training")) == ("cot", "nocot", "looped")
+    assert verify.models_needed(verify.select_checks("training")) == ("cot", "nocot", "looped", "looped_full")
 
 
 @pytest.mark.parametrize("only", ["nothing-like-this", "symbolic,nothing", "symbolic.gd*x", " , "])
@@ -195,7 +195,10 @@ def _stand_in_models(cot_loss_factor: float = 1.0) -> verify.TrainedModels:
     looped = SimpleNamespace(summary={
         "final_eval_loss": 0.15, "eval": {"median": 0.1}, "theory_same_prompts": {"median": 0.101, "mean": 0.16},
         "structure_step": 0.5, "learned_contraction_step": 0.5, "learned_step": 0.5})
-    return verify.TrainedModels(cot=cot, nocot=nocot, looped=looped)
+    looped_full = SimpleNamespace(summary={
+        "eval": {"median": 0.05, "mean_without_diverged": 0.09, "diverged_frac": 0.0},
+        "theory_same_prompts": {"median": 0.108, "mean": 0.19}, "rescaled_gd_same_prompts": {"median": 0.09, "mean": 0.17}})
+    return verify.TrainedModels(cot=cot, nocot=nocot, looped=looped, looped_full=looped_full)
 
 
 def test_training_checks_pass_on_good_models():
@@ -326,3 +329,12 @@ def test_training_checks_end_to_end(slow_scale, tmp_path, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     failed = [(c["name"], c["measured"], c["detail"]) for c in report["checks"] if not c["passed"]]
     assert status == 0 and not failed, failed
+
+
+def test_full_looped_check_fails_on_each_target():
+    """The full looped model's check fails when any of its three targets is missed."""
+    good = _stand_in_models().looped_full.summary
+    for key, value in (("median", 0.2), ("mean_without_diverged", 0.3), ("diverged_frac", 0.01)):
+        summary = dict(good, eval=dict(good["eval"], **{key: value}))
+        rows = verify.looped_full_vs_best_gd_step(verify.TrainedModels(looped_full=SimpleNamespace(summary=summary)))
+        assert rows[0].passed is False, key
