@@ -20,6 +20,8 @@ behind ``cotgd bench``.  Figures only, no pass / fail.
   and about 6.3x its arithmetic, and no product is shared between models with different
   parameters, so on a CPU the ratio cannot fall below about 6.3 over the parallel speedup of the
   cores;
+* ``looped_ms_per_iter``: the full looped model's training step at the paper's configuration,
+  and its arithmetic bound (``bench_looped``);
 * ``mc_prompts_per_s``: ``numerics.eval_loss_mc`` at d 10, n 20, k 10 (float64, numpy), and for
   n = 20 .. 160.
 
@@ -132,6 +134,32 @@ def bench_training(device: str, plan: dict) -> dict:
             "iterations_per_sample": {"train": fast_iters, "baseline": base_iters}}
 
 
+def bench_looped(device: str, plan: dict) -> dict:
+    """The full looped model's training step at the paper's configuration (k = 10 loops) and
+    what bounds it: its arithmetic (the Gram recursion ``G <- A G A^T``, ``A = I + V G W``: 4 D^3
+    multiply-adds per prompt and loop forward, about twice that backward) over the throughput
+    of one batched product of the same shape, (B D x D) @ (D x D), measured alone."""
+    dev = resolve_device(device)
+    config = dict(mode="looped", param="full")
+    iters = _iters(_train_ms(_quiet_config(device, 2, **config)), plan["train_s"], 2, 50)
+    ms = _median([_train_ms(_quiet_config(device, iters, **config)) for _ in range(plan["reps"])])
+    B, D, k = BENCH_CONFIG["batch"], 2 * BENCH_CONFIG["d"] + 2, BENCH_CONFIG["k"]
+    gmac = 3 * 4 * D ** 3 * B * k / 1e9                       # forward + backward (about 2x forward)
+    G = torch.randn(B * D, D, device=dev)
+    V = torch.randn(D, D, device=dev)
+    reps = 200
+    G @ V
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        G @ V
+    _sync(dev)
+    gmac_per_s = reps * B * D ** 3 / 1e9 / (time.perf_counter() - t0)
+    return {"looped_ms_per_iter": ms, "looped": {"gmac_per_iter": gmac, "matmul_gmac_per_s": gmac_per_s,
+                                                 "arithmetic_bound_ms": 1e3 * gmac / gmac_per_s,
+                                                 "iterations_per_sample": iters}}
+
+
 def bench_threads(device: str, plan: dict) -> dict:
     """Training step at 1 and 2 torch threads (CPU), interleaved: {threads: ms per iteration}."""
     iters = {t: _iters(_train_ms(_quiet_config(device, 3, threads=t)), plan["thread_s"], 3, 200) for t in (1, 2)}
@@ -238,6 +266,7 @@ def run_bench(device: str = "cpu", quick: bool = False) -> dict:
         figures = bench_training(device, plan)
         figures.update(bench_rollout(device, plan))
         figures.update(bench_batched(device, plan))
+        figures.update(bench_looped(device, plan))
         figures.update(bench_monte_carlo(plan))
     finally:
         torch.set_num_threads(before)
@@ -287,6 +316,10 @@ def format_bench(figures: dict) -> str:
                  + f" ms/iter; {b['speedup_vs_sequential']:.2f}x faster than the 12 one after the other")
     lines.append(f"    {b['workers']} worker(s); on one worker {b['batched_ms_per_iter_one_worker']:.1f} ms/iter; "
                  f"the sweep holds {b['work_ratio']:.1f}x the CoT steps of the k = {max(b['ks'])} model")
+    lp = f["looped"]
+    lines.append(f"  looped_ms_per_iter          {f['looped_ms_per_iter']:10.1f}   (full looped model, k 10 loops; "
+                 f"{lp['gmac_per_iter']:.2f} GMAC at {lp['matmul_gmac_per_s']:.1f} GMAC/s = "
+                 f"{lp['arithmetic_bound_ms']:.0f} ms arithmetic)")
     lines.append(f"  mc_prompts_per_s            {f['mc_prompts_per_s']:10.3g}   (numerics.eval_loss_mc, d 10, n 20, k 10)")
     lines.append("    by n: " + ", ".join(f"n {n}: {v:.3g}" for n, v in f["mc_prompts_per_s_by_n"].items()))
     m = f["machine"]

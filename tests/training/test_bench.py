@@ -67,8 +67,9 @@ def test_run_bench_quick_reports_every_figure(monkeypatch):
     monkeypatch.setattr(bench, "BENCH_CONFIG", {**bench.BENCH_CONFIG, "batch": 16})
     figures = bench.run_bench(device="cpu", quick=True)
     for key in ("train_ms_per_iter", "baseline_ms_per_iter", "speedup_vs_baseline", "batched_models_time_ratio",
-                "mc_prompts_per_s", "train_ms_per_iter_no_prefetch"):
+                "mc_prompts_per_s", "train_ms_per_iter_no_prefetch", "looped_ms_per_iter"):
         assert math.isfinite(figures[key]) and figures[key] > 0, key
+    assert figures["looped"]["arithmetic_bound_ms"] > 0 and figures["looped"]["gmac_per_iter"] > 0
     assert sorted(figures["rollout_us_per_step"]) == [10, 20, 40, 80, 160]
     for mapping in ("rollout_us_per_step", "rollout_us_per_step_by_n", "mc_prompts_per_s_by_n",
                     "train_ms_per_iter_by_threads"):
@@ -79,5 +80,5 @@ def test_run_bench_quick_reports_every_figure(monkeypatch):
     json.dumps(figures)
     text = bench.format_bench(figures)
     for name in ("train_ms_per_iter", "baseline_ms_per_iter", "speedup_vs_baseline", "rollout_us_per_step",
-                 "batched_models_time_ratio", "mc_prompts_per_s"):
+                 "batched_models_time_ratio", "mc_prompts_per_s", "looped_ms_per_iter"):
         assert name in text
