@@ -20,18 +20,32 @@ towards simple cases (Sigma = I, eta small, d = n = 1, k = 0, rank 1).
 
 Example::
 
-    from hypothesis import given
+    from hypothesis import given, settings
     from numerics.strategies import gd_problems
+
+    settings.load_profile("cotgd")          # no deadline (see below)
 
     @given(gd_problems(max_d=6))
     def test_my_model_is_gd(p):
         assert_allclose(my_rollout(p.X, p.y, p.k), gd_iterates(p.X, p.y, p.eta, p.k))
+
+Deadlines.  Hypothesis fails a test whose example takes longer than its default deadline
+(200 ms), and reports a test whose timing varies as flaky.  The strategies draw in about a
+millisecond, but the tests they feed vary d, n and k, and the toolkit's exact functions
+(``numerics.nocot_params`` at a drawn Sigma, the first ``numerics.gd_params`` or
+``numerics.gd_eval_loss_value`` of each size, ...) and any model of your own can take longer,
+above all on a busy machine.  Importing this module registers the hypothesis settings profile
+``PROFILE = "cotgd"``: hypothesis' defaults with ``deadline=None`` and the ``too_slow`` health
+check off.  Load it once per test session (a ``conftest.py`` or the test file:
+``settings.load_profile("cotgd")``), or give one test ``@settings(deadline=None)``.  The
+toolkit's own tests load their profiles in tests/conftest.py, which has the same two settings.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import numpy as np
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from theory.validation import check_int, check_positive_finite
@@ -40,6 +54,12 @@ from .checks import covariance_root
 from .rotations import random_rotation
 
 _SEEDS = st.integers(min_value=0, max_value=2 ** 32 - 1)
+
+#: The hypothesis settings profile for tests that use these strategies (module docstring,
+#: Deadlines): ``settings.load_profile(PROFILE)``.
+PROFILE = "cotgd"
+settings.register_profile(PROFILE, parent=settings.get_profile("default"), deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 
 
 def problem_sizes(max_d: int = 12, max_n: int = 40, max_k: int = 40, *, min_d: int = 1,

@@ -13,9 +13,9 @@ import torch
 
 import numerics
 import theory
-from theory.validation import check_int
+from theory.validation import check_int, check_positive_finite
 
-from .data import derived_seed, sample_prompts, seeded_generator, sigma_root
+from .data import derived_seed, gram_statistic, sample_prompts, seeded_generator, sigma_root
 from .device import resolve_device
 from .kernels import MODES, final_estimate
 
@@ -31,12 +31,15 @@ def eval_generator(seed: int, device: torch.device) -> torch.Generator:
 
 
 def eval_losses(mode: str, V: torch.Tensor, W: torch.Tensor, *, n: int, k: int, samples: int,
-                generator: torch.Generator, sigma=None, chunk: int = EVAL_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+                generator: torch.Generator, sigma=None, w_scale: float = 1.0,
+                chunk: int = EVAL_CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """Per-prompt losses ``(1/2) ||w_hat - w*||^2`` and ``||w*||^2`` on ``samples`` fresh prompts
     (float64, drawn from ``generator`` on its device, chunk by chunk): arrays (M, samples) and
-    (samples,).  Non-finite errors become ``inf``."""
+    (samples,).  Non-finite errors become ``inf``.  ``w_scale`` c: the task vector is ``c w*``
+    (drawn as w*, then scaled before the labels and the data statistic are formed)."""
     samples = check_int("samples", samples, 1)
     chunk = check_int("chunk", chunk, 1)
+    w_scale = check_positive_finite("w_scale", w_scale)
     V = V.detach().to(device=generator.device, dtype=torch.float64)
     W = W.detach().to(device=generator.device, dtype=torch.float64)
     d = (V.shape[-1] - 2) // 2
@@ -45,11 +48,13 @@ def eval_losses(mode: str, V: torch.Tensor, W: torch.Tensor, *, n: int, k: int, 
     for start in range(0, samples, chunk):
         size = min(chunk, samples - start)
         prompts = sample_prompts(size, d, n, generator=generator, sigma_sqrt=root, dtype=torch.float64)
-        est = final_estimate(mode, V, W, prompts.data_statistic, k, n)
-        sq = (est - prompts.w_star).square().sum(-1)
+        w_star = prompts.w_star if w_scale == 1 else w_scale * prompts.w_star
+        stat = prompts.data_statistic if w_scale == 1 else gram_statistic(prompts.S, w_star)
+        est = final_estimate(mode, V, W, stat, k, n)
+        sq = (est - w_star).square().sum(-1)
         sq = torch.where(torch.isnan(sq), torch.full_like(sq, float("inf")), sq)
         losses.append((sq / 2).cpu())
-        norms.append(prompts.w_star.square().sum(-1).cpu())
+        norms.append(w_star.square().sum(-1).cpu())
     return torch.cat(losses, dim=-1).numpy(), torch.cat(norms).numpy()
 
 
@@ -64,7 +69,9 @@ def report_dict(report) -> dict:
     return {key: (int(report[key]) if key in ("samples", "diverged") else float(report[key])) for key in report}
 
 
-def _as_models(V, W) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def as_models(V, W) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """``(V, W, single)``: parameters given as (D, D) (one model, ``single``) or (M, D, D) tensors
+    or arrays, as (M, D, D) tensors; ValueError naming them when they are not LSA parameters."""
     V, W = _as_matrix("V", V), _as_matrix("W", W)
     single = V.dim() == 2
     if single:
@@ -99,7 +106,7 @@ def evaluate_params(V, W, *, d: int, n: int, k: int, samples: int, seed: int, si
     k = check_int("k", k, 0)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    V, W, single = _as_models(V, W)
+    V, W, single = as_models(V, W)
     if V.shape[-1] != 2 * d + 2:
         raise ValueError(f"V must be {2 * d + 2} x {2 * d + 2} for d = {d}, got {tuple(V.shape[-2:])}")
     device = resolve_device(device)

@@ -92,14 +92,8 @@ def structure_metrics(V, W, *, n: int, eta: float, k: int, samples: int = 4096, 
     offdiag_energy, functional_deviation, block_norms: {V, W}}`` of floats (4 x 4 nested lists for
     the block norms) for one model, a list of such dicts for M models.  ``functional_deviation``
     uses ``samples`` fresh prompts from the 'structure' stream of ``seed``."""
-    from .evaluate import _as_matrix
-    V, W = _as_matrix("V", V), _as_matrix("W", W)
-    single = V.dim() == 2
-    if single:
-        V, W = V.unsqueeze(0), W.unsqueeze(0)
-    if V.dim() != 3 or V.shape != W.shape or V.shape[-1] % 2 or V.shape[-1] < 4:
-        raise ValueError(f"V and W must both be (D, D) or (M, D, D) with D = 2d + 2, got "
-                         f"{tuple(V.shape)} and {tuple(W.shape)}")
+    from .evaluate import as_models
+    V, W, single = as_models(V, W)
     generator = seeded_generator(seed, "structure", resolve_device(device))
     V64, W64 = V.detach().double().cpu(), W.detach().double().cpu()
     values = {

@@ -71,11 +71,10 @@ import numerics
 import theory
 from theory.validation import check_int, check_positive_finite, covariance_and_rank
 
-from .data import derived_seed, gram_statistic, sample_prompts, sigma_root
+from .data import derived_seed
 from .device import resolve_device
-from .evaluate import (EVAL_CHUNK, EXACT_THEORY_MAX_K, _as_models, eval_generator, eval_losses, loss_reports,
-                       report_dict)
-from .kernels import MODES, final_estimate
+from .evaluate import EXACT_THEORY_MAX_K, as_models, eval_generator, eval_losses, loss_reports, report_dict
+from .kernels import MODES
 from .structure import w24_v31
 
 #: Seed of the random eigenbases of the standard suite (``numerics.random_rotation``): skewed uses
@@ -222,7 +221,7 @@ def suite_model(V, W, *, mode: str, n: int, k: int, step: float | None = None,
     (module docstring), which must be a positive number."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    V, W, single = _as_models(V, W)
+    V, W, single = as_models(V, W)
     if not single:
         raise ValueError(f"the suite evaluates one model: V, W must be (D, D), got {tuple(V.shape)}")
     V, W = V[0].detach().double().cpu(), W[0].detach().double().cpu()
@@ -256,41 +255,13 @@ def model_from_run(run, *, step: float | None = None) -> SuiteModel:
 def case_losses(mode: str, V, W, *, n: int, k: int, samples: int, seed: int, case: Case,
                 device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Per-prompt losses (M, samples) and ``||w*||^2`` (samples,) of (M, D, D) parameters on the
-    case's prompts from ``eval_generator(seed)``: ``evaluate.eval_losses`` itself when
-    ``w_scale == 1`` (so the numbers equal ``evaluate_params``'), else the same draws with w*
-    multiplied by ``w_scale`` (``scaled_losses``)."""
+    case's prompts from ``eval_generator(seed)``: ``evaluate.eval_losses`` (at ``w_scale == 1`` the
+    numbers of ``evaluate_params``; else the same draws with w* multiplied by ``w_scale``)."""
     if case.label_noise:
         raise ValueError(f"case {case.name!r}: label noise is not supported by the prompt samplers yet "
                          f"(training.data.sample_prompts draws y = X^T w* exactly)")
-    generator = eval_generator(seed, device)
-    if case.w_scale == 1:
-        return eval_losses(mode, V, W, n=n, k=k, samples=samples, generator=generator, sigma=case.sigma)
-    return scaled_losses(mode, V, W, n=n, k=k, samples=samples, generator=generator, sigma=case.sigma,
-                         w_scale=case.w_scale)
-
-
-def scaled_losses(mode: str, V, W, *, n: int, k: int, samples: int, generator: torch.Generator, sigma=None,
-                  w_scale: float = 1.0, chunk: int = EVAL_CHUNK) -> tuple[np.ndarray, np.ndarray]:
-    """``evaluate.eval_losses`` with ``w* -> w_scale w*``: the same prompt draws (chunk by chunk,
-    X then w*), w* multiplied before the data statistic is formed, so the model sees labels
-    ``y = X^T (c w*)``.  Returns per-prompt losses (M, samples) and ``||c w*||^2`` (samples,)."""
-    samples = check_int("samples", samples, 1)
-    w_scale = check_positive_finite("w_scale", w_scale)
-    device = generator.device
-    V = V.detach().to(device=device, dtype=torch.float64)
-    W = W.detach().to(device=device, dtype=torch.float64)
-    d = (V.shape[-1] - 2) // 2
-    root = sigma_root(sigma, d, device=device)
-    losses, norms = [], []
-    for start in range(0, samples, chunk):
-        prompts = sample_prompts(min(chunk, samples - start), d, n, generator=generator, sigma_sqrt=root,
-                                 dtype=torch.float64)
-        w_star = w_scale * prompts.w_star
-        est = final_estimate(mode, V, W, gram_statistic(prompts.S, w_star), k, n)
-        sq = (est - w_star).square().sum(-1)
-        losses.append((torch.where(torch.isnan(sq), torch.full_like(sq, float("inf")), sq) / 2).cpu())
-        norms.append(w_star.square().sum(-1).cpu())
-    return torch.cat(losses, dim=-1).numpy(), torch.cat(norms).numpy()
+    return eval_losses(mode, V, W, n=n, k=k, samples=samples, generator=eval_generator(seed, device),
+                       sigma=case.sigma, w_scale=case.w_scale)
 
 
 def _report(mode: str, V, W, *, model: SuiteModel, k: int, samples: int, seed: int, case: Case, device):

@@ -16,11 +16,11 @@ import torch
 import numerics
 import theory
 from training import TrainConfig, load_run, train
-from training.data import sample_prompts, sigma_root
+from training.data import derived_seed, sample_prompts, sigma_root
 from training.evaluate import eval_generator, eval_losses
 from training.suite import (SUITES, W_SCALES, X_SCALES, Case, covariance_case, evaluate_case, evaluate_run,
                             evaluate_suite, format_table, half_subspace_case, load_covariance, model_from_run,
-                            scale_w_case, scale_x_case, scaled_losses, skewed_case, standard_suite,
+                            scale_w_case, scale_x_case, skewed_case, standard_suite,
                             suite_model)
 
 D, N, K, ETA = 3, 6, 3, 0.3
@@ -100,7 +100,7 @@ def test_scale_w_expected_is_c_squared_and_monte_carlo_elsewhere(gd_model):
                                                  rel=1e-12)
     skewed = evaluate_case(gd_model, skewed_case(D), samples=500, theory_samples=3000)
     assert skewed["expected_method"].startswith("monte_carlo")
-    mc = numerics.eval_loss_mc(D, N, ETA, K, samples=3000, seed=__import__("training").data.derived_seed(0, "suite-theory"),
+    mc = numerics.eval_loss_mc(D, N, ETA, K, samples=3000, seed=derived_seed(0, "suite-theory"),
                                sigma=skewed_case(D).sigma)
     assert skewed["expected_loss"] == (mc["mean"] if math.isfinite(mc["mean"]) else None)
 
@@ -119,7 +119,7 @@ def test_theorem_42_verdict_flips_at_the_predicted_boundary(gd_model):
     far = evaluate_case(gd_model, scale_x_case(D, 3), samples=2000, theory_samples=300)
     near = evaluate_case(gd_model, scale_x_case(D, 0.333), samples=2000, theory_samples=300)
     assert far["unstable_frac"] > 0.95 and near["unstable_frac"] == 0.0
-    S = numerics.sample_gram(D, N, 2000, seed=__import__("training").data.derived_seed(0, "suite-spectrum"),
+    S = numerics.sample_gram(D, N, 2000, seed=derived_seed(0, "suite-spectrum"),
                              sigma=9 * np.eye(D))
     assert far["unstable_frac"] == float(np.mean(ETA * np.linalg.eigvalsh(S)[:, -1] >= 2))
 
@@ -158,13 +158,13 @@ def test_scaled_sampling_is_honest():
     W = torch.as_tensor(0.3 * rng.standard_normal((1, 2 * d + 2, 2 * d + 2)))
     gen = lambda: eval_generator(5, torch.device("cpu"))      # noqa: E731
     base, norms = eval_losses("cot", V, W, n=n, k=k, samples=300, generator=gen())
-    same, same_norms = scaled_losses("cot", V, W, n=n, k=k, samples=300, generator=gen(), w_scale=1.0)
+    same, same_norms = eval_losses("cot", V, W, n=n, k=k, samples=300, generator=gen(), w_scale=1.0)
     assert np.array_equal(base, same) and np.array_equal(norms, same_norms)
     scale = torch.ones(2 * d + 2, dtype=torch.float64)
     scale[d:2 * d + 1] = c
     Dm, Dinv = torch.diag(scale), torch.diag(1 / scale)
     conj, _ = eval_losses("cot", Dinv @ V @ Dm, Dm @ W @ Dm, n=n, k=k, samples=300, generator=gen())
-    scaled, scaled_norms = scaled_losses("cot", V, W, n=n, k=k, samples=300, generator=gen(), w_scale=c)
+    scaled, scaled_norms = eval_losses("cot", V, W, n=n, k=k, samples=300, generator=gen(), w_scale=c)
     assert np.allclose(scaled, c * c * conj, rtol=1e-9, atol=0)
     assert np.allclose(scaled_norms, c * c * norms, rtol=1e-12)
     assert not np.allclose(scaled, c * c * base, rtol=1e-3)
