@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "cases shaded) as PNG (default: none)")
 
     p = sub.add_parser("reproduce", help="write the paper's figures as PNG")
-    p.add_argument("figure", choices=["fig2", "fig3", "structure", "ood", "all"])
+    p.add_argument("figure", choices=["fig2", "fig3", "structure", "ood", "looped", "all"])
     p.add_argument("--out", required=True, help="directory for the PNG files")
     p.add_argument("--device", type=_device, default="auto",
                    help="auto (CUDA when torch sees it, else CPU), cpu, cuda or cuda:N")

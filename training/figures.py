@@ -47,24 +47,25 @@ class _Runs:
         self.out, self.device, self.seed, self.quick = out, device, seed, quick
         self.cache = {}
 
-    def get_all(self, mode: str, ks: tuple, ood: bool = False) -> list:
+    def get_all(self, mode: str, ks: tuple, ood: bool = False, param: str = "full") -> list:
         from .config import TrainConfig
         from .engine import train_models
-        missing = [k for k in ks if (mode, k, ood) not in self.cache]
+        missing = [k for k in ks if (mode, k, ood, param) not in self.cache]
         if missing:
-            name = f"{mode}-k{'-'.join(map(str, missing))}" + ("-ood" if ood else "")
-            config = TrainConfig(mode=mode, d=PAPER.d, n=PAPER.n, k=missing[0], eta=PAPER.eta,
+            name = (f"{mode}-k{'-'.join(map(str, missing))}" + ("-ood" if ood else "")
+                    + ("" if param == "full" else f"-{param}"))
+            config = TrainConfig(mode=mode, param=param, d=PAPER.d, n=PAPER.n, k=missing[0], eta=PAPER.eta,
                                  seed=self.seed, device=self.device,
                                  iters=300 if self.quick else PAPER.iters, eval_every=10 if self.quick else 25,
                                  eval_samples=2000 if self.quick else 10000,
                                  ood_sigmas={"ood": ood_sigma(PAPER.d).tolist()} if ood else None,
                                  out=os.path.join(self.out, "runs", name))
             for k, result in zip(missing, train_models(config, ks=missing, overwrite=True)):
-                self.cache[(mode, k, ood)] = result
-        return [self.cache[(mode, k, ood)] for k in ks]
+                self.cache[(mode, k, ood, param)] = result
+        return [self.cache[(mode, k, ood, param)] for k in ks]
 
-    def get(self, mode: str, k: int, ood: bool = False):
-        return self.get_all(mode, (k,), ood)[0]
+    def get(self, mode: str, k: int, ood: bool = False, param: str = "full"):
+        return self.get_all(mode, (k,), ood, param)[0]
 
     def problem(self) -> tuple:
         """``(d, n, k, eta)`` of the figures: the paper's."""
@@ -216,6 +217,52 @@ def structure(runs: _Runs, path: str) -> str:
                  f"W24 V31 = {s['w24_v31']:.4f} (theory {eta})\n"
                  f"off-diagonal energy {s['offdiag_energy']:.1e}, functional deviation "
                  f"{s['functional_deviation']:.1e}", fontsize=10)
+    return _save(fig, path)
+
+
+def looped(runs: _Runs, path: str) -> str:
+    """The looped transformer (docs/theory.md section 3) at k = 10 loops: median evaluation loss
+    (10-90% band) vs iteration of the full and the sparse looped models beside CoT and no-CoT,
+    with the medians of the theory's models on the same prompts (dashed: the best single GD
+    step; dotted: the best stretched GD, ``numerics.looped_rescaled_optimum``; CoT's k-step GD;
+    Theorem 3.1's no-CoT optimum); and the learned full looped V and W."""
+    plt = _plt()
+    d, n, k, eta = PAPER.d, PAPER.n, PAPER.k, PAPER.eta
+    full, sparse = runs.get("looped", k, param="full"), runs.get("looped", k, param="sparse")
+    cot, nocot = runs.get("cot", k), runs.get("nocot", k)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [1.5, 1, 1]})
+    ax = axes[0]
+    for result, color, label in ((full, "C2", "looped, full V, W"), (sparse, "C1", "looped, sparse (V31, W13)"),
+                                 (cot, "C0", "CoT"), (nocot, "C3", "no-CoT")):
+        hist = result.history
+        _band(ax, hist, [h["eval"] for h in hist], "median", color, label)
+    s = full.summary
+    lines = ((s["theory_same_prompts"]["median"], "C2", "--", f"best single GD step ({s['structure_step']:.3f}), {k} loops"),
+             (s.get("rescaled_gd_same_prompts", {}).get("median"), "C2", ":", "best stretched GD u(I-(I-cS)^k)w*"),
+             (cot.summary["theory_same_prompts"]["median"], "C0", "--", f"{k}-step GD, eta {eta}"),
+             (nocot.summary["theory_same_prompts"]["median"], "C3", "--", "Theorem 3.1's no-CoT optimum"))
+    for value, color, style, label in lines:
+        if value is not None:
+            ax.axhline(value, color=color, ls=style, lw=1, label=f"{label}: {value:.3g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel("evaluation loss, median over prompts")
+    ax.set_title(f"looped vs CoT vs no-CoT (d={d}, n={n}, k={k} loops / steps); lines: theory's models, "
+                 f"same prompts", fontsize=8)
+    ax.legend(fontsize=7)
+    for ax, M, title in ((axes[1], full.V.double().numpy(), "learned V (looped, full)"),
+                         (axes[2], full.W.double().numpy(), "learned W (looped, full)")):
+        lim = max(np.abs(M).max(), 1e-12)
+        im = ax.imshow(M, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        _block_lines(ax, d)
+        ticks = [d / 2 - 0.5, d, d + 1 + d / 2 - 0.5, 2 * d + 1]
+        ax.set_xticks(ticks, ["x", "y", "w", "1"])
+        ax.set_yticks(ticks, ["x", "y", "w", "1"])
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.75)
+    ev = s["eval"]
+    fig.suptitle(f"full looped model: median {ev['median']:.3g}, mean without diverged {ev['mean_without_diverged']:.3g}, "
+                 f"diverged {ev['diverged_frac']:.1e}", fontsize=9)
     return _save(fig, path)
 
 
@@ -376,7 +423,7 @@ def suite_figure(result: dict, path: str) -> str:
     return _save(fig, path)
 
 
-FIGURES = {"fig2": fig2, "fig3": fig3, "structure": structure, "ood": ood}
+FIGURES = {"fig2": fig2, "fig3": fig3, "structure": structure, "ood": ood, "looped": looped}
 
 
 def reproduce(figure: str, *, out: str, device: str = "cpu", seed: int = 0, quick: bool = False,
