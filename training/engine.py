@@ -476,7 +476,7 @@ class Engine:
             for d, r in zip(dirs, results):
                 d.write_torch("params.pt", {"V": r.V, "W": r.W, "param": r.config.param, "d": r.config.d})
                 d.write_json("summary.json", r.summary)
-            self._write_manifests(dirs, "finished", results)
+            self._write_manifests(dirs, "finished")
         return results
 
     # -- run directory
@@ -491,7 +491,7 @@ class Engine:
             for d, row in zip(dirs, rows):
                 d.append_metrics(row)
 
-    def manifest(self, status: str, *, results: list | None = None) -> dict:
+    def manifest(self, status: str) -> dict:
         """The top manifest: status, config(s), device, versions, commit, threads, timings."""
         out = {"status": status, "device": str(self.device), "device_record": device_record(self.device),
                "settings": run_settings(), "torch_threads": torch.get_num_threads(),
@@ -505,7 +505,7 @@ class Engine:
                        models=[model_dir_name(j, c) for j, c in enumerate(self.configs)])
         return out
 
-    def _write_manifests(self, dirs: list, status: str, results: list | None = None) -> None:
+    def _write_manifests(self, dirs: list, status: str) -> None:
         top = self.manifest(status)
         atomic_write_text(os.path.join(self.out, "manifest.json"), to_json(top))
         if self.M > 1:
