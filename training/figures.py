@@ -81,10 +81,10 @@ class _GivenRuns:
     (``numerics.nocot_params``) stands in for the no-CoT model.  The figure uses the CoT run's
     d, n, k and eta."""
 
-    def __init__(self, paths, seed: int, quick: bool):
+    def __init__(self, paths, seed: int, quick: bool, device: str = "cpu"):
         from types import SimpleNamespace
         from .rundir import load_run
-        self.seed, self.quick, self.models, self.labels = seed, quick, {}, {}
+        self.seed, self.quick, self.device, self.models, self.labels = seed, quick, device, {}, {}
         for path in paths:
             run = load_run(path)
             mode = run.config.mode
@@ -284,11 +284,12 @@ def ood(runs: _Runs, path: str) -> str:
     diverged = []
     for c in scales:
         sigma = c * np.eye(d)
-        m = evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples, seed=runs.seed + 5, sigma=sigma)
+        m = evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples, seed=runs.seed + 5, sigma=sigma,
+                            device=runs.device)
         rows[cot_label].append(m)
         diverged.append(m["diverged_frac"])
         rows[nocot_label].append(evaluate_params(nocot.V, nocot.W, d=d, n=n, k=k, samples=samples,
-                                                 seed=runs.seed + 5, sigma=sigma, mode="nocot"))
+                                                 seed=runs.seed + 5, sigma=sigma, mode="nocot", device=runs.device))
         rows["GD, step eta"].append(numerics.eval_loss_mc(d, n, eta, k, samples=samples,
                                                           seed=runs.seed + 5, sigma=sigma))
     for (label, reps), style in zip(rows.items(), ("C0-o", "C3-s", "k--")):
@@ -316,9 +317,9 @@ def ood(runs: _Runs, path: str) -> str:
     for cond in conditions:
         sigma = ood_sigma(d, cond)
         rows[cot_label].append(evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples,
-                                               seed=runs.seed + 6, sigma=sigma))
+                                               seed=runs.seed + 6, sigma=sigma, device=runs.device))
         rows[nocot_label].append(evaluate_params(nocot.V, nocot.W, d=d, n=n, k=k, samples=samples,
-                                                 seed=runs.seed + 6, sigma=sigma, mode="nocot"))
+                                                 seed=runs.seed + 6, sigma=sigma, mode="nocot", device=runs.device))
         rows["GD, step eta"].append(numerics.eval_loss_mc(d, n, eta, k, samples=samples,
                                                           seed=runs.seed + 6, sigma=sigma))
     for (label, reps), style in zip(rows.items(), ("C0-o", "C3-s", "k--")):
@@ -428,7 +429,7 @@ FIGURES = {"fig2": fig2, "fig3": fig3, "structure": structure, "ood": ood, "loop
 
 def reproduce(figure: str, *, out: str, device: str = "cpu", seed: int = 0, quick: bool = False,
               runs: list | None = None) -> list:
-    """Write ``figure`` ('fig2', 'fig3', 'structure', 'ood' or 'all') as PNG under ``out``;
+    """Write ``figure`` ('fig2', 'fig3', 'structure', 'ood', 'looped' or 'all') as PNG under ``out``;
     return the paths.  Training runs land in ``out/runs/`` and are shared between figures.
     ``runs``: run directories whose models the 'ood' figure uses instead of training (a cot run,
     optionally a nocot run: ``_GivenRuns``); only for 'ood'."""
@@ -438,7 +439,7 @@ def reproduce(figure: str, *, out: str, device: str = "cpu", seed: int = 0, quic
     if runs and figure != "ood":
         raise ValueError(f"existing runs (--run) are used by the ood figure only, got figure {figure!r}")
     resolve_device(device)
-    given = _GivenRuns(runs, seed, quick) if runs else None
+    given = _GivenRuns(runs, seed, quick, device) if runs else None
     os.makedirs(out, exist_ok=True)
     runs = given or _Runs(out, device, seed, quick)
     names = list(FIGURES) if figure == "all" else [figure]
