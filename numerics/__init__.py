@@ -3,7 +3,8 @@
 Reference LSA forward pass and CoT / looped rollouts (``lsa``), k-step GD by recursion and by
 closed form (``gd``), Theorem 3.2's and 3.1's parameters evaluated from ``theory`` (``params``),
 the equivalence check (``equivalence``), Monte Carlo of evaluation losses with honest tails
-(``montecarlo``, ``sampling``), the Marchenko-Pastur limit (``marchenko_pastur``), exact values of
+(``montecarlo``, ``sampling``), the Marchenko-Pastur limit (``marchenko_pastur``) and its
+general-covariance deterministic equivalent (``silverstein``), exact values of
 theory's losses (``exact``) and scipy optima (``optimize``).  Covariances: ``covariance_root``
 (``checks``; symmetric PSD Sigma, singular allowed, docs/theory.md section 10), its exact form for
 theory's functions ``exact_covariance`` (``params``) and Haar-random rotations (``rotations``),
@@ -27,6 +28,8 @@ from .optimize import (NocotOptimum, RescaledGDOptimum, StepSizeOptimum, looped_
 from .params import exact_covariance, gd_params, nocot_params
 from .rotations import haar_orthogonal, random_rotation
 from .sampling import data_statistic, sample_gram, sample_prompts
+from .silverstein import (deterministic_equivalent_gd_loss, deterministic_equivalent_integral,
+                          silverstein_stieltjes)
 
 __all__ = [
     "DEFAULT_CHUNK", "DIVERGENCE_FACTOR", "EquivalenceReport", "LossReport", "NocotOptimum",
@@ -42,4 +45,5 @@ __all__ = [
     "reduced_gradient_value", "reduced_hessian_value", "reduced_loss_value", "sample_gram",
     "data_statistic",
     "sample_prompts", "stage_times",
+    "deterministic_equivalent_gd_loss", "deterministic_equivalent_integral", "silverstein_stieltjes",
 ]

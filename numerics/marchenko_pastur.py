@@ -32,9 +32,13 @@ def mp_density(x, gamma: float) -> np.ndarray:
     return np.where(inside, np.sqrt(np.clip((b - safe) * (safe - a), 0, None)) / (2 * math.pi * gamma * safe), 0.0)
 
 
-def mp_gd_eval_loss(gamma: float, eta: float, k: int) -> float:
+def mp_gd_eval_loss(gamma: float, eta: float, k: int, *, sigma_spectrum=None) -> float:
     """Per-coordinate Marchenko-Pastur limit of the k-step GD evaluation loss,
     ``(1/2) int (1 - eta x)^{2k} dMP_gamma(x)`` (module docstring), by ``scipy.integrate.quad``.
+
+    ``sigma_spectrum``: the eigenvalues of a covariance Sigma (prompts ``x ~ N(0, Sigma)``); the
+    limit is then the deterministic equivalent of ``numerics.silverstein``
+    (``deterministic_equivalent_gd_loss``, docs/theory.md section 15), for any ``k``.
 
     The continuous part is integrated in the angle ``x = (1 + gamma) + 2 sqrt(gamma) cos(theta)``,
     where ``dMP_gamma`` becomes ``2 sin(theta)^2 / (pi x) dtheta`` -- smooth, no
@@ -43,7 +47,12 @@ def mp_gd_eval_loss(gamma: float, eta: float, k: int) -> float:
 
     >>> round(mp_gd_eval_loss(0.5, 0.4, 1), 12)        # (1/2)(1 - 2 eta + eta^2 (1 + gamma))
     0.22
+    >>> round(mp_gd_eval_loss(0.5, 0.4, 1, sigma_spectrum=[1.0, 3.0]), 12)   # (1/2)(1 - 2 eta h1 + eta^2 (h2 + gamma h1^2))
+    0.26
     """
+    if sigma_spectrum is not None:
+        from .silverstein import deterministic_equivalent_gd_loss
+        return deterministic_equivalent_gd_loss(gamma, eta, k, sigma_spectrum)
     gamma = check_positive_finite("gamma", gamma)
     eta = check_positive_finite("eta", eta)
     k = check_int("k", k, 0)

@@ -11,7 +11,9 @@ from .validation import check_int
 
 
 def gd_step(w, S, w_star, eta):
-    """One GD step ``w - eta S (w - w*)`` (docs/theory.md section 2) on sympy matrices.
+    """One GD step ``w - eta S (w - w*)`` (docs/theory.md section 2) on sympy matrices.  ``eta``
+    may be a scalar or a ``d x d`` matrix ``P`` (the preconditioned step ``w - P S (w - w*)``,
+    docs/theory.md section 12); ``S``, ``w``, ``w*`` may be matrix expressions.
 
     >>> S = sympy.Matrix([[2, 0], [0, 1]]); ws = sympy.Matrix([1, 1])
     >>> gd_step(sympy.zeros(2, 1), S, ws, sympy.Rational(1, 2)).T
@@ -59,22 +61,78 @@ def gd_iterates_exact(S, w_star, eta, k: int) -> list:
     return iterates
 
 
-def prove_gd_closed_form() -> bool:
-    """Induction step of the closed form, for symbolic i, eta and symmetric S.
+def _spectral_image(expr, S, w_star, s):
+    """The scalar ``f(s)`` with ``expr = f(S) w*``, when ``expr`` is a sum of products of
+    functions of ``S`` (``S``, ``S^T = S``, ``I``, scalars, powers of such sums) ending in ``w*``;
+    None for any other shape.  Functions of one symmetric ``S`` commute and act on each
+    eigenvector of ``S`` by their value at its eigenvalue ``s``, so ``f(S) w* = 0`` for every
+    symmetric ``S`` and every ``w*`` iff ``f(s) = 0`` for every real ``s``."""
+    def function_of_S(e):
+        if e == S or (isinstance(e, sympy.Transpose) and e.arg == S):
+            return s
+        if isinstance(e, sympy.Identity):
+            return sympy.Integer(1)
+        if isinstance(e, sympy.ZeroMatrix):
+            return sympy.Integer(0)
+        if isinstance(e, sympy.MatAdd):
+            parts = [function_of_S(a) for a in e.args]
+            return None if any(p is None for p in parts) else sympy.Add(*parts)
+        if isinstance(e, sympy.MatMul):
+            parts = [a if not isinstance(a, sympy.MatrixExpr) else function_of_S(a) for a in e.args]
+            return None if any(p is None for p in parts) else sympy.Mul(*parts)
+        if isinstance(e, sympy.MatPow):
+            base = function_of_S(e.base)
+            return None if base is None else base ** e.exp
+        return None
 
-    Every term is a polynomial in S applied to w*, so with ``S = Q diag(s) Q^T`` the identity
-    ``gd_step(w_i) = w_{i+1}`` holds iff it holds for each eigenvalue ``s``:
-    ``(1 - (1 - eta s)^i) - eta s ((1 - (1 - eta s)^i) - 1) = 1 - (1 - eta s)^{i+1}``.
-    The base case ``w_0 = (I - I) w* = 0`` is checked too.
+    expr = sympy.expand(expr)
+    if isinstance(expr, sympy.ZeroMatrix):
+        return sympy.Integer(0)
+    total = []
+    for term in (expr.args if isinstance(expr, sympy.MatAdd) else (expr,)):
+        if not isinstance(term, sympy.MatMul) and term == w_star:
+            total.append(sympy.Integer(1))
+            continue
+        if not isinstance(term, sympy.MatMul) or term.args[-1] != w_star:
+            return None
+        head = sympy.MatMul(*term.args[:-1]) if len(term.args) > 2 else term.args[0]
+        value = function_of_S(head) if isinstance(head, sympy.MatrixExpr) else head
+        if value is None:
+            return None
+        total.append(value)
+    return sympy.Add(*total)
+
+
+def prove_gd_closed_form() -> bool:
+    """The closed form ``w_i = (I - (I - eta S)^i) w*`` (docs/theory.md section 2), proved for the
+    library's own ``gd_step`` and ``gd_closed_form`` (through ``error_operator``), called on
+    symbolic input: a symmetric ``d x d`` MatrixSymbol ``S`` (symbolic d), a MatrixSymbol ``w*``,
+    a symbolic step ``eta`` and a symbolic ``i >= 0``, all private (``sympy.Dummy``).
+
+    Induction step: ``gd_step(gd_closed_form(.., i)) - gd_closed_form(.., i + 1)`` must be
+    ``f(S) w*`` with ``f(s) = 0`` (``_spectral_image``: functions of one symmetric S are judged on
+    its eigenvalues); base case: ``gd_closed_form(.., 0) = 0 = w_0``; and the first three iterates
+    of ``gd_iterates_exact`` on a generic symmetric 2 x 2 ``S`` equal the closed form.  False when
+    any of these fails, or when a library function returns an expression outside that algebra.
 
     >>> prove_gd_closed_form()
     True
     """
-    s, eta = sympy.symbols("s eta")
-    i = sympy.Symbol("i", integer=True, nonnegative=True)
-    w_i = 1 - (1 - eta * s) ** i
-    stepped = w_i - eta * s * (w_i - 1)
-    w_next = 1 - (1 - eta * s) ** (i + 1)
-    induction = sympy.expand(sympy.expand_power_exp(stepped - w_next)) == 0
-    base = w_i.subs(i, 0) == 0
-    return bool(induction and base)
+    d = sympy.Dummy("d", positive=True, integer=True)
+    i = sympy.Dummy("i", integer=True, nonnegative=True)
+    eta, s = sympy.Dummy("eta"), sympy.Dummy("s", real=True)
+    S = sympy.MatrixSymbol(sympy.Dummy("S"), d, d)
+    w_star = sympy.MatrixSymbol(sympy.Dummy("w_star"), d, 1)
+    w_i = gd_closed_form(S, w_star, eta, i)
+    step = _spectral_image(gd_step(w_i, S, w_star, eta) - gd_closed_form(S, w_star, eta, i + 1),
+                           S, w_star, s)
+    base = _spectral_image(gd_closed_form(S, w_star, eta, 0), S, w_star, s)
+    if step is None or base is None:
+        return False
+    induction = sympy.expand(sympy.expand_power_exp(sympy.expand(step))) == 0
+    a, b, c = (sympy.Dummy(x) for x in "abc")
+    S2 = sympy.Matrix([[a, b], [b, c]])
+    w2 = sympy.Matrix(sympy.symbols("u:2", cls=sympy.Dummy))
+    iterates = gd_iterates_exact(S2, w2, eta, 3)
+    matches = all((iterates[k] - gd_closed_form(S2, w2, eta, k)).expand().is_zero_matrix for k in range(4))
+    return bool(induction and sympy.expand(base) == 0 and matches)

@@ -1,20 +1,24 @@
-"""Exact evaluation losses (docs/theory.md sections 2, 5 and 9), derived from Wishart moments.
+"""Exact evaluation losses (docs/theory.md sections 2, 5, 9 and 13), derived from Wishart moments.
 
 All losses are ``(1/2) E ||w_hat - w*||^2`` with ``w* ~ N(0, I_d)`` and ``x ~ N(0, Sigma)``,
 Sigma symmetric positive semi-definite where it appears (singular allowed, docs/theory.md section 10).
+``n`` may be a Symbol everywhere; ``d`` too where no explicit Sigma fixes it.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import sympy
 
 from .params import _nocot_gamma_inverse
-from .validation import check_covariance, check_dim, check_eta_exact, check_int, covariance_and_rank
-from .wishart import check_steps_exact, trace_moment
+from .validation import (check_covariance, check_dim, check_eta_exact, check_int, covariance_and_rank,
+                         covariance_or_symbol)
+from .wishart import check_sigma_steps_exact, check_steps_exact, trace_moment
 
 _s = sympy.Dummy("s")  # eigenvalue variable of S
 
 
-def gd_eval_loss(d, n, eta, k: int):
+def gd_eval_loss(d, n, eta, k: int, *, sigma=None):
     """Exact k-step GD evaluation loss ``(1/2) E tr((I - eta S)^{2k})`` (docs/theory.md section 2).
 
     Expanded into ``sum_j C(2k, j) (-eta)^j E tr(S^j) / 2`` with exact Wishart moments
@@ -23,17 +27,120 @@ def gd_eval_loss(d, n, eta, k: int):
     ValueError says so.  This is the mean over all prompts: for ``eta lambda_max(S) >= 2`` on
     some prompts it can be dominated by rare diverging prompts (see numerics.eval_loss_mc).
 
+    ``sigma``: prompts with ``x ~ N(0, Sigma)`` (out of distribution, docs/theory.md sections 7
+    and 13; ``w* ~ N(0, I)`` still, so the loss is still ``(1/2) E tr((I - eta S)^{2k})``), an
+    explicit symmetric PSD ``d x d`` matrix (singular allowed; ``2k <= MAX_SIGMA_MOMENT``) or a
+    MatrixSymbol (power sums ``Trace(Sigma**j)``; ``2k <= MAX_SIGMA_SYMBOLIC_MOMENT``).
+
     >>> gd_eval_loss(10, 20, sympy.Rational(2, 5), 0)
     5
     >>> gd_eval_loss(1, 1, sympy.Symbol("eta"), 1)
     3*eta**2/2 - eta + 1/2
+    >>> gd_eval_loss(2, 4, sympy.Rational(1, 4), 2, sigma=sympy.diag(1, 3))
+    3877/8192
     """
     d = check_dim("d", d)
     n = check_dim("n", n)
     k = check_int("k", k, 0)
     eta = check_eta_exact("eta", eta)
-    check_steps_exact("gd_eval_loss", k)
-    return sympy.expand(trace_moment((1 - eta * _s) ** (2 * k), _s, d, n) / 2)
+    if sigma is None:
+        check_steps_exact("gd_eval_loss", k)
+    else:
+        check_sigma_steps_exact("gd_eval_loss", k, d, sigma)
+    return sympy.expand(trace_moment((1 - eta * _s) ** (2 * k), _s, d, n, sigma=sigma) / 2)
+
+
+class OptimalStep(NamedTuple):
+    """``gd_optimal_eta``'s result (docs/theory.md section 13): the exact minimiser ``eta`` (a Rational or symbolic expression,
+    or a ``CRootOf``), its float ``eta_float``, the float of the minimum loss ``loss_float`` (both
+    None when the inputs are symbolic) and ``radicals``, the same number in radicals when its
+    minimal polynomial has degree 3 or 4 (Cardano / Ferrari; ``eta`` itself for a rational, None
+    beyond degree 4)."""
+
+    eta: sympy.Expr
+    eta_float: float | None
+    loss_float: float | None
+    radicals: sympy.Expr | None = None
+
+
+def gd_optimal_eta(d, n, k: int, *, sigma=None) -> OptimalStep:
+    """The step that minimises the exact k-step loss ``gd_eval_loss(d, n, eta, k)`` over ``eta``
+    (docs/theory.md sections 2 and 13), exactly.
+
+    The loss is a polynomial of degree ``2k`` in ``eta`` with ``L''(eta) = k (2k - 1) E tr(S^2
+    (I - eta S)^{2k-2}) > 0`` (``S != 0`` with positive probability), so ``L'`` is strictly
+    increasing and has exactly one real root, simple: the unique minimiser.  It is found as the
+    real root of ``L'`` factored over the rationals: a Rational when a linear factor holds it,
+    otherwise ``CRootOf(factor, 0)`` (its only real root), an exact algebraic number (``.evalf(50)`` gives more
+    digits; ``radicals`` the closed form for a factor of degree 3 or 4, e.g. always for k = 2).
+    ``k = 1`` is Theorem 3.1's ``n / (n + d + 1)`` and accepts symbolic d, n (and a symbolic
+    Sigma); ``k >= 2`` needs integer ``n`` and a numeric Sigma.  ``sigma``: as in
+    ``gd_eval_loss`` (the best step for prompts from Sigma; ``Sigma = 0`` is refused: the loss does
+    not depend on eta).
+
+    >>> gd_optimal_eta(10, 20, 1)
+    OptimalStep(eta=20/31, eta_float=0.6451612903225806, loss_float=1.7741935483870968, radicals=20/31)
+    >>> r = gd_optimal_eta(10, 20, 3)
+    >>> r.eta
+    CRootOf(7732053*x**5 - 15390300*x**4 + 13012500*x**3 - 5970000*x**2 + 1550000*x - 200000, 0)
+    >>> round(r.eta_float, 6)
+    0.611251
+    """
+    k = check_int("k", k, 1)
+    eta = sympy.Dummy("eta")
+    loss = gd_eval_loss(d, n, eta, k, sigma=sigma)
+    slope = sympy.Poly(sympy.diff(loss, eta), eta)
+    if slope.degree() < 1:
+        raise ValueError("sigma must not be zero: then S = 0 and the loss does not depend on eta")
+    numeric = all(c.is_number for c in slope.all_coeffs())
+    if k == 1:
+        (root,) = sympy.solve(slope.as_expr(), eta)
+        root = sympy.factor(root)
+        radicals = root
+    elif not numeric:
+        raise ValueError("k >= 2 needs integer d, n and a numeric sigma (the minimiser is a root "
+                         "of a polynomial of degree 2k - 1)")
+    else:
+        # One simple real root in all: it lies in the one irreducible factor of odd degree (an
+        # irreducible factor has simple roots, its non-real ones in conjugate pairs).
+        odd = [factor for factor, _ in sympy.factor_list(slope)[1] if factor.degree() % 2]
+        if len(odd) != 1:
+            raise ArithmeticError(f"the slope of a convex loss has {len(odd)} factors of odd degree")
+        root = _real_root(odd[0])
+        radicals = _in_radicals(root, odd[0])
+    if not numeric:
+        return OptimalStep(root, None, None, radicals)
+    return OptimalStep(root, float(sympy.N(root, 30)), float(sympy.N(loss.subs(eta, root), 30)), radicals)
+
+
+def _real_root(factor: sympy.Poly):
+    """The only real root of an irreducible rational polynomial that has exactly one: a Rational,
+    else ``CRootOf(factor, 0)`` in ``x`` (index 0 is the smallest real root)."""
+    x = sympy.Symbol("x")
+    poly = sympy.Poly(factor.as_expr().subs(factor.gen, x), x)
+    if poly.degree() == 1:
+        return sympy.solve(poly.as_expr(), x)[0]
+    root = sympy.CRootOf(poly, 0)
+    if not root.is_real:
+        raise ArithmeticError("the factor of odd degree has no real root")
+    return root
+
+
+def _in_radicals(root, factor: sympy.Poly):
+    """``root`` in radicals when its irreducible ``factor`` has degree <= 4, else None: the real
+    radical root of the factor closest to it (they are exact; the pick is checked to 30 digits)."""
+    if factor.degree() == 1:
+        return root
+    if factor.degree() > 4:
+        return None
+    x = factor.gen
+    candidates = [r for r in sympy.roots(factor, x, cubics=True, quartics=True)
+                  if abs(sympy.im(sympy.N(r, 40))) < sympy.Float(1e-30)]
+    value = sympy.N(root, 40)
+    best = min(candidates, key=lambda r: abs(sympy.N(r, 40) - value), default=None)
+    if best is None or abs(sympy.N(best, 40) - value) > sympy.Float(1e-30):
+        return None
+    return best
 
 
 def nocot_loss(d, n, eta):
@@ -81,13 +188,16 @@ def second_moment_S(n, Sigma):
     """``E[S^2] = (1 + 1/n) Sigma^2 + tr(Sigma)/n Sigma`` for ``S = X X^T / n``, columns of X
     i.i.d. ``N(0, Sigma)`` (Isserlis: ``E[x x^T x x^T] = 2 Sigma^2 + tr(Sigma) Sigma``), for any
     symmetric positive semi-definite Sigma, singular included (docs/theory.md sections 5 and 10).
+    ``n`` may be a Symbol; ``Sigma`` may be a ``MatrixSymbol`` (a matrix expression then).
 
     >>> second_moment_S(2, sympy.eye(1))
     Matrix([[2]])
+    >>> second_moment_S(sympy.Symbol("n"), sympy.MatrixSymbol("Sigma", 3, 3))
+    (Trace(Sigma)/n)*Sigma + (1 + 1/n)*Sigma**2
     """
-    n = check_int("n", n, 1)
-    Sigma = check_covariance("Sigma", Sigma)
-    return (1 + sympy.Integer(1) / n) * Sigma ** 2 + Sigma.trace() / sympy.Integer(n) * Sigma
+    n = check_dim("n", n)
+    Sigma = covariance_or_symbol("Sigma", Sigma)
+    return (1 + sympy.Integer(1) / n) * Sigma ** 2 + sympy.trace(Sigma) / sympy.sympify(n) * Sigma
 
 
 def linear_prediction_loss(n, Sigma, A):
@@ -99,8 +209,10 @@ def linear_prediction_loss(n, Sigma, A):
 
     >>> linear_prediction_loss(20, sympy.eye(10), sympy.Rational(20, 31) * sympy.eye(10))
     55/31
+    >>> linear_prediction_loss(sympy.Symbol("n"), sympy.eye(1), sympy.eye(1))
+    1/n
     """
-    n = check_int("n", n, 1)
+    n = check_dim("n", n)
     Sigma = check_covariance("Sigma", Sigma)
     d = Sigma.shape[0]
     try:
@@ -110,7 +222,8 @@ def linear_prediction_loss(n, Sigma, A):
     if A.shape != (d, d):
         raise ValueError(f"A must be {d} x {d}, got {A.shape[0]} x {A.shape[1]}")
     M2 = second_moment_S(n, Sigma)
-    return ((A * M2 * A.T).trace() - 2 * (A * Sigma).trace() + d) / 2
+    loss = ((A * M2 * A.T).trace() - 2 * (A * Sigma).trace() + d) / 2
+    return loss if isinstance(n, int) else sympy.expand(loss)
 
 
 def nocot_min_loss_sigma(n, Sigma):
@@ -128,11 +241,14 @@ def nocot_min_loss_sigma(n, Sigma):
     55/31
     >>> nocot_min_loss_sigma(3, sympy.diag(1, 0))           # (1/2)(1 - 1/(4/3 + 1/3)) + 1/2
     7/10
+    >>> nocot_min_loss_sigma(sympy.Symbol("n", positive=True), sympy.diag(1, 2))
+    (13*n + 40)/(2*(n + 4)*(2*n + 5))
     """
-    n = check_int("n", n, 1)
+    n = check_dim("n", n)
     Sigma = check_covariance("Sigma", Sigma)
     inverse = _nocot_gamma_inverse(Sigma.shape[0], n, Sigma)
-    return sympy.simplify(linear_prediction_loss(n, Sigma, inverse))
+    loss = linear_prediction_loss(n, Sigma, inverse)
+    return sympy.simplify(loss) if isinstance(n, int) else sympy.factor(sympy.cancel(loss))
 
 
 def gd_limit_loss(d, n, Sigma=None):
@@ -149,8 +265,12 @@ def gd_limit_loss(d, n, Sigma=None):
     (3, 0)
     >>> gd_limit_loss(3, 20, sympy.diag(1, 2, 0))
     1/2
+    >>> gd_limit_loss(sympy.Symbol("d"), sympy.Symbol("n"))
+    d/2 - Min(d, n)/2
+
+    ``d`` and ``n`` may be Symbols (``Min`` stays unevaluated); an explicit Sigma needs an int d.
     """
-    d = check_int("d", d)
-    n = check_int("n", n)
+    d = check_dim("d", d)
+    n = check_dim("n", n)
     rank = d if Sigma is None else covariance_and_rank("Sigma", Sigma, d)[1]
-    return sympy.Rational(d - min(n, rank), 2)
+    return (sympy.sympify(d) - sympy.Min(n, rank)) / 2

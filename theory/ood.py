@@ -20,7 +20,7 @@ import numbers
 
 import sympy
 
-from .validation import check_eta_exact, check_int
+from .validation import check_dim, check_eta_exact, check_int
 
 
 def _eigenvalues(sigma_eigenvalues) -> list:
@@ -72,11 +72,17 @@ def spectrum_interval(sigma_eigenvalues, d: int, n: int):
 
     >>> spectrum_interval([1, 1], 1, 4)
     (1/4, 9/4)
+
+    ``d`` and ``n`` may be Symbols (the edges are then expressions in ``sqrt(d/n)``).
+
+    >>> d, n = sympy.symbols("d n", positive=True)
+    >>> spectrum_interval([1, 2], d, n)[1]
+    4*sqrt(d)/sqrt(n) + 2*d/n + 2
     """
-    d = check_int("d", d)
-    n = check_int("n", n)
+    d = check_dim("d", d)
+    n = check_dim("n", n)
     values = _eigenvalues(sigma_eigenvalues)
-    lo, hi = mp_edges(sympy.Rational(d, n))
+    lo, hi = mp_edges(sympy.sympify(d) / n)
     return (sympy.Min(*values) * lo, sympy.Max(*values) * hi)
 
 
@@ -127,4 +133,4 @@ def ood_loss_bound(eta, sigma_eigenvalues, d: int, n: int, k: int):
     >>> ood_loss_bound(sympy.Rational(1, 2), [1], 1, 4, 1)
     49/128
     """
-    return sympy.Rational(check_int("d", d), 2) * contraction_factor(eta, sigma_eigenvalues, d, n, k)
+    return sympy.sympify(check_dim("d", d)) / 2 * contraction_factor(eta, sigma_eigenvalues, d, n, k)

@@ -2,11 +2,13 @@
 Theorem 3.1 (the best no-CoT model), docs/theory.md sections 4 and 5."""
 from __future__ import annotations
 
+import numbers
+
 import sympy
 from sympy import BlockMatrix, Identity, ZeroMatrix
 
 from .layout import Layout
-from .validation import check_covariance, check_dim, check_eta_exact
+from .validation import check_dim, check_eta_exact, covariance_or_symbol, exact_number
 
 
 def _blocks(layout: Layout, entries: dict):
@@ -34,11 +36,53 @@ def _blocks(layout: Layout, entries: dict):
     M = sympy.zeros(layout.D, layout.D)
     for (r, c), value in entries.items():
         rs, cs = layout.block(r), layout.block(c)
+        if isinstance(value, sympy.MatrixExpr) and not isinstance(value, sympy.MatrixBase):
+            value = value.as_explicit()                 # e.g. a MatrixSymbol P for an int d
         if isinstance(value, sympy.MatrixBase):
             M[rs, cs] = value
         else:
             M[rs, cs] = sympy.sympify(value) * sympy.eye(sizes[r - 1])
     return M
+
+
+def check_step(name: str, value, d, *, positive: bool = True):
+    """A GD step for the constructions and proofs: a scalar (``check_eta_exact``: a positive
+    number -- any finite number with ``positive=False`` -- or a symbolic expression, floats read by
+    ``validation.exact_number``) or a preconditioner ``P``: an explicit ``d x d`` matrix (entries
+    through ``exact_number``, so floats are read the same way everywhere) or, for symbolic ``d``,
+    a ``d x d`` matrix expression.  A matrix may be anything (not necessarily positive definite):
+    the identities hold for every P.
+
+    >>> check_step("P", [[0.5, 0], [0, 2]], 2)
+    Matrix([
+    [1/2, 0],
+    [  0, 2]])
+    """
+    if isinstance(value, sympy.MatrixExpr) and not isinstance(value, sympy.MatrixBase):
+        if any(sympy.simplify(s - d) != 0 for s in value.shape):
+            raise ValueError(f"{name} must be {d} x {d}, got {value.shape[0]} x {value.shape[1]}")
+        return value
+    is_matrix = isinstance(value, sympy.MatrixBase) or (
+        hasattr(value, "tolist") and getattr(value, "ndim", 0) == 2) or isinstance(value, (list, tuple))
+    if not is_matrix:
+        if positive:
+            return exact_number(check_eta_exact(name, value))
+        if isinstance(value, (bool, str, bytes)) or not isinstance(value, (numbers.Number, sympy.Basic)):
+            raise ValueError(f"{name} must be a number, a symbolic expression or a {d} x {d} matrix, got {value!r}")
+        value = exact_number(value)
+        if value.is_number and not (value.is_finite and value.is_extended_real):
+            raise ValueError(f"{name} must be a finite real number, got {value}")
+        return value
+    if isinstance(d, sympy.Symbol):
+        raise ValueError(f"{name} must be a {d} x {d} matrix expression for a symbolic d, got an "
+                         f"explicit matrix")
+    try:
+        M = sympy.Matrix(value.tolist() if hasattr(value, "tolist") else value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or a {d} x {d} matrix") from None
+    if M.shape != (d, d):
+        raise ValueError(f"{name} must be {d} x {d}, got {M.shape[0]} x {M.shape[1]}")
+    return M.applyfunc(exact_number)
 
 
 def gd_transformer_params(d, eta) -> tuple:
@@ -49,6 +93,10 @@ def gd_transformer_params(d, eta) -> tuple:
     (docs/theory.md section 4).  ``d`` an int gives explicit ``sympy.Matrix`` objects of size
     ``2d + 2``; ``d`` a Symbol gives ``BlockMatrix`` objects of Identity / ZeroMatrix blocks.
     ``eta`` may be a number (floats become exact rationals when short: 0.4 -> 2/5) or a Symbol.
+
+    ``eta`` may also be a preconditioner: a ``d x d`` matrix ``P`` (a matrix expression such as a
+    ``MatrixSymbol`` for symbolic d) gives ``V31 = -P``, the preconditioned step
+    ``w_{i+1} = w_i - P grad L(w_i)`` (``theory.prove_lsa_step``, docs/theory.md section 12).
 
     >>> V, W = gd_transformer_params(1, sympy.Rational(2, 5))
     >>> V
@@ -63,9 +111,13 @@ def gd_transformer_params(d, eta) -> tuple:
     [0, 0, 0, -1],
     [0, 0, 0,  0],
     [0, 0, 0,  0]])
+    >>> gd_transformer_params(2, sympy.diag(1, 2))[0][3:5, 0:2]
+    Matrix([
+    [-1,  0],
+    [ 0, -2]])
     """
     layout = Layout(check_dim("d", d))
-    eta = check_eta_exact("eta", eta)
+    eta = check_step("eta", eta, layout.d)
     V = _blocks(layout, {(3, 1): -eta})
     W = _blocks(layout, {(1, 3): 1, (2, 4): -1})
     return V, W
@@ -86,13 +138,17 @@ def nocot_gamma(d, n, Sigma=None):
     Matrix([
     [7/4, 5/4],
     [5/4, 7/4]])
+    >>> d, n = sympy.symbols("d n", positive=True, integer=True)
+    >>> nocot_gamma(d, n, sympy.MatrixSymbol("Sigma", d, d))   # symbolic d: a matrix expression
+    (Trace(Sigma)/n)*I + (1 + 1/n)*Sigma
     """
     d = check_dim("d", d)
     n = check_dim("n", n)
     if Sigma is None:
         return (n + d + 1) / sympy.sympify(n)
-    Sigma = check_covariance("Sigma", Sigma, d)
-    return (1 + sympy.Integer(1) / n) * Sigma + Sigma.trace() / sympy.sympify(n) * sympy.eye(d)
+    Sigma = covariance_or_symbol("Sigma", Sigma, d)
+    identity = sympy.eye(d) if isinstance(Sigma, sympy.MatrixBase) else sympy.Identity(d)
+    return (1 + sympy.Integer(1) / n) * Sigma + sympy.trace(Sigma) / sympy.sympify(n) * identity
 
 
 def _nocot_gamma_inverse(d, n, Sigma=None):
@@ -106,6 +162,8 @@ def _nocot_gamma_inverse(d, n, Sigma=None):
     gamma = nocot_gamma(d, n, Sigma)
     if Sigma is None:
         return sympy.Integer(1) / gamma
+    if not isinstance(gamma, sympy.MatrixBase):
+        return sympy.Inverse(gamma)
     if gamma.is_zero_matrix:
         raise ValueError("Sigma must not be zero: Gamma = 0 has no inverse (x = 0 carries no "
                          "information on w*; every no-CoT model has loss d/2)")
@@ -118,7 +176,8 @@ def nocot_params(d, n, Sigma=None) -> tuple:
     ``V31 = -Gamma^{-1}``, ``W13 = I_d``, ``W24 = -1`` (every other block zero), so the
     prediction from ``Z_0`` is ``Gamma^{-1} X y / n = Gamma^{-1} S w*``, the minimiser of the
     evaluation loss over all linear maps of ``X y / n`` (docs/theory.md section 5).  For ``Sigma = I``
-    this is ``gd_transformer_params(d, n / (n + d + 1))``.
+    this is ``gd_transformer_params(d, n / (n + d + 1))``; in general it is
+    ``gd_transformer_params(d, Gamma^{-1})``, the preconditioned construction.
 
     ``Sigma`` may be singular (positive semi-definite, docs/theory.md section 10): ``S w*`` then
     lies in ``range(Sigma)``, so only ``V31`` on ``range(Sigma)`` matters and the minimiser is
@@ -131,8 +190,4 @@ def nocot_params(d, n, Sigma=None) -> tuple:
     """
     d = check_dim("d", d)
     n = check_dim("n", n)
-    inverse = _nocot_gamma_inverse(d, n, Sigma)
-    layout = Layout(d)
-    V = _blocks(layout, {(3, 1): -inverse})
-    W = _blocks(layout, {(1, 3): 1, (2, 4): -1})
-    return V, W
+    return gd_transformer_params(d, _nocot_gamma_inverse(d, n, Sigma))

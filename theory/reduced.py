@@ -40,7 +40,16 @@ __all__ = ["prove_reduced_unique_zero", "reduced_argmin_a", "reduced_coefficient
 
 _a, _b = sympy.symbols("a b", real=True)
 _eta = sympy.Symbol("eta", positive=True)
-_s = sympy.Symbol("s")
+_s = sympy.Dummy("s")                     # private eigenvalue variable
+
+
+def _check_eta(eta):
+    """``check_eta_exact``, refusing a step that contains the polynomial variables ``a``, ``b``
+    (they would be confused with the parameters of the reduction)."""
+    eta = check_eta_exact("eta", eta)
+    if eta.free_symbols & {_a, _b}:
+        raise ValueError(f"eta must not contain the reduction's variables a, b (reduced_symbols), got {eta}")
+    return eta
 
 
 def reduced_symbols() -> tuple:
@@ -82,7 +91,7 @@ def reduced_loss_symbolic(k: int, eta=None) -> sympy.Expr:
     0
     """
     k = check_int("k", k, 1)
-    eta = _eta if eta is None else check_eta_exact("eta", eta)
+    eta = _eta if eta is None else _check_eta(eta)
     A, B, C = reduced_moment_symbols(k)
     u, v = _a * _b + eta, _a + eta
     terms = [u ** 2 * A[i] - 2 * u * v * B[i] + v ** 2 * C for i in range(k)]
@@ -103,7 +112,7 @@ def reduced_argmin_a(k: int, eta=None) -> sympy.Expr:
     -eta
     """
     k = check_int("k", k, 1)
-    eta_value = _eta if eta is None else check_eta_exact("eta", eta)
+    eta_value = _eta if eta is None else _check_eta(eta)
     dL = sympy.Poly(sympy.expand(sympy.diff(reduced_loss_symbolic(k, eta_value), _a)), _a)
     c1, c0 = dL.all_coeffs()          # dL/da = c1 a + c0: L is quadratic in a
     return sympy.collect(-c0 / c1, _b)
@@ -125,7 +134,7 @@ def reduced_coefficients(d, n, eta, k: int) -> dict:
     d = check_dim("d", d)
     n = check_dim("n", n)
     k = check_int("k", k, 1)
-    eta = check_eta_exact("eta", eta)
+    eta = _check_eta(eta)
     check_steps_exact("the reduced loss", k)
     A, B, C = reduced_moment_symbols(k)
     out = {}
@@ -164,7 +173,7 @@ def reduced_loss(d, n, eta, k: int) -> sympy.Expr:
     >>> reduced_loss(10, 20, sympy.Rational(2, 5), 2).subs({a: sympy.Rational(-2, 5), b: 1})
     0
     """
-    eta_exact = check_eta_exact("eta", eta)
+    eta_exact = _check_eta(eta)
     expr = reduced_loss_symbolic(k, eta_exact)
     return sympy.expand(expr.subs(reduced_coefficients(d, n, eta_exact, k)))
 
@@ -182,19 +191,27 @@ def reduced_gradient(d, n, eta, k: int) -> tuple:
 
 def prove_reduced_unique_zero(d, n, eta, k: int) -> bool:
     """True when ``(a, b) = (-eta, 1)`` is the unique zero of the reduced loss (docs/theory.md
-    section 6): the loss vanishes there and the Gram matrix ``G`` is positive definite (exact
-    leading minors), so ``L = 0`` forces ``ab + eta = a + eta = 0``.  False otherwise (k = 1: G
-    is singular and every ``a = -eta`` is a zero).
+    section 6), proved for the library's ``reduced_loss`` and ``reduced_gram``: the loss is the
+    quadratic form ``(1/2k) [u, v] G [u, v]^T`` (``u = ab + eta``, ``v = a + eta``; exact
+    polynomial identity), the Gram matrix ``G`` is positive definite (exact leading minors), so
+    ``L = 0`` forces ``u = v = 0``, and the loss vanishes at ``(-eta, 1)``.  False otherwise
+    (k = 1: G is singular and every ``a = -eta`` is a zero).  A symbolic ``eta`` is allowed when
+    the signs of the minors are decided by its assumptions (else ValueError).
 
     >>> prove_reduced_unique_zero(10, 20, 0.4, 3), prove_reduced_unique_zero(10, 20, 0.4, 1)
     (True, False)
     """
-    eta = check_eta_exact("eta", eta)
+    eta = _check_eta(eta)
+    k = check_int("k", k, 1)
     G = reduced_gram(d, n, eta, k)
     L = reduced_loss(d, n, eta, k)
+    uv = sympy.Matrix([_a * _b + eta, _a + eta])
+    quadratic = sympy.expand(L - (uv.T * G * uv)[0, 0] / (2 * k)) == 0
     vanishes = sympy.simplify(L.subs({_a: -eta, _b: 1})) == 0
-    positive = bool(sympy.simplify(G[0, 0]) > 0) and bool(sympy.simplify(G.det()) > 0)
-    return bool(vanishes and positive)
+    signs = [sympy.simplify(G[0, 0]).is_positive, sympy.simplify(G.det()).is_positive]
+    if None in signs:
+        raise ValueError(f"the signs of the leading minors of G are not decided for eta = {eta}")
+    return bool(quadratic and vanishes and all(signs))
 
 
 def _kind(H: sympy.Matrix) -> str:
@@ -220,7 +237,7 @@ def reduced_critical_points(d, n, eta, k: int) -> list:
     [(-2/5, 'minimum'), (0, 'saddle')]
     """
     k = check_int("k", k, 1)
-    eta = check_eta_exact("eta", eta)
+    eta = _check_eta(eta)
     if not eta.is_number:
         raise ValueError("eta must be a number for reduced_critical_points, got a symbol")
     if k == 1:

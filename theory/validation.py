@@ -247,3 +247,42 @@ def check_covariance(name: str, value, d=None) -> sympy.Matrix:
     ValueError: Sigma must be positive semi-definite, smallest eigenvalue -1.0
     """
     return covariance_and_rank(name, value, d)[0]
+
+
+def covariance_or_symbol(name: str, value, d=None):
+    """A covariance for the functions whose formula holds for a symbolic Sigma: a ``MatrixSymbol``
+    (or another non-explicit square matrix expression, assumed symmetric PSD; its size may be
+    symbolic) is returned as it is, anything else goes through ``check_covariance``.
+
+    >>> covariance_or_symbol("Sigma", sympy.MatrixSymbol("Sigma", 3, 3))
+    Sigma
+    """
+    if isinstance(value, sympy.MatrixExpr) and not isinstance(value, sympy.MatrixBase):
+        rows, cols = value.shape
+        if sympy.simplify(rows - cols) != 0:
+            raise ValueError(f"{name} must be square, got {rows} x {cols}")
+        if d is not None and sympy.simplify(rows - d) != 0:
+            raise ValueError(f"{name} must be {d} x {d}, got {rows} x {cols}")
+        return value
+    return check_covariance(name, value, d)
+
+
+def exact_number(value):
+    """The one rule for floats in exact proofs: a Python or sympy float becomes
+    ``sympy.nsimplify(value, rational=True)`` (the short rational it prints as, 0.4 -> 2/5), the
+    same rule as ``check_eta_exact``; everything else is sympified unchanged.  Proofs apply it to
+    both sides (parameters and step), so a float construction is judged like its exact one.
+
+    >>> exact_number(0.4), exact_number(0.1 * 3), exact_number(sympy.Symbol("c"))
+    (2/5, 3/10, c)
+    """
+    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+        raise ValueError(f"expected a number or a sympy expression, got {value!r}")
+    if isinstance(value, float) or (isinstance(value, sympy.Basic) and value.is_Float):
+        if not math.isfinite(float(value)):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return sympy.nsimplify(float(value), rational=True)
+    value = sympy.sympify(value)
+    if isinstance(value, sympy.Basic) and value.has(sympy.Float):
+        value = value.xreplace({f: sympy.nsimplify(float(f), rational=True) for f in value.atoms(sympy.Float)})
+    return value

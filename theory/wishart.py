@@ -33,6 +33,11 @@ Both methods agree for ``m <= 6`` (tests/theory/test_wishart.py; also checked fo
 The bidiagonal results also pass ``d = 1`` (``E chi_n^(2m)``), Monte Carlo and Marchenko-Pastur
 checks.  Results are cached.
 
+A general covariance (columns ``N(0, Sigma)``, docs/theory.md section 13): ``wishart_moment(...,
+sigma=Sigma)`` and ``trace_moment(..., sigma=Sigma)`` through ``sigma_moments``, which evaluates
+the Stein recursion of ``theory.wishart_sigma`` (exact; ``m <= MAX_SIGMA_MOMENT`` for a numeric
+Sigma, ``m <= MAX_SIGMA_SYMBOLIC_MOMENT`` for a symbolic one).
+
 The Marchenko-Pastur limit ``E tr(S^m) / d -> sum_r N(m, r) gamma^(r - 1)`` as ``d, n -> oo``
 with ``d / n -> gamma`` is ``mp_moment``; ``narayana`` gives the Narayana numbers ``N(m, r)``.
 
@@ -47,10 +52,12 @@ from functools import lru_cache
 
 import sympy
 
-from .validation import check_dim, check_int
+from .validation import check_covariance, check_dim, check_int
+from .wishart_sigma import (MAX_SIGMA_MOMENT, MAX_SIGMA_SYMBOLIC_MOMENT, numeric_moments,
+                            power_sum_polynomial)
 
-__all__ = ["MAX_EXACT_MOMENT", "WICK_MAX_MOMENT", "mp_moment", "narayana", "wishart_moment",
-           "wishart_moment_method"]
+__all__ = ["MAX_EXACT_MOMENT", "MAX_SIGMA_MOMENT", "MAX_SIGMA_SYMBOLIC_MOMENT", "WICK_MAX_MOMENT",
+           "mp_moment", "narayana", "wishart_moment", "wishart_moment_method"]
 
 #: Largest m for which ``wishart_moment`` is available exactly.
 MAX_EXACT_MOMENT = 60
@@ -79,9 +86,10 @@ def wishart_moment_method(m: int) -> str:
     return "bidiagonal"
 
 
-def wishart_moment(m: int, d, n) -> sympy.Expr:
+def wishart_moment(m: int, d, n, *, sigma=None) -> sympy.Expr:
     """Exact ``E tr(S^m)``, ``S = X X^T / n``, ``X`` a ``d x n`` standard real Gaussian matrix
-    (real Wishart moments, docs/theory.md section 9).
+    (real Wishart moments, docs/theory.md section 9); with ``sigma`` the columns of ``X`` are
+    ``N(0, Sigma)`` (docs/theory.md section 13).
 
     ``d`` and ``n`` are positive integers (the result is a sympy Rational) or sympy Symbols (the
     result is the rational function ``Q_m(d, n) / n^m``, factored).  ``m = 0`` gives ``d``.
@@ -94,7 +102,22 @@ def wishart_moment(m: int, d, n) -> sympy.Expr:
     d*(d + n + 1)/n
     >>> wishart_moment(3, d, n)
     d*(d**2 + 3*d*n + 3*d + n**2 + 3*n + 4)/n**2
+
+    A covariance ``sigma`` (docs/theory.md section 13): an explicit ``d x d`` symmetric positive
+    semi-definite matrix (``validation.check_covariance``; singular allowed) or a ``MatrixSymbol``
+    of shape ``(d, d)`` (``d`` may be a Symbol then).  The result is exact: numeric Sigma, ``n``
+    an int or a Symbol, for ``m <= MAX_SIGMA_MOMENT``; symbolic Sigma (MatrixSymbol: a polynomial in
+    the power sums ``Trace(Sigma**j)``; symbolic entries: in the entries) for
+    ``m <= MAX_SIGMA_SYMBOLIC_MOMENT``.  Method: the Stein recursion of ``theory.wishart_sigma``.
+
+    >>> wishart_moment(2, 2, 3, sigma=sympy.diag(1, 4))     # (1 + 1/n) tr(Sigma^2) + tr(Sigma)^2 / n
+    31
+    >>> Sigma = sympy.MatrixSymbol("Sigma", d, d)
+    >>> wishart_moment(2, d, n, sigma=Sigma)
+    Trace(Sigma**2) + (Trace(Sigma**2) + Trace(Sigma)**2)/n
     """
+    if sigma is not None:
+        return sigma_moments([m], d, n, sigma)[0]
     m = _check_moment_order(m)
     d = check_dim("d", d)
     n = check_dim("n", n)
@@ -155,6 +178,16 @@ def check_steps_exact(what: str, k: int) -> None:
     if 2 * k > MAX_EXACT_MOMENT:
         raise ValueError(f"{what} needs E tr(S^m) for m <= 2k = {2 * k}; exact moments "
                          f"are available for m <= {MAX_EXACT_MOMENT} (k <= {MAX_EXACT_MOMENT // 2})")
+
+
+def check_sigma_steps_exact(what: str, k: int, d, sigma) -> None:
+    """As ``check_steps_exact`` for prompts with covariance ``sigma`` (docs/theory.md section 13):
+    ``2k`` against ``MAX_SIGMA_MOMENT`` (numeric Sigma) or ``MAX_SIGMA_SYMBOLIC_MOMENT``."""
+    kind = _sigma_kind(sigma, d)[0]
+    limit = MAX_SIGMA_MOMENT if kind == "numeric" else MAX_SIGMA_SYMBOLIC_MOMENT
+    if 2 * k > limit:
+        raise ValueError(f"{what} needs E tr(S^m) for m <= 2k = {2 * k}; with a {kind} sigma exact "
+                         f"moments are available for m <= {limit} (k <= {limit // 2})")
 
 
 def _check_gamma(gamma):
@@ -391,20 +424,126 @@ def _from_slices(m: int, vals: dict) -> dict:
     return c
 
 
-def trace_moment(p: sympy.Expr, s: sympy.Symbol, d, n) -> sympy.Expr:
+def trace_moment(p: sympy.Expr, s: sympy.Symbol, d, n, *, sigma=None) -> sympy.Expr:
     """``E tr(p(S))`` for a polynomial ``p`` in ``s`` (the eigenvalue variable), ``S = X X^T / n``
     with ``X`` a ``d x n`` standard Gaussian matrix, by linearity from the exact Wishart moments
     ``E tr(S^m)`` (docs/theory.md section 9).  Coefficients may involve other symbols (e.g. eta).
+    With ``sigma`` the columns of ``X`` are ``N(0, Sigma)`` (``wishart_moment``; docs/theory.md
+    section 13), degree up to its limits.
 
     >>> s = sympy.Symbol("s")
     >>> trace_moment(s ** 2 - s, s, 10, 20)
+    11/2
+    >>> trace_moment(s ** 2 - s, s, 10, 20, sigma=sympy.eye(10))
     11/2
     """
     d = check_dim("d", d)
     n = check_dim("n", n)
     poly = sympy.Poly(sympy.expand(p), s)
-    if poly.degree() > MAX_EXACT_MOMENT:
-        raise ValueError(f"p has degree {poly.degree()} in {s}; exact moments E tr(S^m) are "
-                         f"available for m <= {MAX_EXACT_MOMENT}")
-    return sympy.expand(sum((c * wishart_moment(m, d, n) for (m,), c in poly.terms()),
-                            sympy.Integer(0)))
+    terms = poly.terms()
+    if sigma is None:
+        if poly.degree() > MAX_EXACT_MOMENT:
+            raise ValueError(f"p has degree {poly.degree()} in {s}; exact moments E tr(S^m) are "
+                             f"available for m <= {MAX_EXACT_MOMENT}")
+        moments = {m: wishart_moment(m, d, n) for (m,), _ in terms}
+    else:
+        orders = sorted({m for (m,), _ in terms})
+        moments = dict(zip(orders, sigma_moments(orders, d, n, sigma, what=f"p (degree {poly.degree()} in {s})")))
+    return sympy.expand(sum((c * moments[m] for (m,), c in terms), sympy.Integer(0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# General covariance (docs/theory.md section 13)
+
+
+def _sigma_kind(sigma, d):
+    """``("symbolic", power_sum)`` for a MatrixSymbol-like Sigma or one with symbolic entries
+    (``power_sum(j)`` an expression), ``("numeric", (L, [p_0, p_1, ...]))`` for a numeric Sigma
+    (``L Sigma`` an integer matrix, ``p_j = tr((L Sigma)^j)``, computed lazily up to need)."""
+    if isinstance(sigma, sympy.MatrixExpr) and not isinstance(sigma, sympy.MatrixBase):
+        rows, cols = sigma.shape
+        if sympy.simplify(rows - cols) != 0 or sympy.simplify(rows - d) != 0:
+            raise ValueError(f"sigma must be {d} x {d}, got {rows} x {cols}")
+        return "symbolic", lambda j: sympy.sympify(d) if j == 0 else sympy.Trace(sigma ** j)
+    if isinstance(d, sympy.Symbol):
+        raise ValueError(f"sigma must be a MatrixSymbol for a symbolic d = {d}; an explicit "
+                         f"matrix fixes d")
+    Sigma = check_covariance("sigma", sigma, d).applyfunc(
+        lambda e: sympy.Rational(e) if e.is_Float else e)
+    if not all(e.is_Rational for e in Sigma):
+        powers = {}
+
+        def power_sum(j):
+            if j not in powers:
+                powers[j] = sympy.expand((Sigma ** j).trace()) if j else sympy.Integer(Sigma.rows)
+            return powers[j]
+        return "symbolic", power_sum
+    L = math.lcm(*[int(e.q) for e in Sigma])
+    return "numeric", (L, tuple(tuple(int(e * L) for e in Sigma.row(i)) for i in range(Sigma.rows)))
+
+
+@lru_cache(maxsize=64)
+def _integer_power_sums(rows: tuple, top: int) -> tuple:
+    """``(tr(A^0), .., tr(A^top))`` for an integer matrix ``A`` (rows of ints), exactly:
+    powers up to ``ceil(top / 2)``, then ``tr(A^(a + b)) = sum_ik (A^a)_ik (A^b)_ki``."""
+    d = len(rows)
+    if all(rows[i][j] == 0 for i in range(d) for j in range(d) if i != j):
+        return tuple(sum(rows[i][i] ** j for i in range(d)) for j in range(top + 1))
+    half = (top + 1) // 2
+    powers = [[[int(i == j) for j in range(d)] for i in range(d)]]
+    cols = list(zip(*rows))
+    for _ in range(half):
+        last = powers[-1]
+        powers.append([[sum(a * b for a, b in zip(row, col)) for col in cols] for row in last])
+    out = []
+    for j in range(top + 1):
+        a = min(j, half)
+        A, B = powers[a], powers[j - a]
+        out.append(sum(A[i][k] * B[k][i] for i in range(d) for k in range(d)))
+    return tuple(out)
+
+
+@lru_cache(maxsize=64)
+def _numeric_sigma_moments(rows: tuple, top: int, n) -> tuple:
+    p = list(_integer_power_sums(rows, top))
+    return tuple(numeric_moments(range(top + 1), n, p))
+
+
+def _in_powers_of_n(expr, n):
+    return sympy.collect(sympy.expand(expr), n) if isinstance(n, sympy.Symbol) else sympy.expand(expr)
+
+
+def sigma_moments(ms, d, n, sigma, *, what: str | None = None) -> list:
+    """``[E tr(S^m) for m in ms]`` for ``x ~ N(0, Sigma)``, exact (docs/theory.md section 13): the
+    engine behind ``wishart_moment(..., sigma=)`` and ``trace_moment(..., sigma=)``.  ``what``
+    names the request in the error message when an order is beyond the limits.
+
+    >>> sigma_moments([0, 1, 2], 2, 3, sympy.diag(1, 4))
+    [2, 5, 31]
+    """
+    ms = [check_int("m", m, 0) for m in ms]
+    d = check_dim("d", d)
+    n = check_dim("n", n)
+    kind, data = _sigma_kind(sigma, d)
+    top = max(ms, default=0)
+    limit = MAX_SIGMA_MOMENT if kind == "numeric" else MAX_SIGMA_SYMBOLIC_MOMENT
+    if top > limit:
+        subject = what or f"E tr(S^{top})"
+        raise ValueError(f"{subject} needs E tr(S^m) for m <= {top}; with a {kind} sigma exact "
+                         f"moments are available for m <= {limit}")
+    if kind == "symbolic":
+        return [data(0) if m == 0 else _in_powers_of_n(power_sum_polynomial(m, n, data) / n ** m, n)
+                for m in ms]
+    L, rows = data
+    symbolic_n = not isinstance(n, int)
+    values = _numeric_sigma_moments(rows, top, None if symbolic_n else n)
+    out = []
+    for m in ms:
+        if m == 0:
+            out.append(sympy.Integer(len(rows)))
+        elif symbolic_n:
+            out.append(sympy.Add(*[sympy.Rational(c, L ** m) * n ** (e - m)
+                                   for e, c in enumerate(values[m]) if c]))
+        else:
+            out.append(sympy.Rational(values[m], L ** m * n ** m))
+    return out

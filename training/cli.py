@@ -327,10 +327,10 @@ def _cmd_train(args) -> int:
     _check_train_args(args)
     if args.resume is not None:
         manifest = read_manifest(args.resume) or {}
+        results = resume(args.resume)
         if manifest.get("status") == "finished":
             print(f"cotgd: the run in {args.resume} is finished (iteration {manifest.get('iteration')}); "
                   f"nothing to do", file=sys.stderr)
-        results = resume(args.resume)
     else:
         fields = {f.name: getattr(args, f.name) for f in config_options()}
         config = TrainConfig(**fields, sigma=args.sigma, out=args.out,

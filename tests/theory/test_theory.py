@@ -18,7 +18,7 @@ from theory import (Layout, gd_closed_form, gd_eval_loss, gd_iterates_exact, gd_
                     nocot_min_loss_sigma, nocot_optimal_eta, nocot_params, prove_gd_closed_form,
                     prove_lsa_step_is_gd, wishart_moment)
 
-THEORY_MODULES = ["validation", "layout", "params", "proof", "gd", "losses", "ood", "wishart"]
+THEORY_MODULES = ["validation", "layout", "params", "proof", "gd", "losses", "ood", "wishart", "wishart_sigma", "nocot"]
 
 
 @pytest.mark.parametrize("name", THEORY_MODULES)
