@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 HERE = Path(__file__).resolve().parent
 
@@ -20,12 +19,7 @@ def load(name: str):
     return module
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from threads import one_torch_thread  # noqa: F401,E402  (an autouse fixture: tests/threads.py)
 
 
 def test_train_and_evaluate_ood(tmp_path):

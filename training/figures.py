@@ -187,6 +187,18 @@ def fig3(runs: _Runs, path: str) -> str:
                                    f"OOD: Sigma of condition number 3 (d={d}, n={n}, eta={eta}); dashed: GD median")
 
 
+def _heatmap(fig, ax, M: np.ndarray, d: int, title: str, fontsize: int) -> None:
+    """A D x D parameter matrix as a heatmap centred on 0, blocks x | y | w | 1 marked."""
+    lim = max(np.abs(M).max(), 1e-12)
+    im = ax.imshow(M, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    _block_lines(ax, d)
+    ticks = [d / 2 - 0.5, d, d + 1 + d / 2 - 0.5, 2 * d + 1]
+    ax.set_xticks(ticks, ["x", "y", "w", "1"])
+    ax.set_yticks(ticks, ["x", "y", "w", "1"])
+    ax.set_title(title, fontsize=fontsize)
+    fig.colorbar(im, ax=ax, shrink=0.75)
+
+
 def _block_lines(ax, d: int) -> None:
     for edge in (d, d + 1, 2 * d + 1):
         ax.axhline(edge - 0.5, color="k", lw=0.6)
@@ -205,14 +217,7 @@ def structure(runs: _Runs, path: str) -> str:
     for ax, M, title in ((axes[0, 0], V, "learned V"), (axes[0, 1], W, "learned W"),
                          (axes[1, 0], V_star, "Theorem 3.2 V* (V31 = -eta I)"),
                          (axes[1, 1], W_star, "Theorem 3.2 W* (W13 = I, W24 = -1)")):
-        lim = max(np.abs(M).max(), 1e-12)
-        im = ax.imshow(M, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        _block_lines(ax, d)
-        ticks = [d / 2 - 0.5, d, d + 1 + d / 2 - 0.5, 2 * d + 1]
-        ax.set_xticks(ticks, ["x", "y", "w", "1"])
-        ax.set_yticks(ticks, ["x", "y", "w", "1"])
-        ax.set_title(title, fontsize=10)
-        fig.colorbar(im, ax=ax, shrink=0.75)
+        _heatmap(fig, ax, M, d, title, 10)
     fig.suptitle(f"CoT, k={k}: mean diag V31 W13 = {s['v31_w13']:.4f} (theory {-eta}), "
                  f"W24 V31 = {s['w24_v31']:.4f} (theory {eta})\n"
                  f"off-diagonal energy {s['offdiag_energy']:.1e}, functional deviation "
@@ -252,14 +257,7 @@ def looped(runs: _Runs, path: str) -> str:
     ax.legend(fontsize=7)
     for ax, M, title in ((axes[1], full.V.double().numpy(), "learned V (looped, full)"),
                          (axes[2], full.W.double().numpy(), "learned W (looped, full)")):
-        lim = max(np.abs(M).max(), 1e-12)
-        im = ax.imshow(M, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        _block_lines(ax, d)
-        ticks = [d / 2 - 0.5, d, d + 1 + d / 2 - 0.5, 2 * d + 1]
-        ax.set_xticks(ticks, ["x", "y", "w", "1"])
-        ax.set_yticks(ticks, ["x", "y", "w", "1"])
-        ax.set_title(title, fontsize=9)
-        fig.colorbar(im, ax=ax, shrink=0.75)
+        _heatmap(fig, ax, M, d, title, 9)
     ev = s["eval"]
     fig.suptitle(f"full looped model: median {ev['median']:.3g}, mean without diverged {ev['mean_without_diverged']:.3g}, "
                  f"diverged {ev['diverged_frac']:.1e}", fontsize=9)

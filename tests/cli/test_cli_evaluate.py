@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from training import TrainConfig, train, train_models
 from training.cli import build_parser, main
@@ -17,13 +16,7 @@ TINY = dict(d=3, n=6, k=2, batch=32, iters=5, eval_every=5, eval_samples=200, th
             structure_samples=64, progress=False, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The ood figure's evaluations run on torch's threads: one, as in tests/training/conftest.py."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from threads import one_torch_thread  # noqa: F401,E402  (an autouse fixture: tests/threads.py)
 
 
 @pytest.fixture(scope="module")
