@@ -22,12 +22,13 @@ A grid file (TOML) names ``TrainConfig`` fields::
     k = 16
 
 ``sigma`` (the covariance of x) takes a d x d matrix or a number c, meaning ``c I`` in the cell's
-dimension; ``ood_sigmas`` a table ``{name = c or matrix}``.  ``out`` and ``progress`` belong to
-the sweep.  A cell's ``checkpoint_every`` defaults to its ``eval_every``.
+dimension (1: the identity, the default); ``ood_sigmas`` a table ``{name = c or matrix}``.  ``out`` and ``progress`` belong to
+the sweep.  A cell's ``checkpoint_every`` defaults to its ``eval_every``, its ``prefetch`` to
+False (``CELL_DEFAULTS``).
 
 A cell is identified by its full config (``cell_id``: a hash of the fields that differ from
-``TrainConfig``'s defaults, ``out`` and ``progress`` aside; ``same_config`` compares whole configs
-before anything is reused), and its run directory is ``DIR/cells/<cell name>`` (``cell_name``), so
+``TrainConfig``'s defaults, aside from ``out``, ``progress`` and the ``NEUTRAL_FIELDS`` that do not
+change its numbers; ``same_config`` compares whole configs before anything is reused), and its run directory is ``DIR/cells/<cell name>`` (``cell_name``), so
 a rerun with an edited grid reuses the identical cells and never mixes different ones.
 
 The engine (``CellExecutor``) is a ``concurrent.futures.Executor``: worker processes started with
@@ -71,6 +72,13 @@ RETRIES = 2
 TOP_KEYS = ("name", "train", "retries", "grid", "fixed", "cells")
 #: Fields the sweep sets itself: the cell's run directory and its (absent) progress bar.
 SWEEP_OWNED = ("out", "progress")
+#: Fields that do not change a run's numbers (the engine's runs are bitwise the same either
+#: way): not part of a cell's identity, so a rerun that changes them reuses the cell.
+NEUTRAL_FIELDS = ("prefetch", "checkpoint_every")
+#: Defaults of the sweep's cells where they differ from ``TrainConfig``'s: cells run one per
+#: core, so the background batch thread of ``prefetch`` would only compete with the other
+#: workers (measured: a cell's CPU time 1.1-1.3x with it).
+CELL_DEFAULTS = {"prefetch": False}
 #: Fields whose single value is a list (a matrix, a pair).
 LIST_FIELDS = ("sigma", "init_ab")
 #: Fields whose single value is a table.
@@ -183,8 +191,9 @@ def _floats(value):
 
 
 def make_config(fields: dict, where: str = "cell") -> TrainConfig:
-    """The validated ``TrainConfig`` of a cell from its fields (``sigma = c`` becomes ``c I``;
-    ``checkpoint_every`` defaults to ``eval_every``); ValueError naming ``where`` and the field."""
+    """The validated ``TrainConfig`` of a cell from its fields (``sigma = c`` becomes ``c I``, and
+    ``sigma = 1`` the default identity, None; ``checkpoint_every`` defaults to ``eval_every``,
+    and ``CELL_DEFAULTS`` apply); ValueError naming ``where`` and the field."""
     known = config_fields()
     fields = {k: (_normalise(k, v, where) if k in known else v) for k, v in fields.items()}
     sigma = fields.get("sigma")
@@ -193,8 +202,11 @@ def make_config(fields: dict, where: str = "cell") -> TrainConfig:
         if isinstance(d, int) and not isinstance(d, bool) and d >= 1:
             if not (math.isfinite(sigma) and sigma >= 0):
                 raise ValueError(f"{where}: sigma must be a d x d matrix or a number c >= 0 (c I), got {sigma!r}")
-            fields["sigma"] = [[float(sigma) if i == j else 0.0 for j in range(d)] for i in range(d)]
+            fields["sigma"] = None if sigma == 1 else [[float(sigma) if i == j else 0.0 for j in range(d)]
+                                                      for i in range(d)]
     fields.setdefault("checkpoint_every", fields.get("eval_every", TrainConfig.eval_every))
+    for key, value in CELL_DEFAULTS.items():
+        fields.setdefault(key, value)
     try:
         config = TrainConfig(**fields, progress=False)
         config.validate()
@@ -208,16 +220,21 @@ def identity_dict(config: TrainConfig) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in SWEEP_OWNED}
 
 
+def _defining(fields: dict) -> dict:
+    return {k: v for k, v in fields.items() if k not in NEUTRAL_FIELDS}
+
+
 def _defaults() -> dict:
-    return {k: v for k, v in TrainConfig().to_dict().items() if k not in SWEEP_OWNED}
+    return _defining(identity_dict(TrainConfig()))
 
 
 def cell_id(config: TrainConfig) -> str:
     """A stable hash of the cell's full config: 12 hex digits of SHA-256 of the fields that
     differ from ``TrainConfig``'s defaults (so a field added to ``TrainConfig`` later, with a
-    default, leaves every cell's identity as it was; ``same_config`` compares the whole config)."""
+    default, leaves every cell's identity as it was; ``same_config`` compares the whole config),
+    but the ``NEUTRAL_FIELDS``, which do not change a run's numbers."""
     defaults = _defaults()
-    fields = {k: v for k, v in identity_dict(config).items() if k not in defaults or v != defaults[k]}
+    fields = {k: v for k, v in _defining(identity_dict(config)).items() if k not in defaults or v != defaults[k]}
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
@@ -229,10 +246,10 @@ def same_config(saved, config: TrainConfig) -> bool:
     if not isinstance(saved, dict):
         return False
     try:
-        return identity_dict(TrainConfig(**{k: v for k, v in saved.items() if k not in SWEEP_OWNED})) \
-            == identity_dict(config)
+        theirs = TrainConfig(**{k: v for k, v in saved.items() if k not in SWEEP_OWNED})
     except (TypeError, ValueError):
         return False
+    return _defining(identity_dict(theirs)) == _defining(identity_dict(config))
 
 
 def cell_name(config: TrainConfig) -> str:
@@ -318,7 +335,10 @@ def _check_field(where: str, key: str) -> None:
 def load_grid(path) -> Grid:
     """Read a grid file (TOML) as a ``Grid`` (``parse_grid``); its name defaults to the file's
     stem.  ValueError for a file that is not TOML."""
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:                          # Python 3.10
+        import tomli as tomllib
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -372,7 +392,7 @@ def theory_columns(config: TrainConfig, reference: dict | None) -> dict:
         exact = reference.get("value")
     if exact is not None:
         out.update(theory_eval_loss=float(exact), theory_se=0.0, exact_eval_loss=float(exact),
-                   theory_method="exact theory.nocot_min_loss" if config.mode == "nocot" else "exact theory.gd_eval_loss")
+                   theory_method=method if config.mode == "nocot" else "exact theory.gd_eval_loss")
     else:
         out.update(theory_eval_loss=reference.get("value"), theory_se=reference.get("se"), theory_method=method)
     return out
@@ -532,32 +552,30 @@ def _run_cell(task: dict, started: float) -> dict:
                           json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "worker": worker,
                                       "attempt": task.get("attempt", 1), "started": time.time()}) + "\n")
         status, error, summary, reference = "done", None, None, None
-        caught = warnings.catch_warnings(record=True)
-        seen = caught.__enter__()
-        warnings.simplefilter("always")
-        if task.get("train", True):
-            run_config = dataclasses.replace(config, out=cell_dir)
-            try:
-                matches = _run_matches(cell_dir, config)
-                summary = _finished_summary(cell_dir) if matches else None
-                if summary is None:
-                    # a run of another config in the cell's directory is stale (a default of
-                    # TrainConfig changed since): it is replaced
-                    result = resume(cell_dir) if matches else train(run_config, overwrite=True)
-                    summary = result.summary
-                reference = summary.get("theory")
-            except TrainingDiverged as exc:
-                status, error = "diverged", _one_line(exc)
-            except Exception as exc:           # the cell's failure is recorded; the sweep goes on
-                status, error = "failed", f"{type(exc).__name__}: {_one_line(exc)}"
-        if reference is None:
-            try:
-                reference = theory_reference(config)
-            except Exception as exc:
-                error = (error + "; " if error else "") + f"theory: {type(exc).__name__}: {_one_line(exc)}"
-                if status == "done":
-                    status = "failed"
-        caught.__exit__(None, None, None)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            if task.get("train", True):
+                run_config = dataclasses.replace(config, out=cell_dir)
+                try:
+                    matches = _run_matches(cell_dir, config)
+                    summary = _finished_summary(cell_dir) if matches else None
+                    if summary is None:
+                        # a run of another config in the cell's directory is stale (a default of
+                        # TrainConfig changed since): it is replaced
+                        result = resume(cell_dir) if matches else train(run_config, overwrite=True)
+                        summary = result.summary
+                    reference = summary.get("theory")
+                except TrainingDiverged as exc:
+                    status, error = "diverged", _one_line(exc)
+                except Exception as exc:           # the cell's failure is recorded; the sweep goes on
+                    status, error = "failed", f"{type(exc).__name__}: {_one_line(exc)}"
+            if reference is None:
+                try:
+                    reference = theory_reference(config)
+                except Exception as exc:
+                    error = (error + "; " if error else "") + f"theory: {type(exc).__name__}: {_one_line(exc)}"
+                    if status == "done":
+                        status = "failed"
         texts = list(dict.fromkeys(f"{w.category.__name__}: {_one_line(w.message)}" for w in seen))
         record = {"id": cell_id(config), "name": task["name"], "config": identity_dict(config), "status": status,
                   "error": error, "warnings": " | ".join(texts) or None, "train": bool(task.get("train", True)),
@@ -598,6 +616,18 @@ def _warm(_=None) -> str:
     return _worker_name()
 
 
+def _warm_cell(fields: dict) -> str:
+    """A task that runs a one-iteration cell of ``fields`` in a temporary directory: imports and
+    the theory's caches (exact moments) warm, as in a worker that has run cells before."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        grid = parse_grid({"name": "warm", "fixed": dict(fields, iters=1, eval_every=1)})
+        cell = grid.expand()[0]
+        run_cell(_task(grid, cell, tmp, 1))
+    time.sleep(0.5)                     # long enough for every idle worker to take one
+    return _worker_name()
+
+
 #: Environment of local worker processes: one thread for every numerical library.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
@@ -608,6 +638,11 @@ class CellExecutor:
     ``close()``.  ``local_executor`` and ``dask_executor`` make them."""
 
     kind = "executor"
+    #: Cells submitted beyond ``slots()``, so that a worker that finishes a cell starts the next
+    #: at once, without the driver's round trip: one for a process pool (its workers share one
+    #: queue); every pending cell for Dask, whose scheduler queues them itself (and whose
+    #: adaptive clusters scale on what it sees queued).
+    queued = 0
 
     def __init__(self, executor: cf.Executor, workers: int, description: str):
         self.executor, self.workers, self.description = executor, workers, description
@@ -633,6 +668,7 @@ class LocalExecutor(CellExecutor):
     one torch thread each; ``renew`` replaces a pool broken by a killed worker."""
 
     kind = "local"
+    queued = 1
 
     def __init__(self, workers: int):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -667,12 +703,22 @@ class LocalExecutor(CellExecutor):
                 os.environ[key] = value
 
 
+#: Dask settings of the LocalCluster's workers (``--dask-local``; for a cluster of your own, put
+#: them in its Dask configuration): no statistical profiler (it samples every 10 ms, CPU a cell
+#: would use), and glibc's own malloc trimming instead of the nanny's MALLOC_TRIM_THRESHOLD_ =
+#: 65536, which returns freed blocks to the kernel at every step of training (measured: a cell
+#: 1.25-1.4x slower with it).
+DASK_WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
+                      "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
 class DaskExecutor(CellExecutor):
     """A Dask ``Client``'s executor (``client.get_executor()``): of a ``LocalCluster`` of
     ``n_workers`` processes with one thread each that it starts (and closes), or of the running
     scheduler at ``address``.  The scheduler reschedules the cell of a lost worker itself."""
 
     kind = "dask"
+    queued = 1 << 30
 
     def __init__(self, *, n_workers: int | None = None, address: str | None = None, client=None):
         import logging
@@ -691,8 +737,10 @@ class DaskExecutor(CellExecutor):
             else:
                 if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
                     raise ValueError(f"dask workers must be an integer >= 1, got {n_workers!r}")
-                self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                            dashboard_address=None, silence_logs=logging.ERROR)
+                import dask
+                with dask.config.set(DASK_WORKER_CONFIG):
+                    self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                                dashboard_address=":0", silence_logs=logging.ERROR)
                 client = Client(self.cluster)
                 description = f"dask-{n_workers}"
         else:
@@ -746,6 +794,7 @@ class SweepResult:
     directory, how many cells ran now and how many were reused, and the status counts."""
 
     table: object
+    name: str
     out: str
     ran: int
     reused: int
@@ -946,7 +995,7 @@ def _drive(grid, cells, out, previous, *, executor, workers, dask_workers, sched
     counts = {s: sum(1 for r in rows.values() if r.get("status") == s) for s in ("done", "failed", "diverged")}
     atomic_write_text(os.path.join(out, MANIFEST),
                       json.dumps(_manifest(grid, cells, out, previous, label, "finished", counts), indent=2) + "\n")
-    return SweepResult(table=frame, out=out, ran=len(rows) - reused, reused=reused, counts=counts,
+    return SweepResult(table=frame, name=grid.name, out=out, ran=len(rows) - reused, reused=reused, counts=counts,
                        seconds=time.perf_counter() - started)
 
 
@@ -956,59 +1005,90 @@ def _task(grid: Grid, cell: Cell, out: str, attempt: int, retry_failed: bool = F
 
 
 def _run_pending(grid, pending, out, executor, rows, retries, bar, save, retry_failed=False) -> None:
-    """Keep ``executor.slots()`` cells in flight; record each row as it comes (``save``).  A
-    future that raises is an infrastructure failure (the cell's own errors come back as rows):
-    the cell is retried up to ``retries`` times, its last attempt alone; a broken local pool is
-    renewed."""
+    """Keep ``executor.slots() + executor.queued`` cells in flight, submitting the next before
+    the driver writes the table; record each row as it comes (``save``).  A future that raises
+    is an infrastructure failure (the cell's own errors come back as records): the cell is
+    retried up to ``retries`` times, its last attempt alone; a broken local pool is renewed."""
     queue = list(pending)
     attempts = {c.name: 0 for c in pending}
     running: dict = {}                  # future -> cell
-    alone = None                        # a cell on its last attempt runs with nothing beside it
-    while queue or running:
-        while queue and alone is None and len(running) < executor.slots():
+    stalls = 0                          # rounds of failures of cells that never started, in a row
+    alone = []                          # a cell on its last attempt runs with nothing beside it
+
+    def top_up():
+        while queue and not alone and len(running) < executor.slots() + executor.queued:
             cell = queue[0]
             if attempts[cell.name] >= retries and retries > 0:
                 if running:
-                    break
-                alone = cell
+                    return
+                alone.append(cell)
             queue.pop(0)
             attempts[cell.name] += 1
+            task = _task(grid, cell, out, attempts[cell.name], retry_failed)
             try:
-                future = executor.executor.submit(run_cell, _task(grid, cell, out, attempts[cell.name], retry_failed))
+                future = executor.executor.submit(run_cell, task)
             except cf.BrokenExecutor:
                 executor.renew()
-                future = executor.executor.submit(run_cell, _task(grid, cell, out, attempts[cell.name], retry_failed))
+                future = executor.executor.submit(run_cell, task)
             running[future] = cell
+
+    def spent(cell) -> None:
+        """A failed future: its attempt counts only if the cell had started (or after too many
+        failures of cells that never started, so that the sweep ends)."""
+        nonlocal stalled
+        if stalls <= retries and not _started(out, cell, attempts[cell.name]):
+            attempts[cell.name] -= 1
+            stalled = True
+
+    while queue or running:
+        top_up()
         done, _ = cf.wait(list(running), timeout=5.0, return_when=cf.FIRST_COMPLETED)
-        broken = False
+        broken = stalled = False
+        finished = []
         for future in done:
             cell = running.pop(future)
-            if alone is cell:
-                alone = None
+            if cell in alone:
+                alone.remove(cell)
             try:
                 record = future.result()
             except Exception as exc:        # a lost worker, a broken pool, a task that could not run
                 broken = broken or isinstance(exc, cf.BrokenExecutor)
-                if attempts[cell.name] > retries:
-                    # in the table, not in cell.json: a rerun tries the cell again
-                    record = _lost_record(cell, grid, f"worker lost {attempts[cell.name]} times: "
-                                          f"{type(exc).__name__}: {_one_line(exc)}", attempts[cell.name])
-                else:
+                spent(cell)
+                if attempts[cell.name] <= retries:
                     queue.insert(0, cell)
                     continue
-            rows[cell.name] = record_row(cell, record)
-            save()
-            bar.update(1)
-            bar.set_postfix_str(" ".join(f"{s} {sum(1 for r in rows.values() if r.get('status') == s)}"
-                                         for s in ("done", "failed", "diverged")))
+                # in the table, not in cell.json: a rerun tries the cell again
+                record = _lost_record(cell, grid, f"worker lost {attempts[cell.name]} times: "
+                                      f"{type(exc).__name__}: {_one_line(exc)}", attempts[cell.name])
+            finished.append((cell, record))
         if broken:
             # every cell in flight went down with the pool; the pool is replaced
             for future in list(running):
                 cell = running.pop(future)
                 with contextlib.suppress(Exception):
                     future.result(timeout=0)
+                spent(cell)
                 queue.insert(0, cell)
             executor.renew()
+        stalls = 0 if finished else stalls + stalled
+        if not finished:
+            continue
+        top_up()                        # the next cells start before the table is written
+        for cell, record in finished:
+            rows[cell.name] = record_row(cell, record)
+        save()
+        bar.set_postfix_str(" ".join(f"{s} {sum(1 for r in rows.values() if r.get('status') == s)}"
+                                     for s in ("done", "failed", "diverged")), refresh=False)
+        bar.update(len(finished))
+
+
+def _started(out: str, cell: Cell, attempt: int) -> bool:
+    """Whether the cell's attempt ``attempt`` began in a worker (its ``worker.json`` says so)."""
+    try:
+        with open(os.path.join(out, "cells", cell.name, "worker.json"), encoding="utf-8") as f:
+            return json.load(f).get("attempt") == attempt
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 # ------------------------------------------------------------------------------ benchmark
@@ -1022,12 +1102,14 @@ def _bench_grid(iters: int, cells: int) -> Grid:
     return parse_grid({"name": "bench", "grid": {"seed": list(range(cells))}, "fixed": fixed})
 
 
-def _timed_sweep(grid: Grid, executor) -> float:
+def _timed_sweep(grid: Grid, executor) -> tuple[float, float]:
+    """Wall seconds of the sweep of ``grid`` on ``executor`` into a temporary directory, and the
+    seconds its cells spent inside ``run_cell`` (summed over the cells)."""
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        run_sweep(grid, os.path.join(tmp, "sweep"), executor=executor, progress=False)
-        return time.perf_counter() - t0
+        result = run_sweep(grid, os.path.join(tmp, "sweep"), executor=executor, progress=False)
+        return time.perf_counter() - t0, float(result.table["seconds"].sum())
 
 
 def _cell_seconds(iters: int) -> float:
@@ -1053,49 +1135,99 @@ def _spin(seconds: float) -> int:
     return count
 
 
-def parallel_speedup(seconds: float = 2.0) -> float:
+def parallel_speedup(seconds: float = 2.0, executor: "LocalExecutor | None" = None) -> float:
     """The machine's real parallel speedup on pure matrix products: products per second of two
-    worker processes together over one alone (2.0 on two free cores)."""
-    with LocalExecutor(2) as ex:
-        list(ex.executor.map(_warm, range(2)))
+    worker processes together over one alone (2.0 on two free cores; less when other processes
+    hold them).  On ``executor`` (two local workers) when given."""
+    own = executor is None
+    ex = LocalExecutor(2) if own else executor
+    try:
+        if own:
+            list(ex.executor.map(_warm, range(2)))
         one = ex.executor.submit(_spin, seconds).result()
         two = sum(f.result() for f in [ex.executor.submit(_spin, seconds) for _ in range(2)])
+    finally:
+        if own:
+            ex.close()
     return two / max(one, 1)
 
 
-def bench_sweep(device: str = "cpu", quick: bool = False) -> dict:
+def bench_sweep(device: str = "cpu", quick: bool = False, *, cells: int | None = None,
+                seconds: float | None = None) -> dict:
     """``sweep_cells_per_minute``: ``{local-1, local-2, dask-2}`` on identical training cells
     (``BENCH_CELL``, seeds 0..; 8 cells of about 5 s, quick: 4 of about 1.5 s), each engine's
     workers started and warmed before the clock starts; and details: cell seconds, the ratio
     local-2 / local-1, Dask's overhead per cell relative to the local pool with the same
     workers, and the machine's parallel speedup on pure matrix products (``parallel_speedup``).
-    ``device`` is accepted for ``cotgd bench``; the cells run on the CPU."""
-    cells, target = (4, 1.5) if quick else (8, 5.0)
-    pilot_iters = 200
-    pilot = _cell_seconds(pilot_iters)
+    ``device`` is accepted for ``cotgd bench``; the cells run on the CPU.  ``cells`` and
+    ``seconds`` (per cell) override the plan.  The three engines are started and warmed first
+    (``startup_seconds``), then timed interleaved (two repetitions, quick: one), each
+    repetition followed by the matrix-product speedup of two processes (what other processes
+    leave of the second core); a figure is the fastest repetition.  ``dask_overhead_per_cell``: dask-2's wall time over local-2's,
+    minus 1; ``seconds_outside_cells_per_cell``: per cell, the workers' wall time not spent in
+    ``run_cell`` (scheduling, transfers, the driver's table writes)."""
+    cells_default, target = (4, 1.5) if quick else (8, 5.0)
+    cells = cells_default if cells is None else cells
+    target = target if seconds is None else seconds
+    import pandas  # noqa: F401  (the driver's table; imported before any clock starts)
+    _cell_seconds(1)                                    # warm: imports, exact moments
     fixed_part = _cell_seconds(1)
+    pilot_iters = 300
+    pilot = _cell_seconds(pilot_iters)
     per_iter = max((pilot - fixed_part) / (pilot_iters - 1), 1e-4)
-    iters = int(max(50, min(20000, (target - fixed_part) / per_iter)))
+    iters = int(max(20, min(50000, (target - fixed_part) / per_iter)))
     grid = _bench_grid(iters, cells)
     cell_seconds = _cell_seconds(iters)
-    times = {}
-    for label, make in (("local-1", lambda: LocalExecutor(1)), ("local-2", lambda: LocalExecutor(2)),
-                        ("dask-2", lambda: DaskExecutor(n_workers=2))):
-        t0 = time.perf_counter()
-        with make() as ex:
-            list(ex.executor.map(_warm, range(2)))
-            startup = time.perf_counter() - t0
-            times[label] = (_timed_sweep(grid, ex), startup)
-    per_minute = {label: 60.0 * cells / t for label, (t, _) in times.items()}
-    overhead = (times["dask-2"][0] - times["local-2"][0]) * 2 / cells / cell_seconds
+    makers = {"local-1": lambda: LocalExecutor(1), "local-2": lambda: LocalExecutor(2),
+              "dask-2": lambda: DaskExecutor(n_workers=2)}
+    engines, startup = {}, {}
+    walls = {label: [] for label in makers}
+    inside = {label: [] for label in makers}
+    try:
+        for label, make in makers.items():
+            t0 = time.perf_counter()
+            engines[label] = make()
+            warm = [engines[label].executor.submit(_warm_cell, dict(BENCH_CELL)) for _ in range(2)]
+            for future in warm:
+                future.result()
+            startup[label] = time.perf_counter() - t0
+        speedups = []
+        for _ in range(1 if quick else 2):                  # interleaved repetitions
+            for label, engine in engines.items():
+                wall, cell_total = _timed_sweep(grid, engine)
+                walls[label].append(wall)
+                inside[label].append(cell_total)
+            speedups.append(parallel_speedup(1.0, engines["local-2"]))
+    finally:
+        for engine in engines.values():
+            engine.close()
+    best = {label: min(values) for label, values in walls.items()}
+    per_minute = {label: 60.0 * cells / t for label, t in best.items()}
+    # per cell, the wall time the engine's workers spent outside run_cell (scheduling, transfer,
+    # the driver's writes), from the fastest repetition of each engine
+    outside = {label: (best[label] * int(label[-1]) - inside[label][walls[label].index(best[label])]) / cells
+               for label in makers}
+    mean_cell = sum(inside[label][walls[label].index(best[label])] for label in makers) / (cells * len(makers))
     return {"sweep_cells_per_minute": per_minute,
             "sweep_bench": {"cells": cells, "iters": iters, "cell": dict(BENCH_CELL, iters=iters),
-                            "cell_seconds_alone": cell_seconds,
-                            "sweep_seconds": {k: t for k, (t, _) in times.items()},
-                            "startup_seconds": {k: s for k, (_, s) in times.items()},
+                            "cell_seconds_alone": cell_seconds, "cell_seconds_in_sweeps": mean_cell,
+                            "sweep_seconds": walls, "startup_seconds": startup,
                             "local2_over_local1": per_minute["local-2"] / per_minute["local-1"],
-                            "dask_overhead_per_cell": overhead,
-                            "parallel_speedup_matmul": parallel_speedup(2.0 if not quick else 1.0)}}
+                            "dask_overhead_per_cell": best["dask-2"] / best["local-2"] - 1.0,
+                            "seconds_outside_cells_per_cell": outside,
+                            "dask_extra_outside_per_cell": (outside["dask-2"] - outside["local-2"]) / mean_cell,
+                            "parallel_speedup_matmul": max(speedups),
+                            "parallel_speedup_matmul_by_repetition": speedups,
+                            "local2_over_local1_by_repetition": [a / b for a, b in zip(walls["local-1"],
+                                                                                        walls["local-2"])],
+                            "load_average": _load()}}
+
+
+def _load() -> list | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def format_bench_sweep(figures: dict) -> str:
@@ -1103,7 +1235,8 @@ def format_bench_sweep(figures: dict) -> str:
     per, b = figures["sweep_cells_per_minute"], figures["sweep_bench"]
     return (f"  sweep_cells_per_minute      " + ", ".join(f"{k} {v:.1f}" for k, v in per.items())
             + f"   ({b['cells']} cells of {b['cell_seconds_alone']:.1f} s; local-2 / local-1 "
-            f"{b['local2_over_local1']:.2f}x, Dask overhead {100 * b['dask_overhead_per_cell']:.1f}% per cell, "
+            f"{b['local2_over_local1']:.2f}x, Dask overhead {100 * b['dask_overhead_per_cell']:.1f}% per cell "
+            f"({100 * b['dask_extra_outside_per_cell']:.1f}% outside the cells), "
             f"2 processes of matrix products {b['parallel_speedup_matmul']:.2f}x one)")
 
 
@@ -1122,7 +1255,7 @@ def cli_sweep(args) -> int:
                        scheduler=args.dask_scheduler, progress=args.progress, retries=args.retries,
                        retry_failed=args.retry_failed)
     c = result.counts
-    print(f"sweep {os.path.basename(result.out)}: {len(result.table)} cells ({c['done']} done, {c['failed']} failed, "
+    print(f"sweep {result.name}: {len(result.table)} cells ({c['done']} done, {c['failed']} failed, "
           f"{c['diverged']} diverged); {result.ran} run now, {result.reused} reused; {result.seconds:.1f} s; "
           f"{os.path.join(result.out, 'results.parquet')}")
     if args.json_file:

@@ -188,15 +188,21 @@ def pair_modes(frame):
         same_k = [p for p in found if p["k"] == row["k"]]
         partner = (same_k or found)[0]
         out = row.copy()
-        out["ratio_trained"] = row["final_eval_loss"] / partner["final_eval_loss"]
+        out["ratio_trained"] = (row["final_eval_loss"] / partner["final_eval_loss"]
+                                if row["final_eval_loss"] is not None and partner["final_eval_loss"] is not None
+                                else float("nan"))
         out["ratio_theory"] = row["theory_eval_loss"] / partner["theory_eval_loss"]
         rows.append(out)
     return pd.DataFrame(rows)
 
 
 def plot_phase(frame, path: str) -> str | None:
-    """``phase_diagram.png`` (module docstring); None when the table cannot give it."""
+    """``phase_diagram.png`` (module docstring): from the trained cells, or, in a sweep without
+    training (``train = false``), the theory's ratio alone; None when the table cannot give it."""
     trained = _trained(frame)
+    theory_only = trained.empty
+    if theory_only:
+        trained = frame[(frame["status"] == "done") & frame["theory_eval_loss"].notna()]
     if not {"cot", "nocot"} <= set(trained["mode"]):
         return None
     pairs = pair_modes(trained)
@@ -207,6 +213,12 @@ def plot_phase(frame, path: str) -> str | None:
     fig, axes = plt.subplots(1, len(facets), figsize=(5.2 * len(facets) + 1, 4.4), squeeze=False)
     mesh = None
     for ax, (label, sub) in zip(axes[0], facets):
+        if theory_only:
+            mesh = _heatmap(ax, sub, "ratio_theory", contour="ratio_theory",
+                            title="colour, number, lines: the theory's CoT / no-CoT loss ratio\n"
+                                  "(no trained cells: train = false), bold line = 1"
+                                  + (f"\n{label}" if label else ""))
+            continue
         mesh = _heatmap(ax, sub, "ratio_trained", contour="ratio_theory", second="ratio_theory",
                         title="colour, number: trained CoT / no-CoT loss; (theory's ratio)\n"
                               "lines: theory's ratio (exact k-step GD / Thm 3.1 floor), bold = 1"
@@ -221,7 +233,8 @@ def plot_phase(frame, path: str) -> str | None:
 
 def _suptitle(frame, what: str) -> str:
     parts = []
-    for c in ("d", "eta", "iters", "batch"):
+    trained = bool(frame["train"].astype(bool).any())
+    for c in ("d", "eta") + (("iters", "batch") if trained else ()):
         if c in frame.columns and frame[c].nunique() == 1:
             parts.append(f"{c} {frame[c].iloc[0]:g}")
     return f"{what}: " + ", ".join(parts) + f" ({len(frame)} cells)"
@@ -302,23 +315,27 @@ def plot_ood(frame, path: str) -> str | None:
     for ax, ((d, n), sub) in zip(axes[0], groups):
         etas = np.array(sorted(sub["eta"].unique()), dtype=float)
         cs = np.array(sorted(sub["c"].unique()), dtype=float)
-        with np.errstate(divide="ignore"):
-            colour = np.log10(np.clip(sub["median"].to_numpy(dtype=float), 1e-6, 1e12))
-        scatter = ax.scatter(sub["eta"], sub["c"], c=np.clip(colour, -2, 4), cmap="viridis", vmin=-2, vmax=4,
-                             marker="s", s=2200 / max(len(etas), len(cs)), edgecolors="none")
+        Z = np.full((len(cs), len(etas)), np.nan)
+        for row in sub.itertuples():
+            Z[list(cs).index(row.c), list(etas).index(row.eta)] = row.median
+        with np.errstate(divide="ignore", invalid="ignore"):
+            colour = np.log10(np.clip(Z, 1e-6, 1e12))
+        scatter = ax.pcolormesh(_edges(etas), _edges(cs), np.ma.masked_invalid(np.clip(colour, -2, 4)),
+                                cmap="viridis", vmin=-2, vmax=4, shading="flat")
         bad = sub[sub["diverged_frac"] >= 0.5]
         ax.scatter(bad["eta"], bad["c"], marker="x", color="red", s=40, label="diverged on >= half the prompts")
-        grid = np.linspace(etas.min() * 0.8, etas.max() * 1.1, 200)
+        grid = np.linspace(_edges(etas)[0], _edges(etas)[-1], 300)
         edge = (1 + math.sqrt(d / n)) ** 2
-        ax.plot(grid, 2 / (grid * edge), color="white", lw=2.5)
-        ax.plot(grid, 2 / (grid * edge), color="k", lw=1.2, ls="--",
-                label=r"Thm 4.2: $\eta\, c\, (1+\sqrt{d/n})^2 = 2$")
-        ax.set_xlim(etas.min() - 0.05 * (etas.max() - etas.min() + 0.1), etas.max() + 0.05 * (etas.max() - etas.min() + 0.1))
-        ax.set_ylim(0, cs.max() * 1.08)
-        ax.set_xlabel(r"GD step $\eta$ (trained at $\Sigma = I$)")
+        ax.plot(grid, 2 / (grid * edge), color="white", lw=3)
+        ax.plot(grid, 2 / (grid * edge), color="k", lw=1.4, ls="--",
+                label=r"Theorem 4.2: $\eta\, c\, (1+\sqrt{d/n})^2 = 2$")
+        ax.set_xlim(_edges(etas)[0], _edges(etas)[-1])
+        ax.set_ylim(_edges(cs)[0], _edges(cs)[-1])
+        ax.set_xticks(etas, [f"{e:g}" for e in etas])
+        ax.set_xlabel(r"GD step $\eta$ of the CoT targets (trained at $\Sigma = I$)")
         ax.set_ylabel(r"evaluation covariance scale c ($\Sigma = c I$)")
-        ax.set_title(f"d {d:g}, n {n:g}: median OOD loss of trained CoT models", fontsize=9)
-        ax.legend(fontsize=7, loc="upper right")
+        ax.set_title(f"d {d:g}, n {n:g}: median evaluation loss of trained CoT models", fontsize=9)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     bar = fig.colorbar(scatter, ax=axes[0].tolist(), shrink=0.9)
     bar.set_label("log10 median evaluation loss")
     fig.suptitle(_suptitle(frame, "OOD stability of CoT models"), fontsize=10)
@@ -327,7 +344,7 @@ def plot_ood(frame, path: str) -> str | None:
 
 PANELS = (
     ("phase_diagram.png", plot_phase,
-     "needs trained CoT and no-CoT cells (mode = ['cot', 'nocot']) that differ only in mode, over "
+     "needs CoT and no-CoT cells (mode = ['cot', 'nocot']) that differ only in mode, over "
      "at least two values of n/d or k"),
     ("trained_vs_theory.png", plot_trained_vs_theory, "needs trained cells with a theory value"),
     ("ood_stability.png", plot_ood,

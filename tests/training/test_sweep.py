@@ -291,3 +291,16 @@ def test_killed_dask_worker_cell_is_rescheduled(tmp_path, dask_pool, slow_scale)
     assert row["status"] == "done" and row["worker"] != box["killed"]["worker"]
     s = train(TrainConfig(**fixed, seed=6, progress=False)).summary
     assert row["final_eval_loss"] == s["final_eval_loss"]
+
+
+@pytest.mark.slow
+def test_bench_sweep_reports_cells_per_minute_for_each_engine():
+    """Speed figures only (no timed assertion): ``bench_sweep`` reports cells per minute for
+    local-1, local-2 and dask-2 on identical cells, with its details."""
+    from training.sweep import bench_sweep
+    figures = bench_sweep(quick=True, cells=2, seconds=0.5)
+    per = figures["sweep_cells_per_minute"]
+    assert set(per) == {"local-1", "local-2", "dask-2"} and all(v > 0 for v in per.values())
+    details = figures["sweep_bench"]
+    assert details["cells"] == 2 and details["parallel_speedup_matmul"] > 0
+    assert set(details["sweep_seconds"]) == set(per)
