@@ -22,6 +22,8 @@ behind ``cotgd bench``.  Figures only, no pass / fail.
   cores;
 * ``looped_ms_per_iter``: the full looped model's training step at the paper's configuration,
   and its arithmetic bound (``bench_looped``);
+* ``sweep_cells_per_minute``: ``cotgd sweep``'s engines (local-1, local-2, dask-2) on identical
+  training cells (``sweep.bench_sweep``);
 * ``mc_prompts_per_s``: ``numerics.eval_loss_mc`` at d 10, n 20, k 10 (float64, numpy), and for
   n = 20 .. 160.
 
@@ -46,6 +48,7 @@ import numerics
 
 from .baseline import StraightforwardTrainer
 from .engine import sweep_workers, train, train_models
+from .sweep import bench_sweep, format_bench_sweep
 from .data import sample_prompts
 from .device import resolve_device
 from .kernels import cot_rollout
@@ -268,6 +271,7 @@ def run_bench(device: str = "cpu", quick: bool = False) -> dict:
         figures.update(bench_batched(device, plan))
         figures.update(bench_looped(device, plan))
         figures.update(bench_monte_carlo(plan))
+        figures.update(bench_sweep(device, quick=quick))
     finally:
         torch.set_num_threads(before)
     if dev.type == "cpu":
@@ -322,6 +326,8 @@ def format_bench(figures: dict) -> str:
                  f"{lp['arithmetic_bound_ms']:.0f} ms arithmetic)")
     lines.append(f"  mc_prompts_per_s            {f['mc_prompts_per_s']:10.3g}   (numerics.eval_loss_mc, d 10, n 20, k 10)")
     lines.append("    by n: " + ", ".join(f"n {n}: {v:.3g}" for n, v in f["mc_prompts_per_s_by_n"].items()))
+    if "sweep_cells_per_minute" in f:
+        lines.append(format_bench_sweep(f))
     m = f["machine"]
     lines.append(f"  machine: {m['cpus']} cpus, torch {m['torch']}, load average {m['load_average_before']} -> "
                  f"{m['load_average_after']}")

@@ -65,6 +65,8 @@ def test_run_bench_quick_reports_every_figure(monkeypatch):
                                            "mc_samples": 500, "mc_reps": 1, "batched_reps": 1, "batched_s": 0.0,
                                            "single_s": 0.0, "thread_reps": 1, "thread_s": 0.0})
     monkeypatch.setattr(bench, "BENCH_CONFIG", {**bench.BENCH_CONFIG, "batch": 16})
+    small_sweep = bench.bench_sweep
+    monkeypatch.setattr(bench, "bench_sweep", lambda device, quick: small_sweep(device, quick, cells=2, seconds=0.3))
     figures = bench.run_bench(device="cpu", quick=True)
     for key in ("train_ms_per_iter", "baseline_ms_per_iter", "speedup_vs_baseline", "batched_models_time_ratio",
                 "mc_prompts_per_s", "train_ms_per_iter_no_prefetch", "looped_ms_per_iter"):
@@ -80,5 +82,6 @@ def test_run_bench_quick_reports_every_figure(monkeypatch):
     json.dumps(figures)
     text = bench.format_bench(figures)
     for name in ("train_ms_per_iter", "baseline_ms_per_iter", "speedup_vs_baseline", "rollout_us_per_step",
-                 "batched_models_time_ratio", "mc_prompts_per_s", "looped_ms_per_iter"):
+                 "batched_models_time_ratio", "mc_prompts_per_s", "looped_ms_per_iter", "sweep_cells_per_minute"):
         assert name in text
+    assert set(figures["sweep_cells_per_minute"]) == {"local-1", "local-2", "dask-2"}
