@@ -48,6 +48,7 @@ import numerics
 
 from .baseline import StraightforwardTrainer
 from .engine import sweep_workers, train, train_models
+from .rundir import load_average
 from .sweep import bench_sweep, format_bench_sweep
 from .data import sample_prompts
 from .device import resolve_device
@@ -261,7 +262,7 @@ def run_bench(device: str = "cpu", quick: bool = False) -> dict:
     device = str(dev)
     plan = PLAN[quick]
     started = time.perf_counter()
-    load_before = _load()
+    load_before = load_average()
     threads = training_threads(device)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -280,17 +281,10 @@ def run_bench(device: str = "cpu", quick: bool = False) -> dict:
         "torch_threads": threads, "device": device, "quick": quick, "config": dict(BENCH_CONFIG, mode="cot", param="full",
                                                                                     optimizer="Adam", dtype="float32"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "load_average_before": load_before, "load_average_after": _load()},
+                    "load_average_before": load_before, "load_average_after": load_average()},
         "seconds": time.perf_counter() - started,
     })
     return figures
-
-
-def _load() -> list | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def format_bench(figures: dict) -> str:

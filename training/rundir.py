@@ -51,6 +51,15 @@ def versions() -> dict:
             "scipy": scipy.__version__, "sympy": sympy.__version__}
 
 
+def load_average() -> list | None:
+    """The machine's 1, 5 and 15 minute load averages (None where the platform has none): runs
+    and benchmarks record them, since other processes on a small machine move every timing."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def git_commit() -> str | None:
     """The toolkit's git commit, when it runs from a checkout."""
     here = os.path.dirname(os.path.abspath(__file__))

@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 
 from .config import TrainConfig, ood_sigma_matrices
 from .io import atomic_write_bytes, atomic_write_text
+from .rundir import load_average
 
 #: Attempts after the first for a cell whose worker died (``retries`` in the grid, ``--retries``).
 RETRIES = 2
@@ -1220,20 +1221,13 @@ def bench_sweep(device: str = "cpu", quick: bool = False, *, cells: int | None =
                             "parallel_speedup_matmul_by_repetition": speedups,
                             "local2_over_local1_by_repetition": [a / b for a, b in zip(walls["local-1"],
                                                                                         walls["local-2"])],
-                            "load_average": _load()}}
-
-
-def _load() -> list | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
+                            "load_average": load_average()}}
 
 
 def format_bench_sweep(figures: dict) -> str:
     """The sweep's benchmark lines for ``cotgd bench``."""
     per, b = figures["sweep_cells_per_minute"], figures["sweep_bench"]
-    return (f"  sweep_cells_per_minute      " + ", ".join(f"{k} {v:.1f}" for k, v in per.items())
+    return ("  sweep_cells_per_minute      " + ", ".join(f"{k} {v:.1f}" for k, v in per.items())
             + f"   ({b['cells']} cells of {b['cell_seconds_alone']:.1f} s; local-2 / local-1 "
             f"{b['local2_over_local1']:.2f}x, Dask overhead {100 * b['dask_overhead_per_cell']:.1f}% per cell "
             f"({100 * b['dask_extra_outside_per_cell']:.1f}% outside the cells), "
