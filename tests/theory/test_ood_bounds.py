@@ -30,21 +30,30 @@ def _prompts(d, n, samples, seed, eigenvalues):
     return S, w_star
 
 
+#: The OOD problem of the two tests below: d 4, n 40, GD step 3/10, Sigma = diag(EIGENVALUES).
+D, N, ETA_OOD, EIGENVALUES = 4, 40, sympy.Rational(3, 10), [0.5, 0.8, 1.2, 1.5]
+
+
+def _errors_and_interval(k, samples, seed):
+    """``(w*, e_k, inside)`` on sampled prompts: k-step GD errors and whether each prompt's
+    spectrum lies in theory.spectrum_interval."""
+    lo, hi = (float(v) for v in theory.spectrum_interval(EIGENVALUES, D, N))
+    S, w_star = _prompts(D, N, samples, seed, EIGENVALUES)
+    lam = np.linalg.eigvalsh(S)
+    inside = (lam[:, 0] >= lo) & (lam[:, -1] <= hi)
+    e = -w_star
+    for _ in range(k):
+        e = e - float(ETA_OOD) * np.einsum("bij,bj->bi", S, e)
+    return w_star, e, inside
+
+
 @pytest.mark.parametrize("k", [2, 3, 6])
 def test_per_prompt_contraction_inside_the_interval(k):
     """Numeric: on every sampled prompt whose spectrum lies in spectrum_interval, ||e_k||^2 /
     ||w*||^2 is at most contraction_factor (up to 1e-12 relative); such prompts are common here."""
-    d, n, eta = 4, 40, 0.3
-    eigenvalues = [0.5, 0.8, 1.2, 1.5]
-    lo, hi = (float(v) for v in theory.spectrum_interval(eigenvalues, d, n))
-    factor = float(theory.contraction_factor(sympy.Rational(3, 10), eigenvalues, d, n, k))
-    S, w_star = _prompts(d, n, 20_000, 100 + k, eigenvalues)
-    lam = np.linalg.eigvalsh(S)
-    inside = (lam[:, 0] >= lo) & (lam[:, -1] <= hi)
+    factor = float(theory.contraction_factor(ETA_OOD, EIGENVALUES, D, N, k))
+    w_star, e, inside = _errors_and_interval(k, 20_000, 100 + k)
     assert inside.mean() > 0.5
-    e = -w_star
-    for _ in range(k):
-        e = e - eta * np.einsum("bij,bj->bi", S, e)
     ratio = (e ** 2).sum(1) / (w_star ** 2).sum(1)
     assert np.all(ratio[inside] <= factor * (1 + 1e-12))
 
@@ -55,16 +64,8 @@ def test_monte_carlo_loss_under_the_bound(k):
     E[loss 1_in] <= ood_loss_bound P(in) (w* independent of S), within 4 standard errors; the whole
     mean exceeds the bound by at most the part carried by the prompts outside, whose share
     1 - P(in) is reported by the estimate."""
-    d, n, eta = 4, 40, 0.3
-    eigenvalues = [0.5, 0.8, 1.2, 1.5]
-    lo, hi = (float(v) for v in theory.spectrum_interval(eigenvalues, d, n))
-    bound = float(theory.ood_loss_bound(sympy.Rational(3, 10), eigenvalues, d, n, k))
-    S, w_star = _prompts(d, n, 50_000, 200 + k, eigenvalues)
-    lam = np.linalg.eigvalsh(S)
-    inside = (lam[:, 0] >= lo) & (lam[:, -1] <= hi)
-    e = -w_star
-    for _ in range(k):
-        e = e - eta * np.einsum("bij,bj->bi", S, e)
+    bound = float(theory.ood_loss_bound(ETA_OOD, EIGENVALUES, D, N, k))
+    _, e, inside = _errors_and_interval(k, 50_000, 200 + k)
     loss = 0.5 * (e ** 2).sum(1)
     kept = loss * inside
     se = kept.std(ddof=1) / np.sqrt(len(kept))
