@@ -279,6 +279,7 @@ class Engine:
         self.skipped_total = [0] * self.M
         self.last_loss = torch.full((self.M,), float("nan"), dtype=torch.float64, device=self.device)
         self.checkpoint_iteration: int | None = None     # of the last checkpoint written or loaded
+        self.last_structures: tuple | None = None        # (iteration, per-model structure) of the last evaluation
         self.started = time.perf_counter()
 
     def _initial_model(self) -> LSA:
@@ -358,6 +359,7 @@ class Engine:
         reports = self._eval_reports(V, W, self.base.sigma)
         ood = {name: self._eval_reports(V, W, sigma) for name, sigma in self.ood.items()}
         structures = self._map(lambda j: self._structure(j, V[j], W[j]), range(self.M))
+        self.last_structures = (self.iteration, structures)
         seconds = self.seconds_before + self.elapsed()
         rows = []
         for j in range(self.M):
@@ -553,11 +555,14 @@ class Engine:
     def results(self) -> list:
         V, W = (A.detach().cpu() for A in self.model.matrices())
         same = self._map(lambda j: self.theory_same_prompts(j), range(self.M))
+        if self.last_structures is not None and self.last_structures[0] == self.iteration:
+            structures = self.last_structures[1]             # the final evaluation measured them
+        else:
+            structures = self._map(lambda j: self._structure(j, V[j], W[j]), range(self.M))
         timings = self.timings()
         out = []
         for j, c in enumerate(self.configs):
-            last, reference = self.histories[j][-1], self.theory[j]
-            structure = self._structure(j, V[j], W[j])
+            last, reference, structure = self.histories[j][-1], self.theory[j], structures[j]
             value = reference["value"]
             summary = {
                 "final_eval_loss": last["eval_loss"],
