@@ -321,7 +321,6 @@ def _check_paths(args) -> None:
 
 
 def _cmd_train(args) -> int:
-    from .config import TrainConfig
     from .engine import resume, train
     from .rundir import read_manifest
     _check_train_args(args)
@@ -332,10 +331,7 @@ def _cmd_train(args) -> int:
             print(f"cotgd: the run in {args.resume} is finished (iteration {manifest.get('iteration')}); "
                   f"nothing to do", file=sys.stderr)
     else:
-        fields = {f.name: getattr(args, f.name) for f in config_options()}
-        config = TrainConfig(**fields, sigma=args.sigma, out=args.out,
-                             ood_sigmas=None if not args.ood_sigma else dict(args.ood_sigma))
-        results = train(config, overwrite=args.force)
+        results = train(_train_config(args), overwrite=args.force)
     results = results if isinstance(results, list) else [results]
     for result in results:
         print(headline(result.summary))
@@ -519,12 +515,17 @@ def _diverged_note(args) -> str:
     """Theorem 4.2's word on a diverged ``train`` run's step, or ''."""
     if getattr(args, "command", None) != "train" or getattr(args, "resume", None):
         return ""
-    from .config import TrainConfig
     try:
-        config = TrainConfig(**{f.name: getattr(args, f.name) for f in config_options()}, sigma=args.sigma)
-        return _step_note(config)
+        return _step_note(_train_config(args))
     except (TypeError, ValueError):
         return ""
+
+
+def _train_config(args):
+    """The ``TrainConfig`` that ``cotgd train``'s arguments describe."""
+    from .config import TrainConfig
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in config_options()}, sigma=args.sigma,
+                       out=args.out, ood_sigmas=None if not args.ood_sigma else dict(args.ood_sigma))
 
 
 def _one_line(exc: BaseException) -> str:
