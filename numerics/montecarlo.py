@@ -31,7 +31,7 @@ from theory.validation import check_int, check_positive_finite
 from .checks import check_params, check_seed, covariance_root
 from .lsa import _cot_from_gram, _looped_from_gram
 from .params import gd_params, nocot_params
-from .sampling import data_statistic, _check_method, _gram_and_task
+from .sampling import check_noise_var, data_statistic, _check_method, _gram_and_task
 
 DIVERGENCE_FACTOR = 1e6
 DEFAULT_CHUNK = 8192
@@ -146,20 +146,23 @@ def loss_report(losses, diverged=None, *, keep_losses: bool = False) -> LossRepo
                       se_without_diverged=se_ok, losses=losses if keep_losses else None)
 
 
-def _run(d, n, samples, seed, sigma, chunk, method, keep_losses, error_of_chunk) -> LossReport:
-    """Draw ``(S, w*)`` chunk by chunk, get ``w_hat - w*`` from ``error_of_chunk(S, w*)``."""
+def _run(d, n, samples, seed, sigma, chunk, method, keep_losses, error_of_chunk,
+         noise_var=0.0) -> LossReport:
+    """Draw ``(S, w*, Xeps, eps_sq)`` chunk by chunk (``sampling._gram_and_task``), get
+    ``w_hat - w*`` from ``error_of_chunk(S, w*, Xeps, eps_sq)``."""
     samples = check_int("samples", samples, 1)
     chunk = check_int("chunk", chunk, 1)
     rng = check_seed(seed)
     root = covariance_root(sigma, d)
-    method = _check_method(method, d, n)
+    noise_var = check_noise_var(noise_var)
+    method = _check_method(method, d, n, noise_var)
     losses = np.empty(samples)
     diverged = np.empty(samples, dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, samples, chunk):
             size = min(chunk, samples - start)
-            S, w_star = _gram_and_task(d, n, size, rng, root, method)
-            error = error_of_chunk(S, w_star)
+            S, w_star, Xeps, eps_sq = _gram_and_task(d, n, size, rng, root, method, noise_var)
+            error = error_of_chunk(S, w_star, Xeps, eps_sq)
             sq = np.einsum("bi,bi->b", error, error)
             sq[np.isnan(sq)] = np.inf
             losses[start:start + size] = sq / 2
@@ -168,8 +171,8 @@ def _run(d, n, samples, seed, sigma, chunk, method, keep_losses, error_of_chunk)
 
 
 def eval_loss_mc(d: int, n: int, eta: float, k: int, *, samples: int, seed, sigma=None,
-                 chunk: int = DEFAULT_CHUNK, method: str = "auto",
-                 keep_losses: bool = False) -> LossReport:
+                 noise_var: float = 0.0, chunk: int = DEFAULT_CHUNK, method: str = "auto",
+                 keep_losses: bool = False, stable_part: bool = False) -> LossReport:
     """Monte Carlo of the evaluation loss ``(1/2) ||w_k - w*||^2`` of the Theorem 3.2 transformer,
     i.e. k-step GD with step ``eta`` from ``w_0 = 0`` (docs/theory.md sections 2, 4 and 7).
 
@@ -183,6 +186,14 @@ def eval_loss_mc(d: int, n: int, eta: float, k: int, *, samples: int, seed, sigm
     ``n >= d``).  Returns a ``LossReport`` (module docstring: divergence rule,
     ``mean`` over all prompts, quantiles).  ``seed``: an int or a ``numpy.random.Generator``.
 
+    ``noise_var``: labels ``y = X^T w* + eps``, ``eps ~ N(0, s^2 I_n)``, ``s^2 = noise_var``
+    (docs/theory.md section 16): GD runs on the noisy prompt, the error obeys
+    ``e_{i+1} = (I - eta S) e_i + eta X eps / n`` and the loss is still against ``w*``
+    (method "direct").  ``stable_part``: the loss counted only on prompts with
+    ``eta lambda_max(S) < 2`` (0 elsewhere), so that ``mean`` estimates ``E[loss; stable]``, a
+    light-tailed quantity: an exact mean far above it is carried by the rare unstable prompts
+    (docs/theory.md sections 2 and 16).
+
     >>> r = eval_loss_mc(10, 20, 0.4, 0, samples=1000, seed=0)
     >>> r["diverged_frac"], round(r["mean"] / 5, 1)          # k = 0: (1/2) E ||w*||^2 = d/2
     (0.0, 1.0)
@@ -192,18 +203,22 @@ def eval_loss_mc(d: int, n: int, eta: float, k: int, *, samples: int, seed, sigm
     eta = check_positive_finite("eta", eta)
     k = check_int("k", k, 0)
 
-    def error_of_chunk(S, w_star):
+    def error_of_chunk(S, w_star, Xeps, eps_sq):
         e = -w_star
         for _ in range(k):
             e = e - eta * np.matmul(S, e[:, :, None])[:, :, 0]
+            if Xeps is not None:
+                e = e + eta * Xeps
+        if stable_part:
+            e = np.where((eta * np.linalg.eigvalsh(S)[:, -1] < 2)[:, None], e, 0.0)
         return e
 
-    return _run(d, n, samples, seed, sigma, chunk, method, keep_losses, error_of_chunk)
+    return _run(d, n, samples, seed, sigma, chunk, method, keep_losses, error_of_chunk, noise_var)
 
 
 def eval_loss_mc_params(V, W, d: int, n: int, k: int, *, samples: int, seed, sigma=None,
-                        mode: str = "cot", chunk: int | None = None, method: str = "auto",
-                        keep_losses: bool = False) -> LossReport:
+                        noise_var: float = 0.0, mode: str = "cot", chunk: int | None = None,
+                        method: str = "auto", keep_losses: bool = False) -> LossReport:
     """Monte Carlo of ``(1/2) ||w_k - w*||^2`` for any LSA parameters ``(V, W)`` (``D x D``,
     ``D = 2d + 2``), ``mode`` "cot" (autoregressive generation, ``k`` generated steps) or
     "looped" (``k`` loops in place), from ``w_0 = 0`` (docs/theory.md section 3).  ``k = 1`` in either
@@ -212,7 +227,8 @@ def eval_loss_mc_params(V, W, d: int, n: int, k: int, *, samples: int, seed, sig
     Uses the rollouts of ``numerics.lsa`` on ``G = Z_0 Z_0^T / n``, which needs only ``S``,
     ``S w*`` and ``w*^T S w*``; ``chunk`` defaults to ``2^19 / D^2`` prompts (4 MB of ``G``).
     Same ``LossReport`` and divergence rule as ``eval_loss_mc``; with ``gd_params(d, eta)`` and the
-    same ``seed`` and ``chunk`` it sees the same prompts as ``eval_loss_mc``.
+    same ``seed`` and ``chunk`` it sees the same prompts as ``eval_loss_mc``.  ``noise_var``:
+    noisy labels as in ``eval_loss_mc`` (the statistic ``data_statistic(S, w*, Xeps=, eps_sq=)``).
     """
     d = check_int("d", d)
     n = check_int("n", n)
@@ -224,10 +240,10 @@ def eval_loss_mc_params(V, W, d: int, n: int, k: int, *, samples: int, seed, sig
     if chunk is None:
         chunk = max(1, _PARAMS_CHUNK_FLOATS // layout.D ** 2)
 
-    def error_of_chunk(S, w_star):
+    def error_of_chunk(S, w_star, Xeps, eps_sq):
         B = S.shape[0]
         G = np.zeros((B, layout.D, layout.D))                   # Z_0 Z_0^T / n
-        G[:, layout.xy, layout.xy] = data_statistic(S, w_star)
+        G[:, layout.xy, layout.xy] = data_statistic(S, w_star, Xeps=Xeps, eps_sq=eps_sq)
         G[:, layout.one, layout.one] = 1.0 / n                  # the column (0, 0, w_0 = 0, 1)
         c = np.zeros((B, layout.D))
         c[:, layout.one] = 1.0
@@ -237,21 +253,23 @@ def eval_loss_mc_params(V, W, d: int, n: int, k: int, *, samples: int, seed, sig
             w = _looped_from_gram(G, c, V, W, k, layout, all_iterates=False)
         return w - w_star
 
-    return _run(d, n, samples, seed, sigma, chunk, method, keep_losses, error_of_chunk)
+    return _run(d, n, samples, seed, sigma, chunk, method, keep_losses, error_of_chunk, noise_var)
 
 
 def nocot_loss_mc(d: int, n: int, *, samples: int, seed, sigma=None, eta: float | None = None,
-                  chunk: int | None = None, method: str = "auto",
+                  noise_var: float = 0.0, chunk: int | None = None, method: str = "auto",
                   keep_losses: bool = False) -> LossReport:
     """Monte Carlo of the no-CoT model's evaluation loss (docs/theory.md section 5): one forward pass on
     ``Z_0``, prediction ``eta S w*``.  ``eta=None`` takes Theorem 3.1's in-distribution optimum
     ``nocot_params(d, n)`` (``eta_1 = n / (n + d + 1)``), also when prompts come from ``sigma``
     (the ID-trained model out of distribution: it degrades but cannot diverge; ``Sigma`` any
     symmetric PSD matrix, singular allowed).  For the model that is optimal *for* Sigma use ``eval_loss_mc_params(*nocot_params(d, n, sigma), d, n, 1,
-    sigma=sigma, ...)``.  Returns a ``LossReport``.
+    sigma=sigma, ...)``.  ``noise_var``: noisy labels (docs/theory.md section 16); ``eta=None``
+    then takes the optimum for them, ``n / (n + d + 1 + s^2)``.  Returns a ``LossReport``.
     """
     d = check_int("d", d)
     n = check_int("n", n)
-    V, W = nocot_params(d, n) if eta is None else gd_params(d, eta)
+    V, W = nocot_params(d, n, noise_var=noise_var) if eta is None else gd_params(d, eta)
     return eval_loss_mc_params(V, W, d, n, 1, samples=samples, seed=seed, sigma=sigma,
-                               mode="cot", chunk=chunk, method=method, keep_losses=keep_losses)
+                               noise_var=noise_var, mode="cot", chunk=chunk, method=method,
+                               keep_losses=keep_losses)

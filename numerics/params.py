@@ -16,6 +16,7 @@ import theory
 from theory.validation import check_int, check_positive_finite
 
 from .checks import _covariance_eigen
+from .sampling import check_noise_var
 
 
 @lru_cache(maxsize=None)
@@ -79,14 +80,15 @@ def _exact_sigma(sigma, d: int, *, nonzero: bool = False) -> sympy.Matrix | None
     return Sigma
 
 
-def nocot_params(d: int, n: int, sigma=None) -> tuple[np.ndarray, np.ndarray]:
+def nocot_params(d: int, n: int, sigma=None, *, noise_var: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Theorem 3.1's best no-CoT ``(V, W)`` as float64 arrays: ``V31 = -Gamma^{-1}``,
     ``W13 = I``, ``W24 = -1`` with ``Gamma = (1 + 1/n) Sigma + tr(Sigma)/n I`` (docs/theory.md
     section 5), evaluated from ``theory.nocot_params``.  ``sigma=None`` is ``Sigma = I``, for
     which ``V31 = -n/(n + d + 1) I`` exactly rounded.  A ``sigma`` may be any symmetric positive
     semi-definite matrix except 0 (singular allowed, docs/theory.md section 10: Gamma stays
     invertible); theory evaluates it exactly at ``exact_covariance(sigma, d)`` (equal to Sigma to
-    rounding), and the result is rounded once.
+    rounding), and the result is rounded once.  ``noise_var``: the best model for labels with
+    noise of variance ``s^2`` (Gamma gains ``s^2 / n I``, ``theory.nocot_gamma``).
 
     >>> V, W = nocot_params(10, 20)
     >>> float(V[11, 0]) == -20 / 31, float(W[0, 11]), float(W[10, 21])     # V31, W13, W24
@@ -98,5 +100,5 @@ def nocot_params(d: int, n: int, sigma=None) -> tuple[np.ndarray, np.ndarray]:
     d = check_int("d", d)
     n = check_int("n", n)
     Sigma = _exact_sigma(sigma, d, nonzero=True)
-    V, W = theory.nocot_params(d, n, Sigma)
+    V, W = theory.nocot_params(d, n, Sigma, noise_var=check_noise_var(noise_var))
     return np.array(V.tolist(), dtype=np.float64), np.array(W.tolist(), dtype=np.float64)

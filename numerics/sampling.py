@@ -13,7 +13,11 @@ LSA parameters depend on a prompt only through ``S`` and ``w*`` (``X y / n = S w
   instead of ``d n``.
 * ``"direct"``: draw ``X = R G`` with ``G`` standard normal ``d x n`` and form ``X X^T / n``.
 
-``"auto"`` takes Bartlett when ``n >= d``; tests/numerics/test_numerics_montecarlo.py checks that
+Label noise (``noise_var = s^2 > 0``, docs/theory.md section 16): ``y_i = <w*, x_i> + eps_i``,
+``eps_i ~ N(0, s^2)``; a prompt then also needs ``X eps / n`` and ``eps^T eps / n``, so the Gram
+method is "direct" (``X`` and ``eps`` drawn, in that order after ``w*``).
+
+``"auto"`` takes Bartlett when ``n >= d`` and there is no noise; tests/numerics/test_numerics_montecarlo.py checks that
 both have the same distribution (tests/numerics/test_numerics_covariance.py also for a singular
 Sigma).  Costs per prompt: ``O(d^2 n)`` direct, ``O(d^3)`` Bartlett.
 """
@@ -28,11 +32,12 @@ from .checks import check_seed, covariance_root
 GRAM_METHODS = ("auto", "bartlett", "direct")
 
 
-def sample_prompts(d: int, n: int, size: int, seed, *, sigma=None):
+def sample_prompts(d: int, n: int, size: int, seed, *, sigma=None, noise_var: float = 0.0):
     """``size`` prompts ``(X, y, w_star)`` of shapes ``(size, d, n)``, ``(size, n)``,
     ``(size, d)``: ``w* ~ N(0, I)``, columns of ``X`` i.i.d. ``N(0, Sigma)`` (``X = R G``,
     ``R = Sigma^{1/2}``; ``sigma=None``: identity; singular ``Sigma``: ``X`` in ``range(Sigma)``),
-    ``y = X^T w*``.  ``seed``: an int or a ``numpy.random.Generator``.
+    ``y = X^T w*`` plus, with ``noise_var = s^2 > 0``, noise ``eps ~ N(0, s^2 I_n)`` drawn last
+    (docs/theory.md section 16).  ``seed``: an int or a ``numpy.random.Generator``.
 
     >>> X, y, w = sample_prompts(3, 5, 2, seed=0)
     >>> X.shape, y.shape, w.shape, bool(abs(y - (w[:, None, :] @ X)[:, 0]).max() == 0)
@@ -48,6 +53,8 @@ def sample_prompts(d: int, n: int, size: int, seed, *, sigma=None):
         X = root @ X
     w_star = rng.standard_normal((size, d))
     y = (w_star[:, None, :] @ X)[:, 0, :]
+    if check_noise_var(noise_var):
+        y = y + np.sqrt(noise_var) * rng.standard_normal((size, n))
     return X, y, w_star
 
 
@@ -67,13 +74,28 @@ def sample_gram(d: int, n: int, size: int, seed, *, sigma=None, method: str = "a
     return _gram(d, n, size, rng, covariance_root(sigma, d), _check_method(method, d, n))
 
 
-def _check_method(method, d: int, n: int) -> str:
+def check_noise_var(noise_var) -> float:
+    """``noise_var`` (the label-noise variance ``s^2``) as a float >= 0; ValueError naming it."""
+    if isinstance(noise_var, (bool, str, bytes)):
+        raise ValueError(f"noise_var must be a finite number >= 0, got {noise_var!r}")
+    try:
+        v = float(noise_var)
+    except (TypeError, ValueError):
+        raise ValueError(f"noise_var must be a finite number >= 0, got {noise_var!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"noise_var must be a finite number >= 0, got {noise_var!r}")
+    return v
+
+
+def _check_method(method, d: int, n: int, noise_var: float = 0.0) -> str:
     if method not in GRAM_METHODS:
         raise ValueError(f"method must be one of {GRAM_METHODS}, got {method!r}")
     if method == "auto":
-        return "bartlett" if n >= d else "direct"
+        return "bartlett" if n >= d and not noise_var else "direct"
     if method == "bartlett" and n < d:
         raise ValueError(f"method 'bartlett' needs n >= d, got d = {d}, n = {n}")
+    if method == "bartlett" and noise_var:
+        raise ValueError("method 'bartlett' does not draw label noise (it never forms X); use 'direct'")
     return method
 
 
@@ -96,19 +118,33 @@ def _gram(d: int, n: int, size: int, rng: np.random.Generator, root, method: str
     return A @ np.swapaxes(A, -1, -2) / n
 
 
-def _gram_and_task(d: int, n: int, size: int, rng: np.random.Generator, root, method: str):
-    """One Monte Carlo chunk: ``(S, w_star)``; the order of draws is fixed (S first)."""
-    S = _gram(d, n, size, rng, root, method)
-    return S, rng.standard_normal((size, d))
+def _gram_and_task(d: int, n: int, size: int, rng: np.random.Generator, root, method: str,
+                   noise_var: float = 0.0):
+    """One Monte Carlo chunk: ``(S, w_star, Xeps, eps_sq)``; the order of draws is fixed (S first,
+    then w*).  Without noise ``Xeps`` and ``eps_sq`` are None; with ``noise_var = s^2 > 0``
+    (``method`` "direct") ``X`` is drawn, then ``w*``, then ``eps ~ N(0, s^2 I_n)``:
+    ``Xeps = X eps / n`` (size, d) and ``eps_sq = eps^T eps / n`` (size,)."""
+    if not noise_var:
+        S = _gram(d, n, size, rng, root, method)
+        return S, rng.standard_normal((size, d)), None, None
+    X = rng.standard_normal((size, d, n))
+    if root is not None:
+        X = root @ X
+    w_star = rng.standard_normal((size, d))
+    eps = np.sqrt(noise_var) * rng.standard_normal((size, n))
+    return (X @ np.swapaxes(X, -1, -2) / n, w_star, (X @ eps[:, :, None])[:, :, 0] / n,
+            np.einsum("bi,bi->b", eps, eps) / n)
 
 
-def data_statistic(S, w_star) -> np.ndarray:
+def data_statistic(S, w_star, *, Xeps=None, eps_sq=None) -> np.ndarray:
     """The data columns' statistic ``Z_data Z_data^T / n`` on the rows (x, y):
     ``[[S, S w*], [w*^T S, w*^T S w*]]``, shape ``(..., d + 1, d + 1)``, from ``S = X X^T / n``
     ``(..., d, d)`` and ``w*`` ``(..., d)``: with ``y = X^T w*``, ``X y / n = S w*`` and
     ``y^T y / n = w*^T S w*`` (docs/theory.md sections 1 and 3).  Every pass of the LSA reads a
     prompt only through it; the torch passes' copy (``training.data.gram_statistic``) is tested
-    against this one.
+    against this one.  Label noise (docs/theory.md section 16): ``Xeps = X eps / n`` (..., d) and
+    ``eps_sq = eps^T eps / n`` (...) give ``X y / n = S w* + Xeps`` and ``y^T y / n = w*^T S w* +
+    2 w*^T Xeps + eps_sq``.
 
     >>> data_statistic(np.eye(2), np.array([1.0, 2.0]))
     array([[1., 0., 1.],
@@ -120,8 +156,13 @@ def data_statistic(S, w_star) -> np.ndarray:
     d = w_star.shape[-1]
     Sw = np.matmul(S, w_star[..., None])[..., 0]
     out = np.empty(w_star.shape[:-1] + (d + 1, d + 1))
+    yy = np.einsum("...i,...i->...", w_star, Sw)
+    if Xeps is not None:
+        Xeps = np.asarray(Xeps, dtype=np.float64)
+        yy = yy + 2 * np.einsum("...i,...i->...", w_star, Xeps) + np.asarray(eps_sq, dtype=np.float64)
+        Sw = Sw + Xeps
     out[..., :d, :d] = S
     out[..., :d, d] = Sw
     out[..., d, :d] = Sw
-    out[..., d, d] = np.einsum("...i,...i->...", w_star, Sw)
+    out[..., d, d] = yy
     return out

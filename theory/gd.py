@@ -10,16 +10,20 @@ import sympy
 from .validation import check_int
 
 
-def gd_step(w, S, w_star, eta):
+def gd_step(w, S, w_star, eta, Xeps=None):
     """One GD step ``w - eta S (w - w*)`` (docs/theory.md section 2) on sympy matrices.  ``eta``
     may be a scalar or a ``d x d`` matrix ``P`` (the preconditioned step ``w - P S (w - w*)``,
-    docs/theory.md section 12); ``S``, ``w``, ``w*`` may be matrix expressions.
+    docs/theory.md section 12); ``S``, ``w``, ``w*`` may be matrix expressions.  ``Xeps``: the
+    label noise's part ``X eps / n`` of ``X y / n`` (docs/theory.md section 16); the step is then
+    ``w - eta (S (w - w*) - X eps / n)``.
 
     >>> S = sympy.Matrix([[2, 0], [0, 1]]); ws = sympy.Matrix([1, 1])
     >>> gd_step(sympy.zeros(2, 1), S, ws, sympy.Rational(1, 2)).T
     Matrix([[1, 1/2]])
     """
-    return w - eta * S * (w - w_star)
+    if Xeps is None:
+        return w - eta * S * (w - w_star)
+    return w - eta * (S * (w - w_star) - Xeps)
 
 
 def error_operator(S, eta, k: int):
@@ -136,3 +140,27 @@ def prove_gd_closed_form() -> bool:
     iterates = gd_iterates_exact(S2, w2, eta, 3)
     matches = all((iterates[k] - gd_closed_form(S2, w2, eta, k)).expand().is_zero_matrix for k in range(4))
     return bool(induction and sympy.expand(base) == 0 and matches)
+
+
+def gd_noise_factor(eta, k: int, s) -> sympy.Expr:
+    """The polynomial ``q_k(s) = g_k(s)^2 s`` of degree ``2k - 1`` with which label noise enters
+    the k-step GD loss (docs/theory.md section 16): the error of GD on a noisy prompt is
+    ``-(I - eta S)^k w* + g_k(S) X eps / n`` and ``E[(X eps / n)(X eps / n)^T | X] = s^2 S / n``,
+    so the noise adds ``(s^2 / 2n) E tr(q_k(S))``.
+
+    Derived, not typed in: ``g_k(s)`` is read off ``k`` library ``gd_step``'s in one dimension
+    (``S = s``, ``w* = 0``, noise term ``b``: ``w_k = g_k(s) b``).  It equals ``(1 - (1 - eta
+    s)^k)^2 / s`` (``theory.prove_noisy_gd_loss``).
+
+    >>> s = sympy.Symbol("s")
+    >>> gd_noise_factor(sympy.Rational(1, 2), 2, s)
+    s**3/16 - s**2/2 + s
+    """
+    k = check_int("k", k, 0)
+    b = sympy.Dummy("b")
+    w = sympy.zeros(1, 1)
+    S, zero, noise = sympy.Matrix([[s]]), sympy.zeros(1, 1), sympy.Matrix([[b]])
+    for _ in range(k):
+        w = gd_step(w, S, zero, eta, Xeps=noise).expand()
+    g = sympy.Poly(w[0, 0].coeff(b), s)
+    return (g ** 2 * sympy.Poly(s, s)).as_expr()

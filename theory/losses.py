@@ -10,15 +10,16 @@ from typing import NamedTuple
 
 import sympy
 
+from .gd import gd_noise_factor
 from .params import _nocot_gamma_inverse
-from .validation import (check_covariance, check_dim, check_eta_exact, check_int, covariance_and_rank,
-                         covariance_or_symbol)
+from .validation import (check_covariance, check_dim, check_eta_exact, check_int, check_noise_var,
+                         covariance_and_rank, covariance_or_symbol)
 from .wishart import check_sigma_steps_exact, check_steps_exact, trace_moment
 
 _s = sympy.Dummy("s")  # eigenvalue variable of S
 
 
-def gd_eval_loss(d, n, eta, k: int, *, sigma=None):
+def gd_eval_loss(d, n, eta, k: int, *, sigma=None, noise_var=0):
     """Exact k-step GD evaluation loss ``(1/2) E tr((I - eta S)^{2k})`` (docs/theory.md section 2).
 
     Expanded into ``sum_j C(2k, j) (-eta)^j E tr(S^j) / 2`` with exact Wishart moments
@@ -32,22 +33,35 @@ def gd_eval_loss(d, n, eta, k: int, *, sigma=None):
     explicit symmetric PSD ``d x d`` matrix (singular allowed; ``2k <= MAX_SIGMA_MOMENT``) or a
     MatrixSymbol (power sums ``Trace(Sigma**j)``; ``2k <= MAX_SIGMA_SYMBOLIC_MOMENT``).
 
+    ``noise_var``: label noise ``y_i = <w*, x_i> + eps_i``, ``eps_i ~ N(0, s^2)`` with ``s^2 =
+    noise_var`` (a number >= 0 or a Symbol; docs/theory.md section 16).  GD runs on the noisy
+    prompt and the loss is still measured against ``w*``: it gains ``(s^2 / 2n) E tr(q_k(S))``,
+    ``q_k(s) = (1 - (1 - eta s)^k)^2 / s`` a polynomial of degree ``2k - 1``
+    (``theory.gd.gd_noise_factor``, derived from the GD recursion; ``theory.prove_noisy_gd_loss``),
+    so the loss is exact for ``n < d`` too.
+
     >>> gd_eval_loss(10, 20, sympy.Rational(2, 5), 0)
     5
     >>> gd_eval_loss(1, 1, sympy.Symbol("eta"), 1)
     3*eta**2/2 - eta + 1/2
     >>> gd_eval_loss(2, 4, sympy.Rational(1, 4), 2, sigma=sympy.diag(1, 3))
     3877/8192
+    >>> gd_eval_loss(1, 2, sympy.Rational(1, 2), 1, noise_var=sympy.Symbol("v"))
+    v/16 + 1/4
     """
     d = check_dim("d", d)
     n = check_dim("n", n)
     k = check_int("k", k, 0)
     eta = check_eta_exact("eta", eta)
+    noise_var = check_noise_var("noise_var", noise_var)
     if sigma is None:
         check_steps_exact("gd_eval_loss", k)
     else:
         check_sigma_steps_exact("gd_eval_loss", k, d, sigma)
-    return sympy.expand(trace_moment((1 - eta * _s) ** (2 * k), _s, d, n, sigma=sigma) / 2)
+    integrand = (1 - eta * _s) ** (2 * k)
+    if noise_var != 0:
+        integrand += noise_var / sympy.sympify(n) * gd_noise_factor(eta, k, _s)
+    return sympy.expand(trace_moment(integrand, _s, d, n, sigma=sigma) / 2)
 
 
 class OptimalStep(NamedTuple):
@@ -143,45 +157,56 @@ def _in_radicals(root, factor: sympy.Poly):
     return best
 
 
-def nocot_loss(d, n, eta):
-    """Evaluation loss of the one-step no-CoT prediction ``eta S w*`` (docs/theory.md section 5):
-    ``(1/2) (eta^2 E tr(S^2) - 2 eta E tr(S) + d)``, a quadratic in ``eta``.
+def nocot_loss(d, n, eta, *, noise_var=0):
+    """Evaluation loss of the one-step no-CoT prediction ``eta X y / n = eta S w*`` (docs/theory.md
+    section 5): ``(1/2) (eta^2 E tr(S^2) - 2 eta E tr(S) + d)``, a quadratic in ``eta``.  With
+    label noise of variance ``noise_var = s^2`` (docs/theory.md section 16) the prediction is
+    ``eta (S w* + X eps / n)``: ``gd_eval_loss`` at ``k = 1``, which adds
+    ``eta^2 s^2 E tr(S) / 2n``.
 
     >>> nocot_loss(1, 1, sympy.Symbol("eta"))
     3*eta**2/2 - eta + 1/2
+    >>> nocot_loss(1, 1, sympy.Symbol("eta"), noise_var=1)
+    2*eta**2 - eta + 1/2
     """
     d = check_dim("d", d)
     n = check_dim("n", n)
     eta = check_eta_exact("eta", eta)
-    return sympy.expand(trace_moment((1 - eta * _s) ** 2, _s, d, n) / 2)
+    return gd_eval_loss(d, n, eta, 1, noise_var=noise_var)
 
 
-def _nocot_optimum(d, n):
+def _nocot_optimum(d, n, noise_var=0):
     eta = sympy.Symbol("eta")
-    loss = nocot_loss(d, n, eta)
+    loss = nocot_loss(d, n, eta, noise_var=noise_var)
     (eta_1,) = sympy.solve(sympy.diff(loss, eta), eta)
     eta_1 = sympy.factor(eta_1)
     return eta_1, sympy.factor(loss.subs(eta, eta_1))
 
 
-def nocot_optimal_eta(d, n):
+def nocot_optimal_eta(d, n, *, noise_var=0):
     """Theorem 3.1: the best no-CoT step ``eta_1 = n / (n + d + 1)``, derived by minimising the
-    exact quadratic ``nocot_loss`` in ``eta`` (not typed in).
+    exact quadratic ``nocot_loss`` in ``eta`` (not typed in).  With label noise of variance
+    ``noise_var = s^2`` it is ``n / (n + d + 1 + s^2)`` (docs/theory.md section 16).
 
     >>> nocot_optimal_eta(10, 20)
     20/31
+    >>> nocot_optimal_eta(10, 20, noise_var=4)
+    4/7
     """
-    return _nocot_optimum(d, n)[0]
+    return _nocot_optimum(d, n, noise_var)[0]
 
 
-def nocot_min_loss(d, n):
+def nocot_min_loss(d, n, *, noise_var=0):
     """Theorem 3.1: the minimum no-CoT evaluation loss ``(1/2) d (d + 1) / (n + d + 1)``,
-    derived from the exact moments (docs/theory.md section 5).
+    derived from the exact moments (docs/theory.md section 5).  With label noise of variance
+    ``noise_var = s^2``: ``(1/2) d (d + 1 + s^2) / (n + d + 1 + s^2)`` (docs/theory.md section 16).
 
     >>> nocot_min_loss(10, 20)
     55/31
+    >>> nocot_min_loss(10, 20, noise_var=1)
+    15/8
     """
-    return _nocot_optimum(d, n)[1]
+    return _nocot_optimum(d, n, noise_var)[1]
 
 
 def second_moment_S(n, Sigma):
@@ -200,12 +225,14 @@ def second_moment_S(n, Sigma):
     return (1 + sympy.Integer(1) / n) * Sigma ** 2 + sympy.trace(Sigma) / sympy.sympify(n) * Sigma
 
 
-def linear_prediction_loss(n, Sigma, A):
+def linear_prediction_loss(n, Sigma, A, *, noise_var=0):
     """Loss of the prediction ``A S w*`` (any d x d matrix A, e.g. a trained no-CoT model's
     ``-V31 W24``) on prompts with covariance Sigma (symmetric positive semi-definite, singular
     allowed): ``(1/2)(tr(A E[S^2] A^T) - 2 tr(A Sigma) + d)``.  docs/theory.md sections 5, 7 and 10
     (the no-CoT model out of distribution).  For singular Sigma only ``A`` on ``range(Sigma)``
-    matters (``S w*`` lies there).
+    matters (``S w*`` lies there).  With label noise of variance ``noise_var = s^2`` the prediction is
+    ``A X y / n = A (S w* + X eps / n)``, which adds ``(s^2 / 2n) tr(A Sigma A^T)`` (docs/theory.md
+    section 16).
 
     >>> linear_prediction_loss(20, sympy.eye(10), sympy.Rational(20, 31) * sympy.eye(10))
     55/31
@@ -221,12 +248,13 @@ def linear_prediction_loss(n, Sigma, A):
         raise ValueError(f"A must be a {d} x {d} matrix, got {type(A).__name__}") from None
     if A.shape != (d, d):
         raise ValueError(f"A must be {d} x {d}, got {A.shape[0]} x {A.shape[1]}")
-    M2 = second_moment_S(n, Sigma)
+    noise_var = check_noise_var("noise_var", noise_var)
+    M2 = second_moment_S(n, Sigma) + noise_var / sympy.sympify(n) * Sigma
     loss = ((A * M2 * A.T).trace() - 2 * (A * Sigma).trace() + d) / 2
     return loss if isinstance(n, int) else sympy.expand(loss)
 
 
-def nocot_min_loss_sigma(n, Sigma):
+def nocot_min_loss_sigma(n, Sigma, *, noise_var=0):
     """Theorem 3.1 for general Sigma: with ``A = Gamma^{-1}`` the loss is
     ``(1/2)(d - tr(Gamma^{-1} Sigma))``; computed from ``linear_prediction_loss``.
 
@@ -235,7 +263,8 @@ def nocot_min_loss_sigma(n, Sigma):
     Gamma^{-1}`` zeroes the gradient ``A E[S^2] - Sigma`` of the convex loss.  With eigenvalues
     ``lambda_j`` of Sigma the value is ``(1/2) sum_j (1 - lambda_j / ((1 + 1/n) lambda_j +
     tr(Sigma)/n))``: each direction of the null space of Sigma costs ``1/2`` (never learned).
-    ``Sigma = 0`` is refused (Gamma = 0 has no inverse).
+    ``Sigma = 0`` is refused (Gamma = 0 has no inverse).  ``noise_var``: labels with noise of
+    variance ``s^2``; Gamma gains ``s^2 / n I`` (``theory.nocot_gamma``, docs/theory.md section 16).
 
     >>> nocot_min_loss_sigma(20, sympy.eye(10))
     55/31
@@ -246,12 +275,12 @@ def nocot_min_loss_sigma(n, Sigma):
     """
     n = check_dim("n", n)
     Sigma = check_covariance("Sigma", Sigma)
-    inverse = _nocot_gamma_inverse(Sigma.shape[0], n, Sigma)
-    loss = linear_prediction_loss(n, Sigma, inverse)
+    inverse = _nocot_gamma_inverse(Sigma.shape[0], n, Sigma, noise_var)
+    loss = linear_prediction_loss(n, Sigma, inverse, noise_var=noise_var)
     return sympy.simplify(loss) if isinstance(n, int) else sympy.factor(sympy.cancel(loss))
 
 
-def gd_limit_loss(d, n, Sigma=None):
+def gd_limit_loss(d, n, Sigma=None, *, noise_var=0):
     """Large-k limit of the GD evaluation loss from ``w_0 = 0`` when every prompt is stable:
     ``(d - n)/2`` for ``n < d`` (minimum-norm interpolant), 0 otherwise (docs/theory.md section 2).
 
@@ -269,8 +298,45 @@ def gd_limit_loss(d, n, Sigma=None):
     d/2 - Min(d, n)/2
 
     ``d`` and ``n`` may be Symbols (``Min`` stays unevaluated); an explicit Sigma needs an int d.
+
+    ``noise_var``: labels with noise of variance ``s^2`` (docs/theory.md section 16).  GD then
+    tends to the (minimum-norm) least-squares fit of the noisy labels, whose noise part adds
+    ``(s^2 / 2n) E tr(S^+)`` (inverse-Wishart means): ``s^2 tr(Sigma_r^{-1}) / (2 (n - r - 1))``
+    for ``n > r + 1`` (``Sigma_r``: Sigma on its range, of rank r; ``s^2 d / (2 (n - d - 1))`` for
+    ``Sigma = I``) and, for ``Sigma = I`` and ``n < d - 1``, ``s^2 n / (2 (d - n - 1))``
+    (``E (X^T X)^{-1} = I / (d - n - 1)``).  Near interpolation (``|n - r| <= 1``) the mean is
+    infinite (``oo``).  A non-identity Sigma with ``n < r`` and noise is refused (no closed form).
+
+    >>> gd_limit_loss(10, 20, noise_var=1)
+    5/9
+    >>> gd_limit_loss(10, 4, noise_var=1)
+    17/5
     """
     d = check_dim("d", d)
     n = check_dim("n", n)
+    noise_var = check_noise_var("noise_var", noise_var)
     rank = d if Sigma is None else covariance_and_rank("Sigma", Sigma, d)[1]
-    return (sympy.sympify(d) - sympy.Min(n, rank)) / 2
+    noiseless = (sympy.sympify(d) - sympy.Min(n, rank)) / 2
+    if noise_var == 0:
+        return noiseless
+    if not all(isinstance(x, (int, sympy.Integer)) for x in (d, n)):
+        raise ValueError("gd_limit_loss with noise needs integer d and n (the limit depends on "
+                         "which of n, d is larger)")
+    if abs(n - rank) <= 1:
+        return sympy.oo
+    if n > rank:
+        if Sigma is None:
+            inverse_trace = sympy.Integer(d)
+        else:
+            eigenvalues = check_covariance("Sigma", Sigma).eigenvals()
+            inverse_trace = sum((m / lam for lam, m in eigenvalues.items() if lam != 0), sympy.Integer(0))
+        return noiseless + noise_var * inverse_trace / (2 * (n - rank - 1))
+    scale = sympy.Integer(1)
+    if Sigma is not None:
+        positive = [lam for lam in check_covariance("Sigma", Sigma).eigenvals() if lam != 0]
+        if len(positive) != 1:
+            raise ValueError("gd_limit_loss with noise and n < rank(Sigma) is only known when the "
+                             "non-zero eigenvalues of Sigma are equal (E tr(S^+) depends on the "
+                             "whole spectrum)")
+        scale = positive[0]
+    return noiseless + noise_var * n / (2 * scale * (rank - n - 1))

@@ -8,7 +8,7 @@ import sympy
 from sympy import BlockMatrix, Identity, ZeroMatrix
 
 from .layout import Layout
-from .validation import check_dim, check_eta_exact, covariance_or_symbol, exact_number
+from .validation import check_dim, check_eta_exact, check_noise_var, covariance_or_symbol, exact_number
 
 
 def _blocks(layout: Layout, entries: dict):
@@ -123,7 +123,7 @@ def gd_transformer_params(d, eta) -> tuple:
     return V, W
 
 
-def nocot_gamma(d, n, Sigma=None):
+def nocot_gamma(d, n, Sigma=None, *, noise_var=0):
     """Theorem 3.1's preconditioner ``Gamma = (1 + 1/n) Sigma + tr(Sigma)/n I`` (docs/theory.md
     section 5).  ``Sigma=None`` means ``Sigma = I_d``, for which ``Gamma = (n + d + 1)/n I``;
     it is returned then as the scalar ``(n + d + 1)/n`` (d, n ints or Symbols).  With a
@@ -141,17 +141,24 @@ def nocot_gamma(d, n, Sigma=None):
     >>> d, n = sympy.symbols("d n", positive=True, integer=True)
     >>> nocot_gamma(d, n, sympy.MatrixSymbol("Sigma", d, d))   # symbolic d: a matrix expression
     (Trace(Sigma)/n)*I + (1 + 1/n)*Sigma
+
+    ``noise_var``: label noise of variance ``s^2`` (docs/theory.md section 16) adds ``s^2 / n I``
+    (``E[(X y/n)(X y/n)^T] = Sigma Gamma + s^2 Sigma / n``): ``tr(Sigma)`` becomes ``tr(Sigma) + s^2``.
+
+    >>> nocot_gamma(10, 20, noise_var=1)
+    8/5
     """
     d = check_dim("d", d)
     n = check_dim("n", n)
+    noise_var = check_noise_var("noise_var", noise_var)
     if Sigma is None:
-        return (n + d + 1) / sympy.sympify(n)
+        return (n + d + 1 + noise_var) / sympy.sympify(n)
     Sigma = covariance_or_symbol("Sigma", Sigma, d)
     identity = sympy.eye(d) if isinstance(Sigma, sympy.MatrixBase) else sympy.Identity(d)
-    return (1 + sympy.Integer(1) / n) * Sigma + sympy.trace(Sigma) / sympy.sympify(n) * identity
+    return (1 + sympy.Integer(1) / n) * Sigma + (sympy.trace(Sigma) + noise_var) / sympy.sympify(n) * identity
 
 
-def _nocot_gamma_inverse(d, n, Sigma=None):
+def _nocot_gamma_inverse(d, n, Sigma=None, noise_var=0):
     """``Gamma^{-1}`` of ``nocot_gamma`` (a scalar for ``Sigma=None``), refusing ``Sigma = 0``:
     then ``Gamma = 0`` has no inverse (x = 0 carries no information on w*, and every no-CoT
     model has loss ``d/2``).
@@ -159,7 +166,7 @@ def _nocot_gamma_inverse(d, n, Sigma=None):
     >>> _nocot_gamma_inverse(1, 2)
     1/2
     """
-    gamma = nocot_gamma(d, n, Sigma)
+    gamma = nocot_gamma(d, n, Sigma, noise_var=noise_var)
     if Sigma is None:
         return sympy.Integer(1) / gamma
     if not isinstance(gamma, sympy.MatrixBase):
@@ -170,7 +177,7 @@ def _nocot_gamma_inverse(d, n, Sigma=None):
     return gamma.inv()
 
 
-def nocot_params(d, n, Sigma=None) -> tuple:
+def nocot_params(d, n, Sigma=None, *, noise_var=0) -> tuple:
     """Theorem 3.1: the best no-CoT parameters, one preconditioned GD step from ``w_0 = 0``.
 
     ``V31 = -Gamma^{-1}``, ``W13 = I_d``, ``W24 = -1`` (every other block zero), so the
@@ -182,7 +189,8 @@ def nocot_params(d, n, Sigma=None) -> tuple:
     ``Sigma`` may be singular (positive semi-definite, docs/theory.md section 10): ``S w*`` then
     lies in ``range(Sigma)``, so only ``V31`` on ``range(Sigma)`` matters and the minimiser is
     unique only there; ``-Gamma^{-1}`` is one minimiser (the limit of the positive definite
-    case).  ``Sigma = 0`` is refused (Gamma = 0 has no inverse).
+    case).  ``Sigma = 0`` is refused (Gamma = 0 has no inverse).  ``noise_var``: the best model
+    for labels with noise of variance ``s^2`` (``nocot_gamma``; docs/theory.md section 16).
 
     >>> V, W = nocot_params(1, 2)
     >>> V[2, 0]
@@ -190,4 +198,4 @@ def nocot_params(d, n, Sigma=None) -> tuple:
     """
     d = check_dim("d", d)
     n = check_dim("n", n)
-    return gd_transformer_params(d, _nocot_gamma_inverse(d, n, Sigma))
+    return gd_transformer_params(d, _nocot_gamma_inverse(d, n, Sigma, noise_var))

@@ -286,3 +286,30 @@ def exact_number(value):
     if isinstance(value, sympy.Basic) and value.has(sympy.Float):
         value = value.xreplace({f: sympy.nsimplify(float(f), rational=True) for f in value.atoms(sympy.Float)})
     return value
+
+
+def check_noise_var(name: str, value):
+    """Accept a label-noise variance ``s^2`` for exact computation (docs/theory.md section 16): a
+    sympy expression (a Symbol allowed) or a finite number >= 0, floats converted as in
+    ``check_eta_exact`` (0.25 -> 1/4).
+
+    >>> check_noise_var("noise_var", 0.25)
+    1/4
+    >>> check_noise_var("noise_var", -1)
+    Traceback (most recent call last):
+    ...
+    ValueError: noise_var must be a finite number >= 0, got -1
+    """
+    if isinstance(value, sympy.Basic) and not value.is_number:
+        return value
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from None
+    if not math.isfinite(x) or x < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if isinstance(value, float):
+        return sympy.nsimplify(value, rational=True)
+    return sympy.sympify(value)
