@@ -4,7 +4,8 @@ Reference LSA forward pass and CoT / looped rollouts (``lsa``), k-step GD by rec
 closed form (``gd``), Theorem 3.2's and 3.1's parameters evaluated from ``theory`` (``params``),
 the equivalence check (``equivalence``), Monte Carlo of evaluation losses with honest tails
 (``montecarlo``, ``sampling``), the Marchenko-Pastur limit (``marchenko_pastur``) and its
-general-covariance deterministic equivalent (``silverstein``), exact values of
+general-covariance deterministic equivalent (``silverstein``), the Bayes-optimal loss under label
+noise (``noise``), exact values of
 theory's losses (``exact``) and scipy optima (``optimize``).  Covariances: ``covariance_root``
 (``checks``; symmetric PSD Sigma, singular allowed, docs/theory.md section 10), its exact form for
 theory's functions ``exact_covariance`` (``params``) and Haar-random rotations (``rotations``),
@@ -23,6 +24,7 @@ from .lsa import (cot_rollout, cot_rollout_reference, embed, looped_rollout,
 from .marchenko_pastur import mp_density, mp_gd_eval_loss
 from .montecarlo import (DEFAULT_CHUNK, DIVERGENCE_FACTOR, LossReport, diverged_mask, eval_loss_mc,
                          eval_loss_mc_params, loss_report, nocot_loss_mc)
+from .noise import bayes_loss_mc, bayes_loss_mp
 from .optimize import (NocotOptimum, RescaledGDOptimum, StepSizeOptimum, looped_optimal_eta,
                        looped_rescaled_optimum, nocot_optimum_numeric)
 from .params import exact_covariance, gd_params, nocot_params
@@ -33,7 +35,7 @@ from .silverstein import (deterministic_equivalent_gd_loss, deterministic_equiva
 
 __all__ = [
     "DEFAULT_CHUNK", "DIVERGENCE_FACTOR", "EquivalenceReport", "LossReport", "NocotOptimum",
-    "StepSizeOptimum", "check_gd_equivalence", "cot_rollout", "cot_rollout_reference",
+    "StepSizeOptimum", "bayes_loss_mc", "bayes_loss_mp", "check_gd_equivalence", "cot_rollout", "cot_rollout_reference",
     "covariance_root", "diverged_mask", "embed", "eval_loss_mc", "eval_loss_mc_params",
     "exact_covariance", "gd_closed_form", "gd_eval_loss_polynomial", "gd_eval_loss_value",
     "gd_iterates", "gd_params", "gradient_flow", "haar_orthogonal", "iterate_deviation",
