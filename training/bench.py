@@ -20,6 +20,11 @@ behind ``cotgd bench``.  Figures only, no pass / fail.
   and about 6.3x its arithmetic, and no product is shared between models with different
   parameters, so on a CPU the ratio cannot fall below about 6.3 over the parallel speedup of the
   cores;
+* ``fused_vs_loop_step_ratio``: the same 12-model sweep with its step fused (one objective call
+  for all models, ``fused_models='fused'``, the default on CUDA; docs/architecture.md section 5)
+  over the loop path (one call per model, the default on a CPU, on its default workers), ms per
+  iteration, measured interleaved with the sweep above; the fused step pads every model to
+  k = 40 (1.6x the CoT steps, 2.1x the k x k triangle of the loop's);
 * ``looped_ms_per_iter``: the full looped model's training step at the paper's configuration,
   and its arithmetic bound (``bench_looped``);
 * ``sweep_cells_per_minute``: ``cotgd sweep``'s engines (local-1, local-2, dask-2) on identical
@@ -226,11 +231,16 @@ def bench_batched(device: str, plan: dict) -> dict:
     workers = sweep_workers(base, len(FIG3_KS) * len(FIG3_SEEDS))
     pilot = train_models(base, seeds=FIG3_SEEDS, ks=FIG3_KS)[0].summary["ms_per_iteration"]
     batched_iters = _iters(pilot, plan["batched_s"], 2, 100)
+    fused_pilot = train_models(_quiet_config(device, 2, fused_models="fused"), seeds=FIG3_SEEDS,
+                               ks=FIG3_KS)[0].summary["ms_per_iteration"]
+    fused_iters = _iters(fused_pilot, plan["batched_s"], 2, 100)
     single_iters = {k: _iters(_train_ms(_quiet_config(device, 3, k=k)), plan["single_s"], 3, 200) for k in FIG3_KS}
-    single, batched, one_worker = {k: [] for k in FIG3_KS}, [], []
+    single, batched, one_worker, fused = {k: [] for k in FIG3_KS}, [], [], []
     for _ in range(plan["batched_reps"]):
         batched.append(train_models(_quiet_config(device, batched_iters), seeds=FIG3_SEEDS,
                                     ks=FIG3_KS)[0].summary["ms_per_iteration"])
+        fused.append(train_models(_quiet_config(device, fused_iters, fused_models="fused"), seeds=FIG3_SEEDS,
+                                  ks=FIG3_KS)[0].summary["ms_per_iteration"])
         if workers > 1:
             one_worker.append(train_models(_quiet_config(device, batched_iters, threads=1), seeds=FIG3_SEEDS,
                                            ks=FIG3_KS)[0].summary["ms_per_iteration"])
@@ -239,7 +249,13 @@ def bench_batched(device: str, plan: dict) -> dict:
     single_ms = {k: _median(v) for k, v in single.items()}
     batched_ms = _median(batched)
     sequential_ms = len(FIG3_SEEDS) * sum(single_ms.values())
+    fused_ms = _median(fused)
     return {"batched_models_time_ratio": batched_ms / single_ms[max(FIG3_KS)],
+            "fused_vs_loop_step_ratio": fused_ms / batched_ms,
+            "fused_models": {"fused_ms_per_iter": fused_ms, "loop_ms_per_iter": batched_ms,
+                             "fused_ms_samples": fused, "loop_ms_samples": batched,
+                             "iterations_per_sample": {"fused": fused_iters, "loop": batched_iters},
+                             "padded_step_ratio": len(FIG3_KS) * max(FIG3_KS) / sum(FIG3_KS)},
             "batched_models": {"M": len(FIG3_KS) * len(FIG3_SEEDS), "ks": list(FIG3_KS), "seeds": list(FIG3_SEEDS),
                                "workers": workers, "batched_ms_per_iter": batched_ms,
                                "batched_ms_per_iter_one_worker": _median(one_worker) if one_worker else batched_ms,
@@ -314,6 +330,10 @@ def format_bench(figures: dict) -> str:
                  + f" ms/iter; {b['speedup_vs_sequential']:.2f}x faster than the 12 one after the other")
     lines.append(f"    {b['workers']} worker(s); on one worker {b['batched_ms_per_iter_one_worker']:.1f} ms/iter; "
                  f"the sweep holds {b['work_ratio']:.1f}x the CoT steps of the k = {max(b['ks'])} model")
+    fm = f["fused_models"]
+    lines.append(f"  fused_vs_loop_step_ratio    {f['fused_vs_loop_step_ratio']:10.2f}   (the same sweep, one objective "
+                 f"call for all 12 models: {fm['fused_ms_per_iter']:.1f} ms/iter, over the loop path's "
+                 f"{fm['loop_ms_per_iter']:.1f}; padded to k = {max(b['ks'])}: {fm['padded_step_ratio']:.1f}x the steps)")
     lp = f["looped"]
     lines.append(f"  looped_ms_per_iter          {f['looped_ms_per_iter']:10.1f}   (full looped model, k 10 loops; "
                  f"{lp['gmac_per_iter']:.2f} GMAC at {lp['matmul_gmac_per_s']:.1f} GMAC/s = "

@@ -55,6 +55,8 @@ def _field(default, help: str, *, cli: bool = True, minimum: int | None = None, 
 
 
 OPTIMIZERS = ("adam", "sgd")
+#: How a run of several models computes its losses and gradients (``TrainConfig.fused_models``).
+FUSED_MODELS = ("auto", "loop", "fused")
 
 
 @dataclass
@@ -108,6 +110,11 @@ class TrainConfig:
                                   "linearly from 1 to k (0: k loops from the start)", minimum=0)
     loop_window: int = _field(1, "looped only: the loss averages the estimates after each of the last "
                               "this many loops (1: the final estimate only, the paper's)", minimum=1)
+    fused_models: str = _field("auto", "a run of several models (train_models; one model is its single run "
+                               "either way): one objective call for all of them (fused: their prompts stacked, "
+                               "each loss masked to its own k) or one call per model (loop: each model bitwise "
+                               "its single run); auto: fused on CUDA, loop on a CPU (docs/architecture.md "
+                               "section 5)", choices=FUSED_MODELS)
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise ValueError naming the first bad one.  Returns self."""
@@ -152,6 +159,8 @@ class TrainConfig:
         check_int("loop_window", self.loop_window, 1)
         if self.mode != "looped" and (self.loop_curriculum or self.loop_window != 1):
             raise ValueError(f"loop_curriculum and loop_window are for mode 'looped', got mode {self.mode!r}")
+        if self.fused_models not in FUSED_MODELS:
+            raise ValueError(f"fused_models must be one of {', '.join(FUSED_MODELS)}, got {self.fused_models!r}")
         if self.init_ab is not None:
             if self.param != "isotropic":
                 raise ValueError(f"init_ab is for param 'isotropic' only, got param {self.param!r}")

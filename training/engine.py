@@ -9,6 +9,10 @@ its own detached (V, W) (``kernels.objective``; on a CPU on one worker thread pe
 backward pass through ``LSA.matrices`` collects them, a guard zeroes non-finite gradients (and
 clips), and the optimiser steps.  The losses are independent and Adam acts per entry, so model j
 follows exactly the run ``train`` would give it alone (tests/training/test_engine_models.py).
+With ``config.fused_models`` fused (the default on CUDA) the M models' losses and gradients come
+from one objective call instead, on their prompts stacked (M, B, ...) and each loss masked to the
+model's own k (``Engine._fused_grad``, docs/architecture.md section 5): model j then follows its
+single run to float rounding (tests/training/test_engine_fused.py).
 
 Every ``eval_every`` iterations (``Engine.evaluate``) each model is evaluated on fresh prompts
 in and out of distribution (``evaluate``) and its structure measured (``structure``), one metrics
@@ -227,6 +231,15 @@ def loops_trained(config: TrainConfig, iteration: int) -> int:
     return min(config.k, 1 + (config.k - 1) * iteration // config.loop_curriculum)
 
 
+def fused_path(config: TrainConfig, models: int, device: torch.device) -> bool:
+    """Whether a run of ``models`` models on ``device`` computes their losses and gradients in one
+    objective call (``config.fused_models``: 'fused', or 'auto' on CUDA) rather than one call per
+    model; a run of one model is its single run either way (docs/architecture.md section 5)."""
+    if models == 1 or config.fused_models == "loop":
+        return False
+    return config.fused_models == "fused" or torch.device(device).type == "cuda"
+
+
 def structure_step(config: TrainConfig, theory: dict | None) -> float | None:
     """The GD step a model's structure is compared with: eta (cot), or the theory's optimum for
     the mode (nocot: eta_1 = n/(n+d+1); looped: the best single step; None where the theory
@@ -266,6 +279,8 @@ class Engine:
                             self.device, self.dtype, sigma_sqrt) for s in seeds}
         self.batches = _Batches(self.streams, b.prefetch and self.device.type == "cpu" and b.pool is None)
         self.order = sorted(range(self.M), key=lambda j: -configs[j].k)     # longest first: balanced workers
+        self.fused = fused_path(b, self.M, self.device)
+        self._counts: dict = {}            # per-model step counts on the device, by tuple (``_step_counts``)
         self.workers: ThreadPoolExecutor | None = None
         self.ood = ood_sigma_matrices(b)
         self.iteration = 0
@@ -307,11 +322,14 @@ class Engine:
         batches = self.batches.next(more=self.iteration + 1 < self.base.iters)
         V, W = self.model.matrices()
         Vd, Wd = V.detach(), W.detach()
-        grads = dict(self._map(lambda j: (j, self._model_grad(j, Vd, Wd, batches)), self.order))
-        losses = torch.cat([grads[j][0] for j in range(self.M)])
+        if self.fused:
+            losses, gV, gW = self._fused_grad(Vd, Wd, batches)
+        else:
+            grads = dict(self._map(lambda j: (j, self._model_grad(j, Vd, Wd, batches)), self.order))
+            losses = torch.cat([grads[j][0] for j in range(self.M)])
+            gV, gW = (torch.cat([grads[j][i] for j in range(self.M)]) for i in (1, 2))
         self.optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward([V, W], [torch.cat([grads[j][1] for j in range(self.M)]),
-                                         torch.cat([grads[j][2] for j in range(self.M)])])
+        torch.autograd.backward([V, W], [gV, gW])
         finite = guard_gradients(list(self.model.parameters()), resolved_clip(self.base))
         self.optimizer.step()
         loss = losses.double()
@@ -333,6 +351,47 @@ class Engine:
         loss = objective(c.mode, Vj, Wj, batch, c.n, loops_trained(c, self.iteration), window=c.loop_window)
         gV, gW = torch.autograd.grad(loss.sum(), (Vj, Wj))
         return loss.detach(), gV, gW
+
+    def _fused_grad(self, V: torch.Tensor, W: torch.Tensor, batches: dict) -> tuple:
+        """Every model's loss (M,) and gradient in its (V, W), each (M, D, D), from one objective
+        call (one forward and one backward pass, docs/architecture.md section 5): the models'
+        prompts stacked (``_stacked_batch``), each model's loss masked to its own steps (loops)
+        ``loops_trained`` and normalised as its single run's, so that each loss and gradient is
+        its single run's to float rounding.  No host-device synchronisation."""
+        c = self.base
+        ks = tuple(loops_trained(config, self.iteration) for config in self.configs)
+        kmax = max(ks)
+        batch = self._stacked_batch(batches, kmax)
+        counts = None if all(k == kmax for k in ks) else self._step_counts(ks)
+        Vf, Wf = V.detach().requires_grad_(), W.detach().requires_grad_()
+        loss = objective(c.mode, Vf, Wf, batch, c.n, kmax, window=c.loop_window, ks=counts)
+        gV, gW = torch.autograd.grad(loss.sum(), (Vf, Wf))
+        return loss.detach(), gV, gW
+
+    def _stacked_batch(self, batches: dict, kmax: int) -> Batch:
+        """The models' batches as one: ``stat`` and ``w_star`` (M, B, ...) in model order (shared
+        (B, ...) when every model reads one seed's prompts), the GD iterates (M, B, kmax + 1, d)
+        of each model's (seed, eta) (a seed whose longest model is shorter padded with zeros; CoT
+        only, the other objectives do not read them)."""
+        first = [next(iter(batches[c.seed].values())) for c in self.configs]
+        if len(self.streams) == 1:
+            stat, w_star = first[0].stat, first[0].w_star
+        else:
+            stat, w_star = torch.stack([b.stat for b in first]), torch.stack([b.w_star for b in first])
+        if self.base.mode != "cot":
+            return Batch(stat=stat, w_star=w_star, iterates=first[0].iterates)
+        its = []
+        for c in self.configs:
+            it = batches[c.seed][c.eta].iterates[:, :kmax + 1]
+            its.append(torch.nn.functional.pad(it, (0, 0, 0, kmax + 1 - it.shape[1])) if it.shape[1] <= kmax else it)
+        return Batch(stat=stat, w_star=w_star, iterates=torch.stack(its))
+
+    def _step_counts(self, ks: tuple) -> torch.Tensor:
+        """``ks`` as an (M,) long tensor on the device, made once per tuple from fills (a tensor
+        made from a list would be a host-to-device copy: a synchronisation on CUDA)."""
+        if ks not in self._counts:
+            self._counts[ks] = torch.stack([torch.full((), k, dtype=torch.long, device=self.device) for k in ks])
+        return self._counts[ks]
 
     def _map(self, fn, items) -> list:
         """``[fn(x) for x in items]``, on the worker threads when there are several."""
@@ -757,7 +816,8 @@ def train_models(base: TrainConfig, *, seeds=None, ks=None, etas=None, overwrite
     """Train every combination of ``seeds`` x ``etas`` x ``ks`` (None: base's value) of the run
     ``base`` as one computation (module docstring) and return one ``TrainResult`` per model, in
     ``sweep_configs`` order.  Model j ends where ``train(sweep_configs(...)[j])`` ends (same init,
-    prompts, gradients and updates), and its summary has the same keys, plus ``models`` (M) and
+    prompts, gradients and updates: bitwise on the loop path, to float rounding on the fused one,
+    ``base.fused_models``, the default on CUDA), and its summary has the same keys, plus ``models`` (M) and
     ``model_index``; ``seconds``, ``train_seconds`` and ``ms_per_iteration`` are the whole run's.
 
     ``base.out``: the run directory (``rundir``: one directory per model under ``models/``, one

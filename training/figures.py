@@ -41,7 +41,8 @@ def ood_sigma(d: int, condition: float = 3.0) -> np.ndarray:
 class _Runs:
     """Trains each configuration once per ``reproduce`` call and keeps the result; several k
     of one mode train as one run of many models (``train_models``: the same numbers as one run
-    each, in about the time of the longest on two cores)."""
+    each, to float rounding on CUDA where the step is fused; in about the time of the longest on
+    two cores)."""
 
     def __init__(self, out: str, device: str, seed: int, quick: bool):
         self.out, self.device, self.seed, self.quick = out, device, seed, quick

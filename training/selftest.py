@@ -8,8 +8,11 @@ Each check trains or evaluates small models on the chosen device and compares nu
 * ``same config twice``: two runs of one seeded config end bitwise equal;
 * ``kill and resume``: a run killed after a checkpoint and resumed ends bitwise on the
   uninterrupted run;
-* ``many models = single runs``: ``train_models`` against ``train`` per model, bitwise, with
-  gradient clipping engaged (the per-model reductions of ``engine.guard_gradients``);
+* ``many models = single runs``: ``train_models`` against ``train`` per model (looped models with
+  different seeds and loops, CoT models with different seeds, k and eta), with gradient clipping
+  engaged (the per-model reductions of ``engine.guard_gradients``), on both paths of a
+  many-model step (docs/architecture.md section 5): the loop (one objective call per model)
+  bitwise, the fused one (one call for all, the default on CUDA) within ``FUSED_TOLERANCE``;
 * ``constructed transformer``: Theorem 3.2's (V, W) evaluated on the device against the exact
   k-step GD loss (within 4 standard errors) and its structure metrics against eta;
 * ``reduced dynamics``: training of the isotropic model against the gradient-flow ODE;
@@ -24,6 +27,11 @@ import tempfile
 import time
 
 import torch
+
+#: The fused many-model path against single runs: the largest parameter deviation allowed, relative
+#: to the parameters' scale (float32 rounding; measured on a CPU: 1.7e-7).  A model that read
+#: another's prompts or steps would be off by order 1.
+FUSED_TOLERANCE = 1e-4
 
 #: Small runs: seconds each on a CPU.
 TINY = dict(d=3, n=8, k=3, eta=0.3, batch=64, iters=30, eval_every=10, eval_samples=500, theory_samples=2000,
@@ -73,25 +81,28 @@ def _bitwise(a, b) -> bool:
 
 def check_sync_free(device: str) -> Line:
     from .config import TrainConfig
-    from .engine import Engine
-    engine = Engine([TrainConfig(**TINY, device=device, prefetch=False)])
-    engine.step()                                        # warm-up: lazy initialisations may sync
+    from .engine import Engine, sweep_configs
+    config = TrainConfig(**TINY, device=device, prefetch=False)
+    fused = sweep_configs(dataclasses.replace(config, fused_models="fused"), seeds=[0, 1], etas=[0.3, 0.5], ks=[2, 3])
     steps = 5
-    if engine.device.type == "cuda":
-        torch.cuda.synchronize(engine.device)
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            for _ in range(steps):
-                engine.step()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-        how = "torch.cuda sync debug mode"
-    else:
-        with host_sync_guard():
-            for _ in range(steps):
-                engine.step()
-        how = "host_sync_guard (CPU proxy)"
-    return Line("sync-free training steps", f"{steps} steps, no host read ({how})", "no host read", True)
+    for engine in (Engine([config]), Engine(fused)):     # one model; a fused step of 8 (seeds, k, eta)
+        engine.step()                                    # warm-up: lazy initialisations may sync
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize(engine.device)
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                for _ in range(steps):
+                    engine.step()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            how = "torch.cuda sync debug mode"
+        else:
+            with host_sync_guard():
+                for _ in range(steps):
+                    engine.step()
+            how = "host_sync_guard (CPU proxy)"
+    return Line("sync-free training steps", f"{steps} steps of one model and {steps} fused steps of "
+                f"{len(fused)} models, no host read ({how})", "no host read", True)
 
 
 def check_same_config_twice(device: str) -> Line:
@@ -129,14 +140,31 @@ def check_kill_and_resume(device: str) -> Line:
     return Line("killed at 15 (checkpoint 10), resumed", f"bitwise {same}", "bitwise True", same)
 
 
+def _deviation(a, b) -> float:
+    """The largest parameter deviation of result ``a`` from ``b``, relative to ``b``'s scale."""
+    return max(float((x - y).abs().max() / y.abs().max()) for x, y in ((a.V, b.V), (a.W, b.W)))
+
+
 def check_many_models(device: str) -> Line:
     from .config import TrainConfig
-    from .engine import train, train_models
-    base = TrainConfig(**dict(TINY, iters=20), device=device, mode="looped", param="full", clip_grad=1e-3)
-    results = train_models(base, seeds=[0, 1], ks=[2, 3])
-    same = [_bitwise(r, train(r.config)) for r in results]
-    return Line("many models = single runs (looped, clipping engaged)", f"{sum(same)}/{len(same)} bitwise",
-                f"{len(same)}/{len(same)} bitwise", all(same))
+    from .device import resolve_device
+    from .engine import fused_path, sweep_configs, train, train_models
+    looped = TrainConfig(**dict(TINY, iters=20), device=device, mode="looped", param="full", clip_grad=1e-3)
+    cot = TrainConfig(**dict(TINY, iters=20), device=device, clip_grad=1e-3)
+    runs = [(looped, dict(seeds=[0, 1], ks=[2, 3])), (cot, dict(seeds=[0, 1], etas=[0.3, 0.5], ks=[2, 3]))]
+    same, deviation, models = [], 0.0, 0
+    for base, grid in runs:
+        singles = [train(c) for c in sweep_configs(base, **grid)]
+        loop = train_models(dataclasses.replace(base, fused_models="loop"), **grid)
+        fused = train_models(dataclasses.replace(base, fused_models="fused"), **grid)
+        same += [_bitwise(r, single) for r, single in zip(loop, singles)]
+        deviation = max([deviation] + [_deviation(r, single) for r, single in zip(fused, singles)])
+        models += len(singles)
+    auto = "fused" if fused_path(cot, models, resolve_device(device)) else "loop"
+    return Line("many models = single runs (looped and CoT, clipping engaged; loop and fused paths)",
+                f"loop path {sum(same)}/{len(same)} bitwise; fused path max deviation {deviation:.1e} "
+                f"(auto here: {auto})", f"{len(same)}/{len(same)} bitwise; <= {FUSED_TOLERANCE:g} of the "
+                f"parameters' scale", all(same) and deviation <= FUSED_TOLERANCE)
 
 
 def check_constructed_transformer(device: str) -> Line:

@@ -74,8 +74,9 @@ TOP_KEYS = ("name", "train", "retries", "grid", "fixed", "cells")
 #: Fields the sweep sets itself: the cell's run directory and its (absent) progress bar.
 SWEEP_OWNED = ("out", "progress")
 #: Fields that do not change a run's numbers (the engine's runs are bitwise the same either
-#: way): not part of a cell's identity, so a rerun that changes them reuses the cell.
-NEUTRAL_FIELDS = ("prefetch", "checkpoint_every")
+#: way): not part of a cell's identity, so a rerun that changes them reuses the cell.  A cell is
+#: one model, which ``fused_models`` (a choice for runs of several) leaves alone.
+NEUTRAL_FIELDS = ("prefetch", "checkpoint_every", "fused_models")
 #: Defaults of the sweep's cells where they differ from ``TrainConfig``'s: cells run one per
 #: core, so the background batch thread of ``prefetch`` would only compete with the other
 #: workers (measured: a cell's CPU time 1.1-1.3x with it).

@@ -69,7 +69,7 @@ def test_run_bench_quick_reports_every_figure(monkeypatch):
     monkeypatch.setattr(bench, "bench_sweep", lambda device, quick: small_sweep(device, quick, cells=2, seconds=0.3))
     figures = bench.run_bench(device="cpu", quick=True)
     for key in ("train_ms_per_iter", "baseline_ms_per_iter", "speedup_vs_baseline", "batched_models_time_ratio",
-                "mc_prompts_per_s", "train_ms_per_iter_no_prefetch", "looped_ms_per_iter"):
+                "fused_vs_loop_step_ratio", "mc_prompts_per_s", "train_ms_per_iter_no_prefetch", "looped_ms_per_iter"):
         assert math.isfinite(figures[key]) and figures[key] > 0, key
     assert figures["looped"]["arithmetic_bound_ms"] > 0 and figures["looped"]["gmac_per_iter"] > 0
     assert sorted(figures["rollout_us_per_step"]) == [10, 20, 40, 80, 160]
@@ -82,6 +82,7 @@ def test_run_bench_quick_reports_every_figure(monkeypatch):
     json.dumps(figures)
     text = bench.format_bench(figures)
     for name in ("train_ms_per_iter", "baseline_ms_per_iter", "speedup_vs_baseline", "rollout_us_per_step",
-                 "batched_models_time_ratio", "mc_prompts_per_s", "looped_ms_per_iter", "sweep_cells_per_minute"):
+                 "batched_models_time_ratio", "fused_vs_loop_step_ratio", "mc_prompts_per_s", "looped_ms_per_iter",
+                 "sweep_cells_per_minute"):
         assert name in text
     assert set(figures["sweep_cells_per_minute"]) == {"local-1", "local-2", "dask-2"}

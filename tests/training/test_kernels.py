@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import numerics
 from theory import Layout
-from training.data import make_batch, sample_prompts
+from training.data import Batch, make_batch, sample_prompts
 from training.model import lsa
 from training.kernels import (_CoTLoss, cot_loss, cot_rollout, nocot_estimate, looped_estimate, looped_loss, nocot_loss, objective,
                                  teacher_forced_predictions, teacher_forced_step)
@@ -209,3 +209,84 @@ def test_loop_curriculum_schedule():
     assert loops_trained(TrainConfig(mode="looped", k=10), 0) == 10
     with pytest.raises(ValueError, match="loop_curriculum"):
         TrainConfig(mode="cot", loop_curriculum=5).validate()
+
+
+def _per_model_setup(d, n, k, ks, seed, scale=0.5, B=3):
+    """Per-model batches: model m has its own prompts and GD step (M, B, ...), and step count
+    ``ks[m]``; the iterates past each model's ``w_{ks[m]}`` are set to inf (never read)."""
+    g = torch.Generator().manual_seed(seed)
+    D, M = Layout(d).D, len(ks)
+    batches = [make_batch(sample_prompts(B, d, n, generator=g, dtype=torch.float64), 0.2 + 0.1 * m, k)
+               for m in range(M)]
+    stat = torch.stack([b.stat for b in batches])
+    iterates = torch.stack([b.iterates for b in batches])
+    for m, km in enumerate(ks):
+        iterates[m, :, km + 1:] = float("inf")
+    V = scale * torch.randn(M, D, D, generator=g, dtype=torch.float64)
+    W = scale * torch.randn(M, D, D, generator=g, dtype=torch.float64)
+    return batches, Batch(stat=stat, w_star=torch.stack([b.w_star for b in batches]), iterates=iterates), V, W
+
+
+@pytest.mark.parametrize("d, n, k, ks", [(1, 2, 1, [1, 1]), (2, 5, 3, [3, 1, 2]), (3, 4, 4, [2, 4, 4])])
+def test_cot_loss_per_model_gradient_passes_gradcheck(d, n, k, ks):
+    """Numeric float64: ``_CoTLoss``'s per-model path (stat (M, B, d+1, d+1), iterates (M, B, k+1,
+    d), step counts ``ks``; and shared stat with per-model iterates) against finite differences
+    (``torch.autograd.gradcheck``)."""
+    batches, batch, V, W = _per_model_setup(d, n, k, ks, seed=7 * d + k)
+    V.requires_grad_(True)
+    W.requires_grad_(True)
+    counts = torch.tensor(ks)
+    assert torch.autograd.gradcheck(lambda V, W: _CoTLoss.apply(V, W, batch.stat, batch.iterates, n, counts), (V, W),
+                                    eps=1e-6, atol=1e-7, rtol=1e-5)
+    finite = torch.nan_to_num(batch.iterates, posinf=0.0)
+    assert torch.autograd.gradcheck(lambda V, W: _CoTLoss.apply(V, W, batches[0].stat, finite, n, None), (V, W),
+                                    eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("ks", [[4, 1, 3], None])
+@pytest.mark.parametrize("mode, window", [("cot", 1), ("nocot", 1), ("looped", 1), ("looped", 2), ("looped", 4)])
+def test_per_model_losses_equal_each_model_alone(mode, window, ks):
+    """Numeric float64: with per-model prompts and step (loop) counts (or none: every model k),
+    model m's loss and gradient are those of the call with its own batch cut to its k (its single
+    run's objective), to rounding; iterates past a model's k (inf here) are never read."""
+    d, n, k = 2, 5, 4
+    batches, batch, V, W = _per_model_setup(d, n, k, ks or [k] * 3, seed=5, scale=0.3)
+    V.requires_grad_(True)
+    W.requires_grad_(True)
+    losses = objective(mode, V, W, batch, n, k, window=window, ks=None if ks is None else torch.tensor(ks))
+    ks = ks or [k] * 3
+    grads = torch.autograd.grad(losses.sum(), (V, W))
+    for m, km in enumerate(ks):
+        b = batches[m]
+        alone = Batch(stat=b.stat, w_star=b.w_star, iterates=b.iterates[:, :km + 1])
+        Vm, Wm = V[m:m + 1].detach().requires_grad_(True), W[m:m + 1].detach().requires_grad_(True)
+        loss = objective(mode, Vm, Wm, alone, n, km, window=window)
+        for a, b_ in zip(grads, torch.autograd.grad(loss.sum(), (Vm, Wm))):
+            torch.testing.assert_close(a[m], b_[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(losses[m], loss[0], rtol=1e-14, atol=0.0)
+
+
+def test_per_model_passes_equal_the_shared_ones_model_by_model():
+    """Numeric float64: the readable teacher-forced map, the one-step map, the no-CoT estimate,
+    the rollout and the looped estimate with per-model statistics give, for model m, the shared
+    pass on model m's prompts; the per-model CoT loss without step counts equals the readable
+    form's mean."""
+    d, n, k = 3, 6, 3
+    batches, batch, V, W = _per_model_setup(d, n, k, [k, k], seed=2, scale=0.3)
+    its = batch.iterates[..., :-1, :]
+    steps = torch.tensor([2, 0, 1])
+    per = {"tfp": teacher_forced_predictions(V, W, batch.stat, its, n),
+           "tfs": teacher_forced_step(V, W, batch.stat, its, steps, n),
+           "nocot": nocot_estimate(V, W, batch.stat, n), "rollout": cot_rollout(V, W, batch.stat, k, n),
+           "looped": looped_estimate(V, W, batch.stat, k, n, last=2)}
+    for m, b in enumerate(batches):
+        one = {"tfp": teacher_forced_predictions(V[m:m + 1], W[m:m + 1], b.stat, b.iterates[:, :-1], n),
+               "tfs": teacher_forced_step(V[m:m + 1], W[m:m + 1], b.stat, b.iterates[:, :-1], steps, n),
+               "nocot": nocot_estimate(V[m:m + 1], W[m:m + 1], b.stat, n),
+               "rollout": cot_rollout(V[m:m + 1], W[m:m + 1], b.stat, k, n),
+               "looped": looped_estimate(V[m:m + 1], W[m:m + 1], b.stat, k, n, last=2)}
+        for name, value in one.items():
+            torch.testing.assert_close(per[name][m], value[0], rtol=1e-12, atol=1e-12, msg=name)
+    pred = per["tfp"]
+    readable = 0.5 * (pred - batch.iterates[..., 1:, :]).square().sum(-1).mean((-1, -2))
+    torch.testing.assert_close(cot_loss(V, W, batch, n), readable, rtol=1e-12, atol=0.0)
