@@ -17,7 +17,7 @@ import torch
 
 from theory.validation import check_finite, check_int, check_positive_finite
 
-from .data import sigma_root
+from .data import check_noise, sigma_root
 from .device import resolve_device
 from .model import PARAMS
 from .kernels import MODES
@@ -85,6 +85,9 @@ class TrainConfig:
                                 "(d x d, symmetric positive semi-definite; None: identity)", cli=False)
     ood_sigmas: dict | None = _field(None, "extra evaluation covariances {name: d x d matrix or c "
                                      "(meaning c I)}", cli=False)
+    noise: float = _field(0.0, "label noise: standard deviation s of eps in y = <w*, x> + eps, in training "
+                          "and evaluation (CoT targets are GD on the noisy prompt; losses are against w*; "
+                          "docs/theory.md section 16)")
     init_scale: float | None = _field(None, "initialisation scale (default: model.DEFAULT_INIT_SCALE[param])")
     checkpoint_every: int = _field(0, "iterations between resumable checkpoints (0: only at the end; "
                                    "needs --out)", minimum=0)
@@ -130,6 +133,7 @@ class TrainConfig:
         if self.threads is not None:
             check_int("threads", self.threads, 1)
         check_positive_finite("eta", self.eta)
+        check_noise(self.noise)
         if self.lr is not None:
             check_positive_finite("lr", self.lr)
         if self.clip_grad is not None:

@@ -1,17 +1,20 @@
 """Prompts for in-context weight prediction, drawn on the training device (docs/theory.md section 1).
 
 Every batch is fresh: ``w* ~ N(0, I_d)``, ``x_j ~ N(0, Sigma)`` (``Sigma = I`` in distribution),
-``y_j = <w*, x_j>``, drawn from an explicit ``torch.Generator`` (no global RNG), so the same seed
-gives the same prompts on the same device.  The objectives see a prompt only through
+``y_j = <w*, x_j>`` (plus ``eps_j ~ N(0, s^2)`` with label noise, ``noise = s``, docs/theory.md
+section 16), drawn from an explicit ``torch.Generator`` (no global RNG), so the same seed gives the
+same prompts on the same device.  The objectives see a prompt only through
 
 * the data statistic ``G = Z_data Z_data^T / n`` on the (x, y) rows, i.e.
-  ``[[S, S w*], [w*^T S, w*^T S w*]]`` with ``S = X X^T / n`` (docs/theory.md sections 3, 4), and
-* the GD iterates ``w_0 = 0, w_{i+1} = w_i - eta S (w_i - w*)`` (docs/theory.md section 2),
+  ``[[S, S w*], [w*^T S, w*^T S w*]]`` with ``S = X X^T / n`` (docs/theory.md sections 3, 4;
+  with noise ``X y / n = S w* + X eps / n``), and
+* the GD iterates ``w_0 = 0, w_{i+1} = w_i - eta (S w_i - X y / n)`` (docs/theory.md section 2),
 
 which is why one training step costs the same for any n.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,11 +44,13 @@ def seeded_generator(seed: int, stream: str, device: torch.device | str = "cpu")
 
 @dataclass
 class Prompts:
-    """A batch of B prompts: ``X`` (B, d, n), ``w_star`` (B, d), labels ``y = X^T w*`` (B, n)."""
+    """A batch of B prompts: ``X`` (B, d, n), ``w_star`` (B, d), labels ``y = X^T w* + eps``
+    (B, n) and the label noise ``eps`` (B, n; None without noise, docs/theory.md section 16)."""
 
     X: torch.Tensor
     w_star: torch.Tensor
     y: torch.Tensor
+    eps: torch.Tensor | None = None
 
     @property
     def S(self) -> torch.Tensor:
@@ -58,20 +63,42 @@ class Prompts:
         """``Z_data Z_data^T / n`` on the (x, y) rows: (B, d + 1, d + 1), docs/theory.md section 3.
 
         ``Z_data = [X; y^T]`` are the n data columns' (x, y) rows (their w and one rows are 0)."""
-        return gram_statistic(self.S, self.w_star)
+        return gram_statistic(self.S, self.w_star, *self.noise_terms)
+
+    @property
+    def noise_terms(self) -> tuple:
+        """``(X eps / n, eps^T eps / n)``, (B, d) and (B,), or ``(None, None)`` without noise."""
+        return noise_terms(self.X, self.eps)
 
 
-def gram_statistic(S: torch.Tensor, w_star: torch.Tensor) -> torch.Tensor:
+def noise_terms(X: torch.Tensor, eps: torch.Tensor | None) -> tuple:
+    """``(X eps / n, eps^T eps / n)`` of prompts ``X`` (B, d, n) with label noise ``eps`` (B, n):
+    what the noise adds to ``X y / n`` and ``y^T y / n`` (docs/theory.md section 16);
+    ``(None, None)`` for ``eps=None``."""
+    if eps is None:
+        return None, None
+    n = X.shape[-1]
+    return (X @ eps.unsqueeze(-1)).squeeze(-1) / n, eps.square().sum(-1) / n
+
+
+def gram_statistic(S: torch.Tensor, w_star: torch.Tensor, Xeps: torch.Tensor | None = None,
+                   eps_sq: torch.Tensor | None = None) -> torch.Tensor:
     """``numerics.data_statistic`` on the device: ``Z_data Z_data^T / n = [[S, S w*], [w*^T S,
     w*^T S w*]]`` (B, d+1, d+1) from ``S`` (B, d, d) and ``w*`` (B, d) (docs/theory.md sections 1
-    and 3; tests/training/test_data.py checks it against numerics)."""
+    and 3; tests/training/test_data.py checks it against numerics).  Label noise (``noise_terms``,
+    docs/theory.md section 16): ``X y / n = S w* + Xeps``, ``y^T y / n = w*^T S w* + 2 w*^T Xeps +
+    eps_sq``."""
     B, d = w_star.shape
     h = S @ w_star.unsqueeze(-1)
+    yy = w_star.unsqueeze(-2) @ h
+    if Xeps is not None:
+        yy = yy + (2 * (w_star * Xeps).sum(-1) + eps_sq).view(B, 1, 1)
+        h = h + Xeps.unsqueeze(-1)
     stat = S.new_empty((B, d + 1, d + 1))
     stat[:, :d, :d] = S
     stat[:, :d, d:] = h
     stat[:, d:, :d] = h.transpose(-1, -2)
-    stat[:, d:, d:] = w_star.unsqueeze(-2) @ h
+    stat[:, d:, d:] = yy
     return stat
 
 
@@ -86,34 +113,60 @@ def sigma_root(sigma, d: int, *, dtype=torch.float64, device=None, name: str = "
 
 
 def sample_prompts(batch: int, d: int, n: int, *, generator: torch.Generator,
-                   sigma_sqrt: torch.Tensor | None = None, dtype=torch.float32) -> Prompts:
+                   sigma_sqrt: torch.Tensor | None = None, dtype=torch.float32, noise: float = 0.0) -> Prompts:
     """Fresh prompts on ``generator.device``: ``X = Sigma^{1/2} N(0, I)`` (B, d, n), then
-    ``w* ~ N(0, I_d)`` (B, d), ``y = X^T w*`` (docs/theory.md section 1).  Draw order is fixed (X, then
-    w*), so a generator state determines the batch."""
-    X, w_star = _draw(batch, d, n, generator, sigma_sqrt, dtype)
+    ``w* ~ N(0, I_d)`` (B, d), ``y = X^T w*`` (docs/theory.md section 1) plus, with ``noise = s >
+    0``, label noise ``eps ~ N(0, s^2 I_n)`` drawn last (docs/theory.md section 16).  Draw order is
+    fixed (X, w*, eps), so a generator state determines the batch (and without noise the batch is
+    the one drawn before label noise existed)."""
+    X, w_star, eps = _draw(batch, d, n, generator, sigma_sqrt, dtype, noise)
     y = (w_star.unsqueeze(-2) @ X).squeeze(-2)
-    return Prompts(X=X, w_star=w_star, y=y)
+    if eps is not None:
+        y = y + eps
+    return Prompts(X=X, w_star=w_star, y=y, eps=eps)
 
 
-def _draw(batch: int, d: int, n: int, generator: torch.Generator, sigma_sqrt, dtype) -> tuple:
-    """``X`` (B, d, n), then ``w*`` (B, d): the draws of ``sample_prompts``."""
+def _draw(batch: int, d: int, n: int, generator: torch.Generator, sigma_sqrt, dtype, noise: float = 0.0) -> tuple:
+    """``X`` (B, d, n), then ``w*`` (B, d), then ``eps`` (B, n; None for ``noise = 0``): the
+    draws of ``sample_prompts``."""
     batch = check_int("batch", batch)
     d = check_int("d", d)
     n = check_int("n", n)
+    noise = check_noise(noise)
     device = generator.device
     X = torch.randn((batch, d, n), generator=generator, device=device, dtype=dtype)
     if sigma_sqrt is not None:
         X = sigma_sqrt.to(dtype=dtype, device=device) @ X
     w_star = torch.randn((batch, d), generator=generator, device=device, dtype=dtype)
-    return X, w_star
+    eps = None
+    if noise:
+        eps = noise * torch.randn((batch, n), generator=generator, device=device, dtype=dtype)
+    return X, w_star, eps
 
 
-def gd_iterates(S: torch.Tensor, w_star: torch.Tensor, eta: float, k: int) -> torch.Tensor:
+def check_noise(noise) -> float:
+    """The label-noise standard deviation ``s`` as a float >= 0 (docs/theory.md section 16);
+    ValueError naming ``noise`` otherwise."""
+    if isinstance(noise, (bool, str, bytes)):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    try:
+        s = float(noise)
+    except (TypeError, ValueError):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}") from None
+    if not math.isfinite(s) or s < 0:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    return s
+
+
+def gd_iterates(S: torch.Tensor, w_star: torch.Tensor, eta: float, k: int,
+                Xeps: torch.Tensor | None = None) -> torch.Tensor:
     """GD iterates ``w_0 = 0, w_{i+1} = w_i - eta S (w_i - w*)`` (docs/theory.md section 2), batched
     over prompts: ``S`` (..., d, d), ``w_star`` (..., d) -> (..., k + 1, d).  A loop over the k
     steps, never over prompts: ``w_{i+1} = (I - eta S) w_i + eta S w*`` with the prompts on the
     last (contiguous) axis, where a step is one elementwise product and one sum (a batched
-    matrix-vector product is slower for d x d blocks this small)."""
+    matrix-vector product is slower for d x d blocks this small).  ``Xeps``: label noise's
+    ``X eps / n`` (..., d); GD then runs on the noisy prompt, ``w_{i+1} = (I - eta S) w_i + eta
+    (S w* + X eps / n)`` (docs/theory.md section 16)."""
     eta = check_positive_finite("eta", eta)
     k = check_int("k", k, 0)
     d = w_star.shape[-1]
@@ -121,6 +174,8 @@ def gd_iterates(S: torch.Tensor, w_star: torch.Tensor, eta: float, k: int) -> to
     St = S.reshape(-1, d, d).permute(1, 2, 0)                                # (d, d, B)
     At = (torch.eye(d, dtype=S.dtype, device=S.device).unsqueeze(-1) - eta * St).contiguous()
     b = eta * (St * w_star.reshape(-1, d).T.unsqueeze(0)).sum(1)            # eta S w*, (d, B)
+    if Xeps is not None:
+        b = b + eta * Xeps.reshape(-1, d).T
     out = w_star.new_zeros((k + 1, d, St.shape[-1]))
     for i in range(k):
         out[i + 1] = torch.mul(At, out[i].unsqueeze(0)).sum(1).add_(b)
@@ -139,18 +194,22 @@ class Batch:
 
 
 def make_batch(prompts: Prompts, eta: float, k: int) -> Batch:
-    """The statistic and the GD targets of ``prompts`` for step ``eta`` and ``k`` CoT steps."""
-    return _batch(prompts.X, prompts.w_star, eta, k)
+    """The statistic and the GD targets of ``prompts`` for step ``eta`` and ``k`` CoT steps (GD on
+    the prompts' labels, noisy ones included; ``w_star`` stays the truth the loss is measured
+    against, docs/theory.md section 16)."""
+    return _batch(prompts.X, prompts.w_star, eta, k, prompts.eps)
 
 
-def _batch(X: torch.Tensor, w_star: torch.Tensor, eta: float, k: int) -> Batch:
+def _batch(X: torch.Tensor, w_star: torch.Tensor, eta: float, k: int, eps: torch.Tensor | None = None) -> Batch:
     S = X @ X.transpose(-1, -2) / X.shape[-1]
-    return Batch(stat=gram_statistic(S, w_star), w_star=w_star, iterates=gd_iterates(S, w_star, eta, k))
+    Xeps, eps_sq = noise_terms(X, eps)
+    return Batch(stat=gram_statistic(S, w_star, Xeps, eps_sq), w_star=w_star,
+                 iterates=gd_iterates(S, w_star, eta, k, Xeps))
 
 
 def sample_batch(batch: int, d: int, n: int, eta: float, k: int, *, generator: torch.Generator,
-                 sigma_sqrt: torch.Tensor | None = None, dtype=torch.float32) -> Batch:
+                 sigma_sqrt: torch.Tensor | None = None, dtype=torch.float32, noise: float = 0.0) -> Batch:
     """``make_batch(sample_prompts(...), eta, k)``: one training batch of fresh prompts (the same
     draws and numbers, without forming the labels y, which the batch does not need)."""
-    X, w_star = _draw(batch, d, n, generator, sigma_sqrt, dtype)
-    return _batch(X, w_star, eta, k)
+    X, w_star, eps = _draw(batch, d, n, generator, sigma_sqrt, dtype, noise)
+    return _batch(X, w_star, eta, k, eps)

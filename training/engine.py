@@ -113,7 +113,7 @@ class PromptStream:
 
     def _batches(self, size: int) -> dict:
         c = self.config
-        prompts = sample_prompts(size, c.d, c.n, generator=self.generator, sigma_sqrt=self.sigma_sqrt,
+        prompts = sample_prompts(size, c.d, c.n, generator=self.generator, sigma_sqrt=self.sigma_sqrt, noise=c.noise,
                                  dtype=self.dtype)
         return {eta: make_batch(prompts, eta, self.kmax) for eta in self.etas}
 
@@ -451,7 +451,8 @@ class Engine:
         def reports(key):
             idx = [j for j, c in enumerate(self.configs) if (c.seed, c.k) == key]
             losses, norms = eval_losses(b.mode, V[idx], W[idx], n=b.n, k=key[1], samples=b.eval_samples,
-                                        generator=eval_generator(key[0], self.device), sigma=sigma)
+                                        generator=eval_generator(key[0], self.device), sigma=sigma,
+                                        noise=b.noise)
             return list(zip(idx, (report_dict(r) for r in loss_reports(losses, norms))))
 
         out = [None] * self.M
@@ -466,7 +467,8 @@ class Engine:
         if step is None:
             return None
         return structure_metrics(V, W, n=c.n, eta=step, k=c.k if c.mode == "cot" else 1,
-                                 samples=c.structure_samples, seed=c.seed, device=self.device, sigma=c.sigma)
+                                 samples=c.structure_samples, seed=c.seed, device=self.device, sigma=c.sigma,
+                                 noise=c.noise)
 
     # -- the loop
     def elapsed(self) -> float:
@@ -659,7 +661,7 @@ class Engine:
         if c.mode == "cot":
             V, W = numerics.gd_params(c.d, c.eta)
         elif c.mode == "nocot":
-            V, W = numerics.nocot_params(c.d, c.n, c.sigma)
+            V, W = numerics.nocot_params(c.d, c.n, c.sigma, noise_var=c.noise ** 2)
         elif self.theory[j].get("step") is not None:
             V, W = numerics.gd_params(c.d, self.theory[j]["step"])
         else:
@@ -671,7 +673,8 @@ class Engine:
         c = self.configs[j]
         V, W = (torch.as_tensor(A).unsqueeze(0) for A in params)
         losses, norms = eval_losses(c.mode, V, W, n=c.n, k=c.k, samples=c.eval_samples,
-                                    generator=eval_generator(c.seed, self.device), sigma=c.sigma)
+                                    generator=eval_generator(c.seed, self.device), sigma=c.sigma,
+                                    noise=c.noise)
         return report_dict(loss_reports(losses, norms)[0])
 
 

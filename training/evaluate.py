@@ -31,12 +31,14 @@ def eval_generator(seed: int, device: torch.device) -> torch.Generator:
 
 
 def eval_losses(mode: str, V: torch.Tensor, W: torch.Tensor, *, n: int, k: int, samples: int,
-                generator: torch.Generator, sigma=None, w_scale: float = 1.0,
+                generator: torch.Generator, sigma=None, w_scale: float = 1.0, noise: float = 0.0,
                 chunk: int = EVAL_CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """Per-prompt losses ``(1/2) ||w_hat - w*||^2`` and ``||w*||^2`` on ``samples`` fresh prompts
     (float64, drawn from ``generator`` on its device, chunk by chunk): arrays (M, samples) and
     (samples,).  Non-finite errors become ``inf``.  ``w_scale`` c: the task vector is ``c w*``
-    (drawn as w*, then scaled before the labels and the data statistic are formed)."""
+    (drawn as w*, then scaled before the labels and the data statistic are formed).  ``noise`` s:
+    labels ``y = X^T w* + eps``, ``eps ~ N(0, s^2)`` (docs/theory.md section 16); the loss is
+    still against ``w*``."""
     samples = check_int("samples", samples, 1)
     chunk = check_int("chunk", chunk, 1)
     w_scale = check_positive_finite("w_scale", w_scale)
@@ -47,9 +49,10 @@ def eval_losses(mode: str, V: torch.Tensor, W: torch.Tensor, *, n: int, k: int, 
     losses, norms = [], []
     for start in range(0, samples, chunk):
         size = min(chunk, samples - start)
-        prompts = sample_prompts(size, d, n, generator=generator, sigma_sqrt=root, dtype=torch.float64)
+        prompts = sample_prompts(size, d, n, generator=generator, sigma_sqrt=root, dtype=torch.float64,
+                                 noise=noise)
         w_star = prompts.w_star if w_scale == 1 else w_scale * prompts.w_star
-        stat = prompts.data_statistic if w_scale == 1 else gram_statistic(prompts.S, w_star)
+        stat = prompts.data_statistic if w_scale == 1 else gram_statistic(prompts.S, w_star, *prompts.noise_terms)
         est = final_estimate(mode, V, W, stat, k, n)
         sq = (est - w_star).square().sum(-1)
         sq = torch.where(torch.isnan(sq), torch.full_like(sq, float("inf")), sq)
@@ -93,14 +96,16 @@ def _as_matrix(name: str, value) -> torch.Tensor:
 
 
 def evaluate_params(V, W, *, d: int, n: int, k: int, samples: int, seed: int, sigma=None,
-                    mode: str = "cot", device: str | torch.device = "cpu", chunk: int = EVAL_CHUNK):
+                    mode: str = "cot", device: str | torch.device = "cpu", noise: float = 0.0,
+                    chunk: int = EVAL_CHUNK):
     """Evaluation loss of LSA parameters on ``samples`` fresh prompts (float64), as
     ``numerics.LossReport`` (mean, se, median, q10, q90, diverged_frac, ...).
 
     ``V``, ``W``: (D, D) (one model: one report) or (M, D, D) (a list of M reports), tensors or
     arrays, ``D = 2d + 2``.  ``mode``: 'cot' (k generated steps), 'nocot' (one pass) or 'looped'
     (k loops).  ``sigma``: covariance of x (None: identity, in distribution).  Prompts come from
-    ``eval_generator(seed)``: the same seed gives the same prompts."""
+    ``eval_generator(seed)``: the same seed gives the same prompts.  ``noise``: the label noise's
+    standard deviation s (docs/theory.md section 16)."""
     d = check_int("d", d)
     n = check_int("n", n)
     k = check_int("k", k, 0)
@@ -111,7 +116,7 @@ def evaluate_params(V, W, *, d: int, n: int, k: int, samples: int, seed: int, si
         raise ValueError(f"V must be {2 * d + 2} x {2 * d + 2} for d = {d}, got {tuple(V.shape[-2:])}")
     device = resolve_device(device)
     losses, norms = eval_losses(mode, V, W, n=n, k=k, samples=samples, generator=eval_generator(seed, device),
-                                sigma=sigma, chunk=chunk)
+                                sigma=sigma, noise=noise, chunk=chunk)
     reports = loss_reports(losses, norms)
     return reports[0] if single else reports
 
@@ -130,25 +135,34 @@ def theory_reference(config) -> dict:
 
     With ``config.sigma`` the nocot floor is ``theory.nocot_min_loss_sigma`` of the covariance
     made exact (``numerics.exact_covariance``; singular allowed, docs/theory.md section 10); the
-    looped optimum is only available for ``Sigma = I`` (value None otherwise)."""
+    looped optimum is only available for ``Sigma = I`` (value None otherwise).
+
+    With label noise (``config.noise`` s > 0, docs/theory.md section 16) every value is the noisy
+    one: GD on the noisy prompts (Monte Carlo, and ``theory.gd_eval_loss(..., noise_var=s^2)``
+    exactly), the no-CoT optimum for noisy labels; the looped optimum is not available then."""
     d, n, k, eta = config.d, config.n, config.k, config.eta
+    noise_var = config.noise ** 2
     if config.mode == "cot":
         mc = numerics.eval_loss_mc(d, n, eta, k, samples=config.theory_samples,
-                                   seed=derived_seed(config.seed, "theory"), sigma=config.sigma)
+                                   seed=derived_seed(config.seed, "theory"), sigma=config.sigma,
+                                   noise_var=noise_var)
         out = {"value": float(mc["mean"]), "method": "monte_carlo numerics.eval_loss_mc",
                "se": float(mc["se"]), "step": eta, "monte_carlo": report_dict(mc)}
         if config.sigma is None and k <= EXACT_THEORY_MAX_K:
-            out["exact"] = float(numerics.gd_eval_loss_value(d, n, eta, k))
+            out["exact"] = float(numerics.gd_eval_loss_value(d, n, eta, k, noise_var=noise_var))
         return out
     if config.mode == "nocot":
-        step = float(theory.nocot_optimal_eta(d, n))
+        step = float(theory.nocot_optimal_eta(d, n, noise_var=noise_var))
         if config.sigma is None:
-            value = float(theory.nocot_min_loss(d, n))
+            value = float(theory.nocot_min_loss(d, n, noise_var=noise_var))
         else:
-            value = float(theory.nocot_min_loss_sigma(n, numerics.exact_covariance(config.sigma, d)))
+            value = float(theory.nocot_min_loss_sigma(n, numerics.exact_covariance(config.sigma, d),
+                                                      noise_var=noise_var))
         return {"value": value, "method": "exact theory.nocot_min_loss", "se": 0.0, "step": step}
     if config.sigma is not None:
         return {"value": None, "method": "unavailable out of distribution", "se": None, "step": None}
+    if noise_var:
+        return {"value": None, "method": "unavailable with label noise", "se": None, "step": None}
     opt = numerics.looped_optimal_eta(d, n, k)
     out = {"value": float(opt.loss), "method": f"{opt.method} numerics.looped_optimal_eta",
            "se": float(opt.loss_se), "step": float(opt.eta)}

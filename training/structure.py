@@ -62,11 +62,12 @@ def block_norms(A: torch.Tensor) -> torch.Tensor:
 
 
 def functional_deviation(V: torch.Tensor, W: torch.Tensor, *, n: int, eta: float, k: int, samples: int,
-                         generator: torch.Generator, sigma=None) -> torch.Tensor:
+                         generator: torch.Generator, sigma=None, noise: float = 0.0) -> torch.Tensor:
     """``E ||model step - GD step|| / E ||GD step||`` per model, (M,), in float64 on
     ``generator``'s device.  Each fresh prompt gets a step ``i`` uniform in ``0 .. k-1``; the model
     sees the true CoT history ``w_0 .. w_i`` (teacher forcing) and its step is its prediction
-    minus ``w_i``; GD's step is ``w_{i+1} - w_i`` (docs/theory.md sections 2 and 4)."""
+    minus ``w_i``; GD's step is ``w_{i+1} - w_i`` (docs/theory.md sections 2 and 4), on the
+    prompts' labels (noisy ones with ``noise`` s > 0, docs/theory.md section 16)."""
     n = check_int("n", n)
     k = check_int("k", k)
     samples = check_int("samples", samples)
@@ -76,7 +77,7 @@ def functional_deviation(V: torch.Tensor, W: torch.Tensor, *, n: int, eta: float
     W = W.detach().to(device=device, dtype=torch.float64)
     d = _layout(V).d
     prompts = sample_prompts(samples, d, n, generator=generator, dtype=torch.float64,
-                             sigma_sqrt=sigma_root(sigma, d, device=device))
+                             sigma_sqrt=sigma_root(sigma, d, device=device), noise=noise)
     steps = torch.randint(0, k, (samples,), generator=generator, device=device)
     batch = make_batch(prompts, eta, k)
     its = batch.iterates
@@ -87,11 +88,12 @@ def functional_deviation(V: torch.Tensor, W: torch.Tensor, *, n: int, eta: float
 
 
 def structure_metrics(V, W, *, n: int, eta: float, k: int, samples: int = 4096, seed: int = 0,
-                      device: str | torch.device = "cpu", sigma=None):
+                      device: str | torch.device = "cpu", sigma=None, noise: float = 0.0):
     """Every structure metric of (D, D) or (M, D, D) parameters: a dict ``{v31_w13, w24_v31,
     offdiag_energy, functional_deviation, block_norms: {V, W}}`` of floats (4 x 4 nested lists for
     the block norms) for one model, a list of such dicts for M models.  ``functional_deviation``
-    uses ``samples`` fresh prompts from the 'structure' stream of ``seed``."""
+    uses ``samples`` fresh prompts from the 'structure' stream of ``seed`` (with label noise of
+    standard deviation ``noise``)."""
     from .evaluate import as_models
     V, W, single = as_models(V, W)
     generator = seeded_generator(seed, "structure", resolve_device(device))
@@ -101,7 +103,7 @@ def structure_metrics(V, W, *, n: int, eta: float, k: int, samples: int = 4096, 
         "w24_v31": w24_v31(V64, W64),
         "offdiag_energy": offdiag_energy(V64, W64),
         "functional_deviation": functional_deviation(V, W, n=n, eta=eta, k=k, samples=samples,
-                                                     generator=generator, sigma=sigma).cpu(),
+                                                     generator=generator, sigma=sigma, noise=noise).cpu(),
     }
     bV, bW = block_norms(V64), block_norms(W64)
     out = [dict({key: float(values[key][m]) for key in STRUCTURE_KEYS},
