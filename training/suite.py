@@ -12,12 +12,9 @@ way, or pass any covariance with ``covariance_case``):
 * ``half_subspace``: x confined to a random ``d//2``-dimensional subspace (the first ``d//2``
   columns of ``numerics.random_rotation(d, SUITE_SEED + 1)``), trace d: singular Sigma;
 * ``scale-x=c`` for c in ``X_SCALES``: x multiplied by c, ``Sigma = c^2 I``;
-* ``scale-w=c`` for c in ``W_SCALES``: w* multiplied by c (``Sigma = I``).
-
-Label noise (Garg et al.'s ``noisy``) does not exist in the toolkit's prompt samplers yet; once
-``training.data.sample_prompts`` draws it, the case is the one line
-``Case("noisy", label_noise=1.0)`` in ``standard_suite`` (``evaluate_case`` refuses a noisy case
-until then).
+* ``scale-w=c`` for c in ``W_SCALES``: w* multiplied by c (``Sigma = I``);
+* ``noisy``: Garg et al.'s label noise, ``y = X^T w* + eps``, ``eps ~ N(0, NOISY_S^2)`` (``Sigma =
+  I``); losses are still against ``w*`` (docs/theory.md section 16).
 
 What each case reports (``evaluate_case``; every loss is ``(1/2) ||w_hat - w*||^2`` in float64):
 
@@ -83,6 +80,8 @@ SUITE_SEED = 2025
 #: The input scales c of the ``scale-x=c`` cases (Sigma = c^2 I) and the w* scales of ``scale-w=c``.
 X_SCALES = (0.333, 0.5, 2, 3)
 W_SCALES = (0.5, 2)
+#: Label-noise standard deviation s of the ``noisy`` case (labels <w*, x> have variance d).
+NOISY_S = 1.0
 #: Defaults of ``evaluate_suite``: prompts per case, Monte Carlo prompts for the expected loss.
 DEFAULT_SAMPLES = 10_000
 DEFAULT_THEORY_SAMPLES = 100_000
@@ -91,8 +90,8 @@ DEFAULT_THEORY_SAMPLES = 100_000
 @dataclass(frozen=True, eq=False)
 class Case:
     """One prompt distribution: ``x ~ N(0, sigma)`` (``sigma=None``: identity; any symmetric PSD
-    d x d matrix, singular allowed), ``w* ~ N(0, w_scale^2 I)``, labels ``y = X^T w*`` (plus
-    ``N(0, label_noise^2)`` noise once the samplers have it: module docstring)."""
+    d x d matrix, singular allowed), ``w* ~ N(0, w_scale^2 I)``, labels ``y = X^T w* + eps`` with
+    ``eps ~ N(0, label_noise^2 I)`` (docs/theory.md section 16)."""
 
     name: str
     sigma: np.ndarray | None = None
@@ -112,10 +111,12 @@ class Case:
             object.__setattr__(self, "sigma", np.array(self.sigma, dtype=np.float64))
 
 
-def in_distribution_case() -> Case:
-    """The training distribution (``Sigma = I``, ``w* ~ N(0, I)``): the reference row."""
-    return Case("in_distribution", description="Sigma = I, w* ~ N(0, I): the training distribution",
-                kind="reference")
+def in_distribution_case(noise: float = 0.0) -> Case:
+    """The training distribution (``Sigma = I``, ``w* ~ N(0, I)``, and the run's label noise of
+    standard deviation ``noise``): the reference row."""
+    text = "" if not noise else f", label noise s = {noise:g}"
+    return Case("in_distribution", description=f"Sigma = I, w* ~ N(0, I){text}: the training distribution",
+                label_noise=noise, kind="reference")
 
 
 def skewed_case(d: int, seed: int = SUITE_SEED) -> Case:
@@ -156,6 +157,14 @@ def scale_w_case(c: float) -> Case:
                 description=f"w* multiplied by {c:g}: w* ~ N(0, {c * c:.4g} I)")
 
 
+def noisy_case(s: float = None) -> Case:
+    """Label noise of standard deviation ``s`` (default ``NOISY_S``): ``y = X^T w* + eps``,
+    ``eps ~ N(0, s^2 I)``, ``Sigma = I`` (docs/theory.md section 16)."""
+    s = check_positive_finite("s", NOISY_S if s is None else s)
+    return Case("noisy", None, label_noise=s, kind="noisy",
+                description=f"labels y = <w*, x> + eps, eps ~ N(0, {s * s:.4g})")
+
+
 def covariance_case(name: str, sigma, d: int) -> Case:
     """A covariance of your own (any symmetric PSD d x d matrix, singular allowed), validated by
     ``numerics.covariance_root`` (ValueError naming ``name``)."""
@@ -165,9 +174,9 @@ def covariance_case(name: str, sigma, d: int) -> Case:
 
 def standard_suite(d: int, seed: int = SUITE_SEED) -> list[Case]:
     """The standard suite (module docstring): skewed, half_subspace, scale-x=c for c in
-    ``X_SCALES``, scale-w=c for c in ``W_SCALES``."""
+    ``X_SCALES``, scale-w=c for c in ``W_SCALES``, noisy."""
     return ([skewed_case(d, seed), half_subspace_case(d, seed + 1)]
-            + [scale_x_case(d, c) for c in X_SCALES] + [scale_w_case(c) for c in W_SCALES])
+            + [scale_x_case(d, c) for c in X_SCALES] + [scale_w_case(c) for c in W_SCALES] + [noisy_case()])
 
 
 #: Named suites (``cotgd evaluate --suite``): each a function ``(d, seed) -> list[Case]``;
@@ -195,7 +204,8 @@ def load_covariance(path, d: int, name: str | None = None) -> Case:
 class SuiteModel:
     """The parameters evaluated by the suite: ``V``, ``W`` (D x D), ``mode``, sizes ``d, n, k``,
     the GD ``step`` it is compared with and where that came from, the theory's
-    ``target_step`` (None when unknown) and a ``label``."""
+    ``target_step`` (None when unknown), a ``label`` and the label ``noise`` it was trained with
+    (its in-distribution row has that noise)."""
 
     V: torch.Tensor
     W: torch.Tensor
@@ -208,6 +218,7 @@ class SuiteModel:
     target_step: float | None = None
     eta: float | None = None
     label: str = ""
+    noise: float = 0.0
 
     @property
     def gd_steps(self) -> int:
@@ -216,7 +227,8 @@ class SuiteModel:
 
 
 def suite_model(V, W, *, mode: str, n: int, k: int, step: float | None = None,
-                target_step: float | None = None, eta: float | None = None, label: str = "") -> SuiteModel:
+                target_step: float | None = None, eta: float | None = None, label: str = "",
+                noise: float = 0.0) -> SuiteModel:
     """A ``SuiteModel`` from parameters; ``step=None`` takes the learned step ``w24_v31``
     (module docstring), which must be a positive number."""
     if mode not in MODES:
@@ -234,7 +246,7 @@ def suite_model(V, W, *, mode: str, n: int, k: int, step: float | None = None,
     else:
         step, source = check_positive_finite("step", step), "given"
     return SuiteModel(V=V, W=W, mode=mode, d=d, n=check_int("n", n), k=check_int("k", k), step=step,
-                      step_source=source, target_step=target_step, eta=eta, label=label)
+                      step_source=source, target_step=target_step, eta=eta, label=label, noise=noise)
 
 
 def model_from_run(run, *, step: float | None = None) -> SuiteModel:
@@ -248,7 +260,7 @@ def model_from_run(run, *, step: float | None = None) -> SuiteModel:
     c = run.config
     target = None if run.summary is None else run.summary.get("structure_step")
     return suite_model(run.V, run.W, mode=c.mode, n=c.n, k=c.k, step=step, target_step=target, eta=c.eta,
-                       label=run.path)
+                       label=run.path, noise=c.noise)
 
 
 # ------------------------------------------------------------------------------- per-prompt losses
@@ -257,11 +269,8 @@ def case_losses(mode: str, V, W, *, n: int, k: int, samples: int, seed: int, cas
     """Per-prompt losses (M, samples) and ``||w*||^2`` (samples,) of (M, D, D) parameters on the
     case's prompts from ``eval_generator(seed)``: ``evaluate.eval_losses`` (at ``w_scale == 1`` the
     numbers of ``evaluate_params``; else the same draws with w* multiplied by ``w_scale``)."""
-    if case.label_noise:
-        raise ValueError(f"case {case.name!r}: label noise is not supported by the prompt samplers yet "
-                         f"(training.data.sample_prompts draws y = X^T w* exactly)")
     return eval_losses(mode, V, W, n=n, k=k, samples=samples, generator=eval_generator(seed, device),
-                       sigma=case.sigma, w_scale=case.w_scale)
+                       sigma=case.sigma, w_scale=case.w_scale, noise=case.label_noise)
 
 
 def _report(mode: str, V, W, *, model: SuiteModel, k: int, samples: int, seed: int, case: Case, device):
@@ -321,24 +330,30 @@ def theorem_42(step: float, lam: np.ndarray, rank: int, d: int, n: int, gd_steps
 def expected_gd_loss(step: float, gd_steps: int, case: Case, d: int, n: int, exact_sigma, *,
                      theory_samples: int, seed: int) -> dict:
     """The expected loss of ``gd_steps`` GD steps with ``step`` on the case (module docstring):
-    ``{expected_loss, expected_se, expected_method}``; ``expected_loss`` None when infinite."""
+    ``{expected_loss, expected_se, expected_method}``; ``expected_loss`` None when infinite.
+
+    With ``w* ~ N(0, c^2 I)`` and label noise of variance ``v`` the loss is ``c^2`` times the loss
+    for ``w* ~ N(0, I)`` and noise ``v / c^2``; with ``Sigma = s I`` GD with step eta is GD with
+    step ``eta s`` on ``S_0`` and noise ``v / s`` (docs/theory.md section 16)."""
     c2 = case.w_scale ** 2
+    v = case.label_noise ** 2 / c2
     s = _isotropic(case, d)
     if s is not None:
         if s == 0:
             return {"expected_loss": c2 * d / 2, "expected_se": 0.0,
                     "expected_method": "exact: Sigma = 0, GD never moves"}
         if gd_steps <= EXACT_THEORY_MAX_K and 2 * gd_steps <= theory.MAX_EXACT_MOMENT:
-            value = c2 * float(numerics.gd_eval_loss_value(d, n, step * s, gd_steps))
+            value = c2 * float(numerics.gd_eval_loss_value(d, n, step * s, gd_steps, noise_var=v / s))
             how = "exact theory.gd_eval_loss" + ("" if s == 1 else f" at step eta s, Sigma = s I (s = {s:.4g})")
             return {"expected_loss": value if math.isfinite(value) else None, "expected_se": 0.0,
                     "expected_method": how}
     if gd_steps == 1:
         Sigma = exact_sigma if exact_sigma is not None else sympy.eye(d)
-        value = c2 * float(theory.linear_prediction_loss(n, Sigma, sympy.Rational(step) * sympy.eye(d)))
+        value = c2 * float(theory.linear_prediction_loss(n, Sigma, sympy.Rational(step) * sympy.eye(d),
+                                                         noise_var=sympy.Rational(v)))
         return {"expected_loss": value, "expected_se": 0.0, "expected_method": "exact theory.linear_prediction_loss"}
     mc = numerics.eval_loss_mc(d, n, step, gd_steps, samples=theory_samples, seed=derived_seed(seed, "suite-theory"),
-                               sigma=case.sigma)
+                               sigma=case.sigma, noise_var=v)
     how = f"monte_carlo numerics.eval_loss_mc ({theory_samples} prompts)"
     if not math.isfinite(mc["mean"]):
         return {"expected_loss": None, "expected_se": None,
@@ -354,11 +369,13 @@ def unstable_fraction(step: float, case: Case, d: int, n: int, *, samples: int, 
 
 
 def nocot_expected(case: Case, d: int, n: int, exact_sigma) -> float:
-    """Exact mean loss of Theorem 3.1's in-distribution optimum ``eta_1 S w*`` on the case
-    (``theory.linear_prediction_loss``, times ``w_scale^2``)."""
+    """Exact mean loss of Theorem 3.1's in-distribution optimum ``eta_1 X y / n`` on the case
+    (``theory.linear_prediction_loss`` with the case's label noise, times ``w_scale^2``)."""
     Sigma = exact_sigma if exact_sigma is not None else sympy.eye(d)
     A = theory.nocot_optimal_eta(d, n) * sympy.eye(d)
-    return case.w_scale ** 2 * float(theory.linear_prediction_loss(n, Sigma, A))
+    c2 = case.w_scale ** 2
+    v = sympy.Rational(case.label_noise) ** 2 / sympy.Rational(c2)
+    return c2 * float(theory.linear_prediction_loss(n, Sigma, A, noise_var=v))
 
 
 # ------------------------------------------------------------------------------------ the suite
@@ -394,8 +411,12 @@ def evaluate_case(model: SuiteModel, case: Case, *, samples: int = DEFAULT_SAMPL
     out["unstable_frac"] = unstable_fraction(model.step, case, d, n, samples=samples, seed=seed)
     out.update(expected_gd_loss(model.step, model.gd_steps, case, d, n, exact, theory_samples=theory_samples,
                                 seed=seed))
-    limit = theory.gd_limit_loss(d, n, exact) if exact is not None else theory.gd_limit_loss(d, n)
-    out.update(unrecoverable=c2 * (d - rank) / 2, limit_loss=c2 * float(limit))
+    try:
+        limit = c2 * float(theory.gd_limit_loss(d, n, exact, noise_var=sympy.Rational(case.label_noise) ** 2
+                                                / sympy.Rational(c2)))
+    except ValueError:                     # noise with n < rank for a Sigma with no closed form
+        limit = None
+    out.update(unrecoverable=c2 * (d - rank) / 2, limit_loss=limit)
     out["reports"] = {"model": report_dict(m), "gd": report_dict(gd), "nocot": report_dict(nocot),
                       "nocot_sigma": report_dict(nocot_sigma)}
     return out
@@ -433,7 +454,7 @@ def _evaluate_suite(model, cases, *, samples, seed, theory_samples, device, refe
                   "eta": model.eta, "learned_step": model.step, "step_source": model.step_source,
                   "target_step": model.target_step, "gd_steps": model.gd_steps},
         "samples": samples, "seed": seed, "theory_samples": theory_samples, "suite_seed": SUITE_SEED,
-        "in_distribution": evaluate_case(model, in_distribution_case(), **options) if reference else None,
+        "in_distribution": evaluate_case(model, in_distribution_case(model.noise), **options) if reference else None,
         "cases": [evaluate_case(model, case, **options) for case in cases],
     }
 
