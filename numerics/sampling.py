@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.validation import check_int
+from theory.validation import check_int, check_nonnegative_finite
 
 from .checks import check_seed, covariance_root
 
@@ -76,15 +76,7 @@ def sample_gram(d: int, n: int, size: int, seed, *, sigma=None, method: str = "a
 
 def check_noise_var(noise_var) -> float:
     """``noise_var`` (the label-noise variance ``s^2``) as a float >= 0; ValueError naming it."""
-    if isinstance(noise_var, (bool, str, bytes)):
-        raise ValueError(f"noise_var must be a finite number >= 0, got {noise_var!r}")
-    try:
-        v = float(noise_var)
-    except (TypeError, ValueError):
-        raise ValueError(f"noise_var must be a finite number >= 0, got {noise_var!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise ValueError(f"noise_var must be a finite number >= 0, got {noise_var!r}")
-    return v
+    return check_nonnegative_finite("noise_var", noise_var)
 
 
 def _check_method(method, d: int, n: int, noise_var: float = 0.0) -> str:

@@ -322,6 +322,8 @@ def gd_limit_loss(d, n, Sigma=None, *, noise_var=0):
     if not all(isinstance(x, (int, sympy.Integer)) for x in (d, n)):
         raise ValueError("gd_limit_loss with noise needs integer d and n (the limit depends on "
                          "which of n, d is larger)")
+    if rank == 0:
+        return noiseless                                 # Sigma = 0: X = 0, the noise never enters
     if abs(n - rank) <= 1:
         return sympy.oo
     if n > rank:

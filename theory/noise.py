@@ -38,8 +38,8 @@ def best_cot_length(d, n, eta, k_max: int, noise_var=0, *, sigma=None) -> BestCo
     noise; with noise the fit of the noise bounds it earlier.  Needs ``2 k_max <=
     MAX_EXACT_MOMENT`` (60; 20 with a numeric Sigma).
 
-    >>> best_cot_length(10, 20, sympy.Rational(2, 5), 20, noise_var=1)
-    BestCotLength(k_star=6, loss=...)
+    >>> [best_cot_length(2, 4, sympy.Rational(1, 4), 12, noise_var=v).k_star for v in (0, 1, 4)]
+    [9, 8, 2]
     """
     k_max = check_int("k_max", k_max, 0)
     eta = check_eta_exact("eta", eta)

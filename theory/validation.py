@@ -47,15 +47,7 @@ def check_positive_finite(name: str, value) -> float:
     ...
     ValueError: eta must be a finite number > 0, got '0.4'
     """
-    if isinstance(value, (bool, str, bytes)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}") from None
-    if not math.isfinite(x) or x <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return x
+    return _real(name, value, "a finite number > 0", lambda x: x > 0)
 
 
 def check_finite(name: str, value) -> float:
@@ -64,14 +56,19 @@ def check_finite(name: str, value) -> float:
     >>> check_finite("a0", -0.01)
     -0.01
     """
+    return _real(name, value, "a finite real number", lambda x: True)
+
+
+def _real(name: str, value, what: str, accept) -> float:
+    """``value`` as a finite float for which ``accept`` holds, else ValueError "name must be what"."""
     if isinstance(value, (bool, str, bytes)):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+    if not math.isfinite(x) or not accept(x):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return x
 
 
@@ -288,6 +285,16 @@ def exact_number(value):
     return value
 
 
+def check_nonnegative_finite(name: str, value) -> float:
+    """Return ``value`` as a float when it is a finite number >= 0, else raise ValueError (label
+    noise's variance or standard deviation, docs/theory.md section 16).
+
+    >>> check_nonnegative_finite("noise", 0)
+    0.0
+    """
+    return _real(name, value, "a finite number >= 0", lambda x: x >= 0)
+
+
 def check_noise_var(name: str, value):
     """Accept a label-noise variance ``s^2`` for exact computation (docs/theory.md section 16): a
     sympy expression (a Symbol allowed) or a finite number >= 0, floats converted as in
@@ -302,14 +309,7 @@ def check_noise_var(name: str, value):
     """
     if isinstance(value, sympy.Basic) and not value.is_number:
         return value
-    if isinstance(value, (bool, str, bytes)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from None
-    if not math.isfinite(x) or x < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    check_nonnegative_finite(name, value)
     if isinstance(value, float):
         return sympy.nsimplify(value, rational=True)
     return sympy.sympify(value)

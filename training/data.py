@@ -14,7 +14,6 @@ which is why one training step costs the same for any n.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +21,7 @@ import torch
 
 import numerics
 
-from theory.validation import check_int, check_positive_finite
+from theory.validation import check_int, check_nonnegative_finite, check_positive_finite
 
 
 def derived_seed(seed: int, stream: str) -> int:
@@ -147,15 +146,7 @@ def _draw(batch: int, d: int, n: int, generator: torch.Generator, sigma_sqrt, dt
 def check_noise(noise) -> float:
     """The label-noise standard deviation ``s`` as a float >= 0 (docs/theory.md section 16);
     ValueError naming ``noise`` otherwise."""
-    if isinstance(noise, (bool, str, bytes)):
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    try:
-        s = float(noise)
-    except (TypeError, ValueError):
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}") from None
-    if not math.isfinite(s) or s < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    return s
+    return check_nonnegative_finite("noise", noise)
 
 
 def gd_iterates(S: torch.Tensor, w_star: torch.Tensor, eta: float, k: int,
