@@ -91,7 +91,7 @@ def check_eta_exact(name: str, value):
     >>> check_eta_exact("eta", 0.4)
     2/5
     """
-    return _exact(name, value, check_positive_finite)
+    return _exact_number(name, value, check_positive_finite)
 
 
 def _sympy_matrix(name: str, value) -> sympy.Matrix:
@@ -302,10 +302,10 @@ def check_noise_var(name: str, value):
     ...
     ValueError: noise_var must be a finite number >= 0, got -1
     """
-    return _exact(name, value, check_nonnegative_finite)
+    return _exact_number(name, value, check_nonnegative_finite)
 
 
-def _exact(name: str, value, check):
+def _exact_number(name: str, value, check):
     """A symbolic ``value`` as it is; a number checked by ``check(name, value)``, floats made
     rational with ``sympy.nsimplify``."""
     if isinstance(value, sympy.Basic) and not value.is_number:
