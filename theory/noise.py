@@ -44,7 +44,8 @@ def best_cot_length(d, n, eta, k_max: int, noise_var=0, *, sigma=None) -> BestCo
     k_max = check_int("k_max", k_max, 0)
     eta = check_eta_exact("eta", eta)
     noise_var = check_noise_var("noise_var", noise_var)
-    losses = [gd_eval_loss(d, n, eta, k, sigma=sigma, noise_var=noise_var) for k in range(k_max + 1)]
+    # Largest k first: its checks (sizes, sigma, the moment limit) fail before any work is done.
+    losses = [gd_eval_loss(d, n, eta, k, sigma=sigma, noise_var=noise_var) for k in range(k_max, -1, -1)][::-1]
     if not all(loss.is_number for loss in losses):
         raise ValueError("best_cot_length needs numbers: d, n, eta, noise_var and sigma must not "
                          "be symbolic")
