@@ -2,7 +2,7 @@
 
     cotgd verify     every check of the paper (symbolic, numeric, statistical, training, OOD)
     cotgd train      train one model (CoT / no-CoT / looped) and write its run directory
-    cotgd reproduce  the paper's figures (and the OOD figure) as PNG
+    cotgd reproduce  the paper's figures (and the OOD and label-noise figures) as PNG
     cotgd dynamics   the reduced gradient-flow ODE laid over real training (Theorem 4.1)
     cotgd selftest   prove the toolkit on this device (sync-free steps, bitwise resume, ...)
     cotgd bench      speed figures (training step, rollout, many models, Monte Carlo)
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "cases shaded) as PNG (default: none)")
 
     p = sub.add_parser("reproduce", help="write the paper's figures as PNG")
-    p.add_argument("figure", choices=["fig2", "fig3", "structure", "ood", "looped", "all"])
+    p.add_argument("figure", choices=["fig2", "fig3", "structure", "ood", "looped", "noise", "all"])
     p.add_argument("--out", required=True, help="directory for the PNG files")
     p.add_argument("--device", type=_device, default="auto",
                    help="auto (CUDA when torch sees it, else CPU), cpu, cuda or cuda:N")

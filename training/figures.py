@@ -8,7 +8,11 @@ theory laid over the measurement (docs/theory.md section 8).
 - structure: the learned V and W of the CoT model beside Theorem 3.2's, block boundaries marked;
 - ood: loss vs covariance scale and vs condition number for the trained CoT and no-CoT models
   with the predicted stability boundary, and loss vs k (exact finite d, Monte Carlo, MP limit);
-  ``reproduce("ood", runs=[DIR, ...])`` draws it for existing runs' models instead of training.
+  ``reproduce("ood", runs=[DIR, ...])`` draws it for existing runs' models instead of training;
+- noise: label noise (docs/theory.md section 16): loss vs k for s in {0, 0.5, 1, 2}, exact mean,
+  Monte Carlo mean and median, trained CoT models, k*, the Bayes and no-CoT floors, and where
+  the mean is carried by the rare unstable prompts; its numbers go to ``noise.json`` beside it
+  (``noise_curves`` computes them without training).
 
 ``suite_figure`` draws the result of ``training.suite`` (``cotgd evaluate --figure``): per case
 the model's, GD's and no-CoT's median loss with the 10-90% band, Theorem 4.2's unstable cases
@@ -48,22 +52,24 @@ class _Runs:
         self.out, self.device, self.seed, self.quick = out, device, seed, quick
         self.cache = {}
 
-    def get_all(self, mode: str, ks: tuple, ood: bool = False, param: str = "full") -> list:
+    def get_all(self, mode: str, ks: tuple, ood: bool = False, param: str = "full", noise: float = 0.0) -> list:
+        """The trained models of ``mode`` at each k of ``ks`` (``noise``: label noise s)."""
         from .config import TrainConfig
         from .engine import train_models
-        missing = [k for k in ks if (mode, k, ood, param) not in self.cache]
+        noise = float(noise)
+        missing = [k for k in ks if (mode, k, ood, param, noise) not in self.cache]
         if missing:
             name = (f"{mode}-k{'-'.join(map(str, missing))}" + ("-ood" if ood else "")
-                    + ("" if param == "full" else f"-{param}"))
+                    + ("" if param == "full" else f"-{param}") + (f"-noise{noise:g}" if noise else ""))
             config = TrainConfig(mode=mode, param=param, d=PAPER.d, n=PAPER.n, k=missing[0], eta=PAPER.eta,
-                                 seed=self.seed, device=self.device,
+                                 seed=self.seed, device=self.device, noise=noise,
                                  iters=300 if self.quick else PAPER.iters, eval_every=10 if self.quick else 25,
                                  eval_samples=2000 if self.quick else 10000,
                                  ood_sigmas={"ood": ood_sigma(PAPER.d).tolist()} if ood else None,
                                  out=os.path.join(self.out, "runs", name))
             for k, result in zip(missing, train_models(config, ks=missing, overwrite=True)):
-                self.cache[(mode, k, ood, param)] = result
-        return [self.cache[(mode, k, ood, param)] for k in ks]
+                self.cache[(mode, k, ood, param, noise)] = result
+        return [self.cache[(mode, k, ood, param, noise)] for k in ks]
 
     def get(self, mode: str, k: int, ood: bool = False, param: str = "full"):
         return self.get_all(mode, (k,), ood, param)[0]
@@ -423,13 +429,205 @@ def suite_figure(result: dict, path: str) -> str:
     return _save(fig, path)
 
 
-FIGURES = {"fig2": fig2, "fig3": fig3, "structure": structure, "ood": ood, "looped": looped}
+# ---------------------------------------------------------------- label noise
+#: Label-noise levels s of the noise figure (docs/theory.md section 16).
+NOISE_LEVELS = (0.0, 0.5, 1.0, 2.0)
+#: The noise figure's sizes, full and quick: the k range, the k of the Monte Carlo points and of
+#: the stable-part runs (None: the same), prompts per k, and the k of the trained CoT models per s
+#: (one run per s).
+NOISE_SIZES = {
+    "full": {"k_max": 30, "mc_ks": tuple(range(0, 31, 2)), "stable_ks": tuple(range(31)), "samples": 50_000,
+             "train_ks": (2, 5, 10, 15)},
+    "quick": {"k_max": 20, "mc_ks": tuple(range(0, 21, 4)), "stable_ks": None, "samples": 10_000,
+              "train_ks": (5, 10)},
+}
+#: The exact mean is called meaningful at k while the prompts with eta lambda_max(S) >= 2 carry
+#: less than this share of it (and at every smaller k).
+NOISE_UNSTABLE_SHARE = 0.05
+
+
+def _exact_noise_var(s: float):
+    import sympy
+    return sympy.nsimplify(s) ** 2
+
+
+def noise_curves(d: int, n: int, eta: float, noises=NOISE_LEVELS, *, k_max: int, mc_ks, samples: int,
+                 seed: int, stable_ks=None) -> dict:
+    """The numbers of the noise figure that need no training (docs/theory.md section 16): for
+    each label-noise level s of ``noises`` at ``(d, n, eta)``:
+
+    * ``exact``: the exact mean loss of k-step GD at k = 0 .. ``k_max``
+      (``numerics.gd_eval_loss_value``); ``k_star``, ``loss_at_k_star``: ``theory.best_cot_length``
+      over 0 .. k_max (``k_star_brute_force``: the argmin of ``exact``, the same k);
+    * ``monte_carlo``: at each k of ``mc_ks`` the ``numerics.eval_loss_mc`` report (mean, se,
+      median, q10, q90, diverged_frac; the same prompts at every k, seed ``seed``);
+      ``median_argmin_k``: the k of ``mc_ks`` with the smallest median;
+    * ``stable``: at each k of ``stable_ks`` (default ``mc_ks``) the mean of the loss counted on
+      stable prompts only (``stable_part=True``) and ``unstable_share = 1 - that / exact``;
+      ``meaningful_k_max``: the largest k of ``stable_ks`` up to which every share is below
+      ``NOISE_UNSTABLE_SHARE`` (beyond it the mean is carried by rare prompts);
+      ``stable_argmin_k``: the k of ``stable_ks`` with the smallest stable-part mean (where
+      ``E[loss; stable]`` is least: the best k without the rare prompts);
+    * ``bayes`` (s > 0): the Bayes floor, ``numerics.bayes_loss_mc`` (mean, se) and
+      ``numerics.bayes_loss_mp``; ``nocot_floor``: ``theory.nocot_min_loss`` with noise;
+      ``gd_limit``: ``theory.gd_limit_loss`` with noise (k -> oo on stable prompts; None if
+      infinite).
+
+    Returns ``{"d", "n", "eta", "k_max", "samples", "seed", "unstable_share_limit", "noise": [...]}``,
+    JSON-ready."""
+    import theory
+    from theory.validation import check_eta_exact
+    mc_ks = sorted({int(k) for k in mc_ks})
+    stable_ks = mc_ks if stable_ks is None else sorted({int(k) for k in stable_ks})
+    if not mc_ks or mc_ks[0] < 0 or mc_ks[-1] > k_max or stable_ks[-1] > k_max or stable_ks[0] < 0:
+        raise ValueError(f"mc_ks and stable_ks must lie in 0 .. k_max = {k_max}")
+    eta_exact = check_eta_exact("eta", eta)
+    levels = []
+    for j, s in enumerate(noises):
+        s = float(s)
+        var = s * s
+        exact = [float(numerics.gd_eval_loss_value(d, n, eta, k, noise_var=var)) for k in range(k_max + 1)]
+        best = theory.best_cot_length(d, n, eta_exact, k_max, noise_var=_exact_noise_var(s))
+        mc = []
+        for k in mc_ks:
+            r = numerics.eval_loss_mc(d, n, eta, k, samples=samples, seed=seed, noise_var=var)
+            mc.append({"k": k, **{key: float(r[key]) for key in ("mean", "se", "median", "q10", "q90", "diverged_frac")}})
+        stable = []
+        for k in stable_ks:
+            r = numerics.eval_loss_mc(d, n, eta, k, samples=samples, seed=seed, noise_var=var, stable_part=True)
+            stable.append({"k": k, "stable_mean": float(r["mean"]), "stable_se": float(r["se"]),
+                           "unstable_share": 1 - float(r["mean"]) / exact[k]})
+        meaningful = stable_ks[0]
+        for row in stable:
+            if row["unstable_share"] >= NOISE_UNSTABLE_SHARE:
+                break
+            meaningful = row["k"]
+        bayes = None
+        if var > 0:
+            b = numerics.bayes_loss_mc(d, n, var, samples=samples, seed=seed + 1)
+            bayes = {"mc": float(b["mean"]), "se": float(b["se"]), "mp": float(numerics.bayes_loss_mp(d, n, var))}
+        limit = theory.gd_limit_loss(d, n, noise_var=_exact_noise_var(s))
+        levels.append({
+            "s": s, "noise_var": var, "exact": exact,
+            "k_star": int(best.k_star), "loss_at_k_star": float(best.loss),
+            "k_star_brute_force": int(np.argmin(exact)),
+            "monte_carlo": mc, "median_argmin_k": mc[int(np.argmin([r["median"] for r in mc]))]["k"],
+            "stable": stable, "meaningful_k_max": meaningful,
+            "stable_argmin_k": stable[int(np.argmin([r["stable_mean"] for r in stable]))]["k"], "bayes": bayes,
+            "nocot_floor": float(theory.nocot_min_loss(d, n, noise_var=_exact_noise_var(s))),
+            "gd_limit": float(limit) if limit.is_finite else None})
+    return {"d": d, "n": n, "eta": eta, "k_max": k_max, "samples": samples, "seed": seed,
+            "unstable_share_limit": NOISE_UNSTABLE_SHARE, "noise": levels}
+
+
+def _trained_rows(results: list, ks: tuple, level: dict) -> list:
+    """Per trained model: its evaluation (mean, se, median) beside the exact noisy GD loss."""
+    rows = []
+    for k, result in zip(ks, results):
+        s, exact = result.summary, level["exact"][k]
+        ev = s.get("eval") or {}
+        rows.append({"k": k, "final_eval_loss": float(s["final_eval_loss"]), "se": ev.get("se"),
+                     "median": ev.get("median"), "exact": exact,
+                     "relative_gap": (float(s["final_eval_loss"]) - exact) / exact,
+                     "theory_monte_carlo": s.get("theory_eval_loss")})
+    return rows
+
+
+def noise(runs: _Runs, path: str) -> str:
+    """Label noise (docs/theory.md section 16) at the paper's d, n, eta: loss vs k for each s of
+    ``NOISE_LEVELS``.  Left: the exact mean (solid while meaningful, dotted beyond), Monte Carlo
+    means (+-2 SE), trained CoT models (+-2 SE), k* (stars), the Bayes floor (dashed) and the
+    no-CoT optimum (crosses at k = 1); shaded: k beyond which the unstable prompts carry 5% or more
+    of the exact mean.  Right: Monte Carlo medians with the 10-90% band and the trained models'
+    medians.  The numbers go to ``noise.json`` beside ``path``."""
+    import json
+    from .io import atomic_write_text
+    plt = _plt()
+    d, n, eta = PAPER.d, PAPER.n, PAPER.eta
+    size = NOISE_SIZES["quick" if runs.quick else "full"]
+    k_max, mc_ks, stable_ks, samples, train_ks = (size[key] for key in ("k_max", "mc_ks", "stable_ks", "samples",
+                                                                         "train_ks"))
+    data = noise_curves(d, n, eta, NOISE_LEVELS, k_max=k_max, mc_ks=mc_ks, stable_ks=stable_ks,
+                        samples=samples, seed=runs.seed + 11)
+    data["train_iterations"] = 300 if runs.quick else PAPER.iters
+    for level in data["noise"]:
+        level["trained"] = _trained_rows(runs.get_all("cot", train_ks, noise=level["s"]), train_ks, level)
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.4))
+    ks = np.arange(k_max + 1)
+    limits = [lv["meaningful_k_max"] for lv in data["noise"]]
+    top, bottom = 60.0, 0.05
+    for ax in axes:
+        ax.axvspan(min(limits) + 0.5, k_max + 0.5, color="0.5", alpha=0.13, lw=0)
+    ax = axes[0]
+    for j, lv in enumerate(data["noise"]):
+        color, m = f"C{j}", lv["meaningful_k_max"]
+        exact = np.array(lv["exact"])
+        ax.plot(ks[:m + 1], exact[:m + 1], "-", color=color, lw=1.4, label=f"s = {lv['s']:g}: exact mean")
+        ax.plot(ks[m:], exact[m:], ":", color=color, lw=1.4)
+        mc = lv["monte_carlo"]
+        ax.errorbar([r["k"] for r in mc], [r["mean"] for r in mc], yerr=[2 * r["se"] for r in mc], fmt="o",
+                    color=color, ms=3, mfc="white", capsize=2, lw=0.8)
+        tr = lv["trained"]
+        ax.errorbar([r["k"] for r in tr], [r["final_eval_loss"] for r in tr],
+                    yerr=[2 * (r["se"] or 0) for r in tr], fmt="D", color=color, ms=6, mec="k", mew=0.6,
+                    capsize=2, lw=0.8)
+        ax.plot(lv["k_star"], lv["loss_at_k_star"], "*", color=color, ms=15, mec="k", mew=0.7)
+        ax.annotate(f"k*={lv['k_star']}", (lv["k_star"], lv["loss_at_k_star"]), xytext=(0, -15),
+                    textcoords="offset points", ha="center", fontsize=8, color=color)
+        if lv["bayes"]:
+            ax.axhline(lv["bayes"]["mc"], color=color, ls="--", lw=0.9)
+        ax.plot(1, lv["nocot_floor"], "x", color=color, ms=8, mew=1.5)
+    handles = [
+        plt.Line2D([], [], color="k", lw=1.4, label="exact mean (Wishart moments); dotted: past the meaningful k"),
+        plt.Line2D([], [], color="k", marker="o", mfc="white", ls="none", ms=4, label="Monte Carlo mean +-2 SE (misses the rare unstable prompts)"),
+        plt.Line2D([], [], color="0.4", marker="D", mec="k", ls="none", ms=6,
+                   label="trained CoT model (mean +-2 SE)"),
+        plt.Line2D([], [], color="0.4", marker="*", mec="k", ls="none", ms=13, label="k*: best exact mean"),
+        plt.Line2D([], [], color="k", ls="--", lw=0.9, label="Bayes floor (1/2) E tr((I + nS/s^2)^-1)"),
+        plt.Line2D([], [], color="k", marker="x", ls="none", ms=7, label="no-CoT optimum (Thm 3.1 with noise)"),
+        plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.13,
+                      label=f"unstable prompts (eta lmax(S) >= 2) carry >= {NOISE_UNSTABLE_SHARE:.0%} of the mean")]
+    handles += [plt.Line2D([], [], color=f"C{j}", lw=4, label=f"s = {lv['s']:g}: k* = {lv['k_star']}, "
+                           f"mean meaningful to k = {lv['meaningful_k_max']}")
+                for j, lv in enumerate(data["noise"])]
+    ax.set_yscale("log")
+    ax.set_ylim(bottom, top)
+    ax.set_xlim(-0.5, k_max + 0.5)
+    ax.set_xlabel("k (CoT length = GD steps)")
+    ax.set_ylabel("evaluation loss (1/2)||w_k - w*||^2, mean over prompts")
+    ax.set_title(f"mean loss with label noise y = <w*, x> + eps, eps ~ N(0, s^2) (d={d}, n={n}, eta={eta})",
+                 fontsize=9)
+    ax.legend(handles=handles, fontsize=6.5, loc="upper right")
+
+    ax = axes[1]
+    for j, lv in enumerate(data["noise"]):
+        color, mc = f"C{j}", lv["monte_carlo"]
+        x = [r["k"] for r in mc]
+        ax.plot(x, [r["median"] for r in mc], "-", color=color, lw=1.2, marker=".",
+                label=f"s = {lv['s']:g}: median (best at k = {lv['median_argmin_k']} of those shown)")
+        ax.fill_between(x, [r["q10"] for r in mc], [r["q90"] for r in mc], color=color, alpha=0.12, lw=0)
+        tr = lv["trained"]
+        ax.plot([r["k"] for r in tr], [r["median"] for r in tr], "D", color=color, ms=6, mec="k", mew=0.6)
+    ax.plot([], [], "D", color="0.4", mec="k", label="trained CoT model, median")
+    ax.set_yscale("log")
+    ax.set_ylim(0.01, 12.0)
+    ax.set_xlim(-0.5, k_max + 0.5)
+    ax.set_xlabel("k (CoT length = GD steps)")
+    ax.set_ylabel("evaluation loss, median over prompts (band: 10-90%)")
+    ax.set_title(f"the typical prompt: Monte Carlo median ({samples} prompts per k); shaded as left", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    atomic_write_text(os.path.splitext(path)[0] + ".json", json.dumps(data, indent=2) + "\n")
+    return _save(fig, path)
+
+
+FIGURES = {"fig2": fig2, "fig3": fig3, "structure": structure, "ood": ood, "looped": looped, "noise": noise}
 
 
 def reproduce(figure: str, *, out: str, device: str = "cpu", seed: int = 0, quick: bool = False,
               runs: list | None = None) -> list:
-    """Write ``figure`` ('fig2', 'fig3', 'structure', 'ood', 'looped' or 'all') as PNG under ``out``;
-    return the paths.  Training runs land in ``out/runs/`` and are shared between figures.
+    """Write ``figure`` ('fig2', 'fig3', 'structure', 'ood', 'looped', 'noise' or 'all') as PNG under
+    ``out`` (the noise figure also writes its numbers, ``noise.json``); return the PNG paths.  Training runs land in ``out/runs/`` and are shared between figures.
     ``runs``: run directories whose models the 'ood' figure uses instead of training (a cot run,
     optionally a nocot run: ``_GivenRuns``); only for 'ood'."""
     from .device import resolve_device

@@ -9,6 +9,10 @@ and a description (the first paragraph of its docstring).  Kinds:
 * ``statistical``: Monte Carlo against an exact value, tolerance in standard errors (sections 5, 7, 9);
 * ``training``: a trained PyTorch model against the theory's number (sections 6, 7, 8).
 
+The checks named ``*.noise-*`` cover label noise (docs/theory.md section 16): the exact noisy GD
+loss and no-CoT floor against Monte Carlo, the best CoT length k*, and CoT models trained on
+noisy prompts (``cot_noise``: two k of one run) against the exact noisy loss.
+
 How each kind is judged: docs/theory.md section 11.
 
 A check function takes its inputs as explicit arguments, by name: ``settings`` (a frozen
@@ -38,15 +42,16 @@ from typing import Callable, Iterable
 import numpy as np
 import sympy
 
-from . import PAPER, TrainConfig, evaluate_params, train
+from . import PAPER, TrainConfig, evaluate_params, train, train_models
 from .device import resolve_device
 
 #: The kinds of check, in the order the report lists them.
 KINDS = ("symbolic", "numeric", "statistical", "training")
 #: The trained models a check can ask for (``TrainedModels`` fields).
-MODEL_NAMES = ("cot", "nocot", "looped", "looped_full")
+MODEL_NAMES = ("cot", "nocot", "looped", "looped_full", "cot_noise")
 #: How each model is trained (``TrainConfig`` fields on top of ``PAPER``); ``quick`` adds the
-#: ``quick`` overrides.
+#: ``quick`` overrides; ``ks``: several k trained as one run (``train_models``), the model is
+#: then a dict k -> ``TrainResult``.
 MODEL_SPECS = {
     "cot": {"mode": "cot", "param": "full"},
     "nocot": {"mode": "nocot", "param": "full"},
@@ -55,6 +60,9 @@ MODEL_SPECS = {
     # The full looped model (every entry of V, W; config.LOOPED_LR), at full size even when quick:
     # with batches of 250 it ended at median 0.23 (the target: 0.108; seed 0, 750 steps).
     "looped_full": {"mode": "looped", "param": "full"},
+    # Label noise s = 1 (docs/theory.md section 16), k = 5 and 10 in one run (about the time of one
+    # model on two cores); the paper's size even when quick.
+    "cot_noise": {"mode": "cot", "param": "full", "noise": 1.0, "ks": (5, 10)},
 }
 _NAME = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*\Z")
 _GLOB = set("*?[")
@@ -96,13 +104,15 @@ class VerifySettings:
 class TrainedModels:
     """The trained models the selected checks need (``training.TrainResult`` or None when not
     trained): ``cot`` (full V, W, CoT objective), ``nocot`` (full, no-CoT objective), ``looped``
-    (sparse, looped objective), ``looped_full`` (full, looped objective); ``errors``: model name -> error text for a model whose training
-    raised."""
+    (sparse, looped objective), ``looped_full`` (full, looped objective), ``cot_noise`` (full, CoT
+    objective on prompts with label noise s = 1: a dict k -> result for k 5 and 10); ``errors``:
+    model name -> error text for a model whose training raised."""
 
     cot: object = None
     nocot: object = None
     looped: object = None
     looped_full: object = None
+    cot_noise: object = None
     errors: dict = field(default_factory=dict)
 
     def missing(self, names: Iterable[str]) -> list:
@@ -334,6 +344,51 @@ def gd_recursion_is_closed_form(settings):
     return _equivalence_check(settings, "gd_vs_closed_form")
 
 
+# ---------------------------------------------------------------- label noise: numeric
+# Label noise: docs/theory.md section 16.
+#: (d, n, eta, s, k) at which the exact noisy GD loss meets Monte Carlo: n < d and n = d included,
+#: each with a negligible share of the mean on unstable prompts (eta lambda_max(S) >= 2), which
+#: a Monte Carlo cannot see; quick uses the first three.
+NOISE_GRID = ((10, 20, 0.4, 1.0, 10), (10, 5, 0.15, 0.5, 6), (4, 12, 0.4, 2.0, 8), (8, 6, 0.2, 1.0, 12),
+              (6, 6, 0.2, 1.0, 5))
+#: (d, n, eta, s, k_max) of the best-CoT-length check (an interior k* each; n < d included);
+#: quick uses the first two with k_max at most 12.
+NOISE_KSTAR_GRID = ((10, 20, 0.4, 2.0, 20), (8, 6, 0.2, 2.0, 10), (5, 10, 0.3, 1.5, 14))
+#: (d, n, s) of the no-CoT floor with noise; n < d included.
+NOISE_NOCOT_GRID = ((10, 20, 1.0), (10, 5, 0.5), (4, 12, 2.0))
+
+
+def _noise_var(s: float):
+    """``s^2`` exactly (0.5 -> 1/4)."""
+    return sympy.nsimplify(s) ** 2
+
+
+def _kstar_grid(settings: VerifySettings) -> list:
+    if settings.quick:
+        return [(d, n, eta, s, min(k_max, 12)) for d, n, eta, s, k_max in NOISE_KSTAR_GRID[:2]]
+    return list(NOISE_KSTAR_GRID)
+
+
+@check("numeric.noise-best-cot-length-brute-force", kind="numeric")
+def noise_best_cot_length_brute_force(settings):
+    """Label noise (docs/theory.md section 16): k* of theory.best_cot_length (exact argmin over
+    0 .. k_max) is the argmin of the float64 losses at every k, and its loss is theirs to 1e-12."""
+    import numerics
+    import theory
+    out, passed = [], True
+    for d, n, eta, s, k_max in _kstar_grid(settings):
+        best = theory.best_cot_length(d, n, theory.validation.check_eta_exact("eta", eta), k_max,
+                                      noise_var=_noise_var(s))
+        values = [float(numerics.gd_eval_loss_value(d, n, eta, k, noise_var=s * s)) for k in range(k_max + 1)]
+        brute = int(np.argmin(values))
+        ok = best.k_star == brute and abs(float(best.loss) - values[brute]) <= 1e-12 * values[brute]
+        passed &= ok
+        out.append((best.k_star, brute, f"k* {best.k_star} (loss {float(best.loss):.6g}) at (d, n, eta, s) = "
+                                        f"({d}, {n}, {eta}, {s}), k <= {k_max}"))
+    return result(" / ".join(str(o[0]) for o in out), " / ".join(str(o[1]) for o in out),
+                  "equal k*; losses to 1e-12 relative", passed, "; ".join(o[2] for o in out))
+
+
 # ---------------------------------------------------------------- statistical (Monte Carlo)
 Z_SE = 4.0
 
@@ -414,17 +469,124 @@ def thm42_boundary_predicted_fraction(settings):
                   p_lo < 0.05 and p_hi > 0.95, f"c* = {boundary:.3g}; {samples} sampled spectra of S")
 
 
+# ---------------------------------------------------------------- label noise: statistical
+def _grid_rows(rows: list, name: str) -> Check:
+    """One row for a grid of ``(where, measured, expected, se, passed)``: the worst point in SE."""
+    worst = max(rows, key=lambda r: (not r[4], abs(r[1] - r[2]) / r[3] if r[3] > 0 else np.inf))
+    where, measured, expected, se, _ = worst
+    z = (measured - expected) / se if se > 0 else float("inf")
+    return result(measured, expected, f"{Z_SE:g} SE at every point (independent Monte Carlo vs exact)",
+                  all(r[4] for r in rows), f"{len(rows)} {name} incl. n < d; worst {z:+.2f} SE at {where}")
+
+
+@check("statistical.noise-gd-loss-mc-vs-exact", kind="statistical")
+def noise_gd_loss_mc_vs_exact(settings):
+    """Label noise (docs/theory.md section 16): the exact noisy k-step GD loss (Wishart moments)
+    against an independent Monte Carlo of GD on noisy prompts, within 4 SE at every (d, n, eta,
+    s, k) of a grid incl. n < d."""
+    import numerics
+    grid = NOISE_GRID[:3] if settings.quick else NOISE_GRID
+    samples = 100_000 if settings.quick else 400_000
+    rows = []
+    for j, (d, n, eta, s, k) in enumerate(grid):
+        exact = float(numerics.gd_eval_loss_value(d, n, eta, k, noise_var=s * s))
+        mc = numerics.eval_loss_mc(d, n, eta, k, samples=samples, seed=settings.seed + 20 + j, noise_var=s * s)
+        rows.append(((d, n, eta, s, k), mc["mean"], exact, mc["se"], within_se(mc["mean"], exact, mc["se"])))
+    row = _grid_rows(rows, "(d, n, eta, s, k)")
+    return dataclasses.replace(row, detail=row.detail + f"; {samples} prompts each")
+
+
+def argmin_consistency(exact: list, losses: np.ndarray, k_star: int, z: float = Z_SE) -> dict:
+    """Is the exact ``k_star`` the argmin of a Monte Carlo loss curve, up to its noise?  ``exact``:
+    the exact mean loss at k = 0 .. K; ``losses``: (K + 1, prompts) per-prompt losses of the same
+    prompts at every k, so gaps between two k are paired (their SE is small).  Passes when
+
+    * no k beats ``k_star``: every paired gap ``mean(loss_k - loss_{k*})`` is above ``-z`` of
+      its SE (fails for a wrong k*);
+    * at the Monte Carlo argmin ``k_mc`` the paired gap matches the exact gap
+      ``exact[k_mc] - exact[k*]`` within ``z`` SE, and the mean at ``k*`` is within ``z`` SE of
+      ``exact[k*]`` (fails for a wrong curve).
+
+    Returns ``{k_mc, gap_mc, gap_exact, gap_se, worst_z (the most negative gap in SE, 0 when
+    none), mean_at_k_star, se_at_k_star, passed}``."""
+    losses = np.asarray(losses, dtype=float)
+    n = losses.shape[1]
+    means = losses.mean(axis=1)
+    diffs = losses - losses[k_star]
+    gaps = diffs.mean(axis=1)
+    ses = diffs.std(axis=1, ddof=1) / np.sqrt(n)
+    others = [k for k in range(len(means)) if k != k_star and ses[k] > 0]
+    worst_z = min([0.0] + [float(gaps[k] / ses[k]) for k in others])
+    k_mc = int(np.argmin(means))
+    gap_mc, gap_se = float(gaps[k_mc]), float(ses[k_mc])
+    gap_exact = float(exact[k_mc] - exact[k_star])
+    se_star = float(losses[k_star].std(ddof=1) / np.sqrt(n))
+    passed = (worst_z >= -z
+              and abs(gap_mc - gap_exact) <= z * gap_se + 1e-12 * abs(exact[k_star])
+              and within_se(float(means[k_star]), float(exact[k_star]), se_star, z))
+    return {"k_mc": k_mc, "gap_mc": gap_mc, "gap_exact": gap_exact, "gap_se": gap_se, "worst_z": worst_z,
+            "mean_at_k_star": float(means[k_star]), "se_at_k_star": se_star, "passed": bool(passed)}
+
+
+@check("statistical.noise-best-cot-length-mc-argmin", kind="statistical")
+def noise_best_cot_length_mc_argmin(settings):
+    """Label noise (docs/theory.md section 16): on a Monte Carlo loss curve (the same prompts at
+    every k) no k beats the exact k* by 4 paired SE, the gap from k* to the curve's own argmin
+    matches the exact gap within 4 SE, and its mean at k* is within 4 SE of the exact minimum."""
+    import numerics
+    import theory
+    samples = 20_000 if settings.quick else 100_000
+    out, passed = [], True
+    for j, (d, n, eta, s, k_max) in enumerate(_kstar_grid(settings)):
+        best = theory.best_cot_length(d, n, theory.validation.check_eta_exact("eta", eta), k_max,
+                                      noise_var=_noise_var(s))
+        exact = [float(numerics.gd_eval_loss_value(d, n, eta, k, noise_var=s * s)) for k in range(k_max + 1)]
+        losses = np.stack([numerics.eval_loss_mc(d, n, eta, k, samples=samples, seed=settings.seed + 30 + j,
+                                                 noise_var=s * s, keep_losses=True).losses
+                           for k in range(k_max + 1)])
+        c = argmin_consistency(exact, losses, best.k_star)
+        passed &= c["passed"]
+        below = f"best other k {c['worst_z']:+.2f} SE" if c["worst_z"] < 0 else "no k below k*"
+        out.append((c["k_mc"], best.k_star,
+                    f"({d}, {n}, {eta}, {s}): {below}; gap to k_mc {c['gap_mc']:+.3g} vs exact "
+                    f"{c['gap_exact']:+.3g} (SE {c['gap_se']:.2g}), mean at k* {c['mean_at_k_star']:.4g} vs "
+                    f"{exact[best.k_star]:.4g} (SE {c['se_at_k_star']:.2g})"))
+    return result(" / ".join(str(o[0]) for o in out), " / ".join(str(o[1]) for o in out),
+                  f"Monte Carlo argmin vs exact k*: no k below k* by {Z_SE:g} paired SE; gap, mean at k* "
+                  f"within {Z_SE:g} SE", passed,
+                  "; ".join(o[2] for o in out) + f"; {samples} prompts")
+
+
+@check("statistical.noise-nocot-floor-mc-vs-exact", kind="statistical")
+def noise_nocot_floor_mc_vs_exact(settings):
+    """Label noise (docs/theory.md sections 5, 16): the no-CoT optimum for noisy labels (step
+    n / (n + d + 1 + s^2)), an independent Monte Carlo of its loss against the exact floor
+    d (d + 1 + s^2) / (2 (n + d + 1 + s^2)), within 4 SE at every (d, n, s) incl. n < d."""
+    import numerics
+    import theory
+    samples = 100_000 if settings.quick else 400_000
+    rows = []
+    for j, (d, n, s) in enumerate(NOISE_NOCOT_GRID):
+        floor = float(theory.nocot_min_loss(d, n, noise_var=_noise_var(s)))
+        mc = numerics.nocot_loss_mc(d, n, samples=samples, seed=settings.seed + 40 + j, noise_var=s * s)
+        rows.append(((d, n, s), mc["mean"], floor, mc["se"], within_se(mc["mean"], floor, mc["se"])))
+    row = _grid_rows(rows, "(d, n, s)")
+    return dataclasses.replace(row, detail=row.detail + f"; {samples} prompts each")
+
+
 # ---------------------------------------------------------------- training
 def _train_config(settings: VerifySettings, name: str) -> TrainConfig:
     spec = dict(MODEL_SPECS[name])
     quick = spec.pop("quick", {})
+    spec.pop("ks", None)
     config = dict(PAPER.problem(), seed=settings.seed, device=settings.device, progress=False, threads=1,
                   eval_every=250, eval_samples=5_000 if settings.quick else 20_000,
                   theory_samples=50_000 if settings.quick else 200_000, **spec)
     if settings.quick:
         config.update(quick)
     if settings.out:
-        config["out"] = os.path.join(settings.out, f"{spec['mode']}-{spec['param']}")
+        noise = f"-noise{spec['noise']:g}" if spec.get("noise") else ""
+        config["out"] = os.path.join(settings.out, f"{spec['mode']}-{spec['param']}{noise}")
     return TrainConfig(**config)
 
 
@@ -433,7 +595,8 @@ def train_models_for_verify(settings: VerifySettings, needed: Iterable[str] = MO
     """Train the models ``needed`` (names from ``MODEL_NAMES``) in the paper's setting
     (docs/theory.md section 8; ``MODEL_SPECS``) and return them as ``TrainedModels``.  A model
     whose training raises is left None and its error recorded (the checks that need it fail with
-    it).  ``on_model(name)`` is called before each model (progress)."""
+    it).  ``on_model(name)`` is called before each model (progress).  A spec with ``ks`` trains
+    them as one run (``train_models``) and gives a dict k -> ``TrainResult``."""
     trained, errors = {}, {}
     for name in MODEL_NAMES:
         if name not in needed:
@@ -441,7 +604,11 @@ def train_models_for_verify(settings: VerifySettings, needed: Iterable[str] = MO
         if on_model is not None:
             on_model(name)
         try:
-            trained[name] = train(_train_config(settings, name), overwrite=True)
+            config, ks = _train_config(settings, name), MODEL_SPECS[name].get("ks")
+            if ks:
+                trained[name] = dict(zip(ks, train_models(config, ks=list(ks), overwrite=True)))
+            else:
+                trained[name] = train(config, overwrite=True)
         except Exception as exc:   # reported by every check that needs the model
             errors[name] = f"{type(exc).__name__}: {exc}"
     return TrainedModels(**trained, errors=errors)
@@ -610,6 +777,32 @@ def thm42_boundary_median_crossing(settings, models):
     return result(f"{ratios[0]:.3g} / {ratios[1]:.3g}", "< 1 / > 1",
                   "median loss / (d/2) at 0.8 c* / 2 c* (exact loss of w_0 = 0)", ratios[0] < 1 < ratios[1],
                   f"c* = {boundary:.3g}; diverged fraction {diverged[0]:.3f} / {diverged[1]:.3f}; {samples} prompts")
+
+
+def _noise_vs_exact(models, k: int) -> Check:
+    import numerics
+    s = models.cot_noise[k].summary
+    noise = MODEL_SPECS["cot_noise"]["noise"]
+    exact = float(numerics.gd_eval_loss_value(PAPER.d, PAPER.n, PAPER.eta, k, noise_var=noise ** 2))
+    rel = _relative(s["final_eval_loss"], exact)
+    se = (s.get("eval") or {}).get("se", float("nan"))
+    return result(s["final_eval_loss"], exact, "10% relative (exact noisy GD loss)", rel <= 0.10,
+                  f"{rel:.1%} off; s {noise:g}, k {k}; SE {se:.2g}; Monte Carlo of GD {s['theory_eval_loss']:.4g}")
+
+
+@check("training.noise-cot-k10-vs-exact", kind="training", needs=("cot_noise",))
+def noise_cot_k10_vs_exact(models):
+    """Label noise (docs/theory.md section 16): a CoT model (full V, W) trained on prompts with
+    noise s = 1 at the paper's d, n, eta, k = 10 lands within 10% of the exact noisy 10-step GD
+    loss."""
+    return _noise_vs_exact(models, 10)
+
+
+@check("training.noise-cot-k5-vs-exact", kind="training", needs=("cot_noise",))
+def noise_cot_k5_vs_exact(models):
+    """Label noise (docs/theory.md section 16): the CoT model trained with noise s = 1 at k = 5 (in
+    the same run as k = 10) lands within 10% of the exact noisy 5-step GD loss."""
+    return _noise_vs_exact(models, 5)
 
 
 # ---------------------------------------------------------------- running

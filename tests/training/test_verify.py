@@ -28,7 +28,12 @@ def no_training(monkeypatch):
         calls.append(config.mode)
         raise AssertionError(f"trained a {config.mode} model")
 
+    def must_not_train_models(config, **kwargs):
+        calls.append(config.mode)
+        raise AssertionError(f"trained {config.mode} models")
+
     monkeypatch.setattr(verify, "train", must_not_train)
+    monkeypatch.setattr(verify, "train_models", must_not_train_models)
     yield calls
     assert calls == [], f"trained {calls}"
 
@@ -50,13 +55,13 @@ def _by_kind(kind) -> list:
 
 # ---------------------------------------------------------------- the registry
 def test_registry_names_kinds_and_needs():
-    assert len(verify.REGISTRY) == 26
+    assert len(verify.REGISTRY) == 32
     for name, entry in verify.REGISTRY.items():
         assert entry.name == name and re.fullmatch(r"[a-z0-9]+([.-][a-z0-9]+)*", name), name
         assert name.startswith(entry.kind + ".") and entry.kind in verify.KINDS
         assert entry.description and "\n" not in entry.description
         assert bool(entry.needs) == (entry.kind == "training"), name
-    assert [len(_by_kind(k)) for k in verify.KINDS] == [6, 3, 4, 13]
+    assert [len(_by_kind(k)) for k in verify.KINDS] == [6, 4, 7, 15]
     # Paired comparisons with GD say "same prompts"; comparisons with an independent Monte Carlo say so.
     assert sum(name.endswith("same-prompts") for name in verify.REGISTRY) == 4
     assert "independent Monte Carlo" in verify.REGISTRY["training.cot-loss-vs-gd-independent-mc"].description
@@ -129,7 +134,8 @@ def test_only_selects_exactly_the_matching_checks(no_training):
     assert len(verify.select_checks(None)) == len(verify.REGISTRY)
     assert verify.models_needed(verify.select_checks("symbolic,numeric,statistical")) == ()
     assert verify.models_needed(verify.select_checks("looped-vs")) == ("looped",)
-    assert verify.models_needed(verify.select_checks("training")) == ("cot", "nocot", "looped", "looped_full")
+    assert verify.models_needed(verify.select_checks("training")) == ("cot", "nocot", "looped", "looped_full",
+                                                                      "cot_noise")
 
 
 @pytest.mark.parametrize("only", ["nothing-like-this", "symbolic,nothing", "symbolic.gd*x", " , "])
@@ -165,7 +171,7 @@ def test_check_that_raises_is_a_failed_row(registry, no_training):
     assert row["name"] == "numeric.test-boom" and row["passed"] is False
     assert row["measured"] == "error: RuntimeError: boom at seed 5"
     assert report["passed"] is False
-    assert sum(c["passed"] for c in report["checks"]) == 3
+    assert sum(c["passed"] for c in report["checks"]) == len(_by_kind("numeric")) - 1
 
 
 def test_check_with_a_wrong_value_fails(registry, no_training):
@@ -198,7 +204,11 @@ def _stand_in_models(cot_loss_factor: float = 1.0) -> verify.TrainedModels:
     looped_full = SimpleNamespace(summary={
         "eval": {"median": 0.05, "mean_without_diverged": 0.09, "diverged_frac": 0.0},
         "theory_same_prompts": {"median": 0.108, "mean": 0.19}, "rescaled_gd_same_prompts": {"median": 0.09, "mean": 0.17}})
-    return verify.TrainedModels(cot=cot, nocot=nocot, looped=looped, looped_full=looped_full)
+    cot_noise = {k: SimpleNamespace(summary={
+        "final_eval_loss": numerics.gd_eval_loss_value(PAPER.d, PAPER.n, eta, k, noise_var=1.0) * cot_loss_factor,
+        "theory_eval_loss": numerics.gd_eval_loss_value(PAPER.d, PAPER.n, eta, k, noise_var=1.0),
+        "eval": {"median": 0.4, "se": 0.005}}) for k in (5, 10)}
+    return verify.TrainedModels(cot=cot, nocot=nocot, looped=looped, looped_full=looped_full, cot_noise=cot_noise)
 
 
 def test_training_checks_pass_on_good_models():
