@@ -258,17 +258,23 @@ def killing(cell_dir) -> tuple:
     return thread, box
 
 
+def killed_sweep(tmp_path, pool, name: str, *, seed: int, iters: int) -> tuple:
+    """A one-cell sweep (``seed``, ``iters`` steps, a checkpoint every 100) whose worker is
+    SIGKILLed after the cell's first checkpoint: ``(result row, kill record, fixed fields)``."""
+    fixed = dict(TINY["fixed"], d=3, iters=iters, batch=128, eval_every=500, checkpoint_every=100)
+    grid = {"name": name, "grid": {"seed": [seed]}, "fixed": fixed}
+    cell = parse_grid(grid).expand()[0]
+    killer, box = killing(tmp_path / "s" / "cells" / cell.name)
+    result = sweep(grid, tmp_path / "s", pool)
+    killer.join()
+    return result.table.iloc[0], box, fixed
+
+
 def test_killed_worker_cell_is_retried_and_resumes(tmp_path, local_pool):
     """Training: SIGKILL of the local worker running a cell (after its first checkpoint) breaks
     the pool; the pool is renewed, the cell retried (attempts 2) and resumed from its checkpoint,
     and its numbers are those of an uninterrupted run (training.train here, bitwise)."""
-    fixed = dict(TINY["fixed"], d=3, iters=1500, batch=128, eval_every=500, checkpoint_every=100)
-    grid = {"name": "kill", "grid": {"seed": [5]}, "fixed": fixed}
-    cell = parse_grid(grid).expand()[0]
-    killer, box = killing(tmp_path / "s" / "cells" / cell.name)
-    result = sweep(grid, tmp_path / "s", local_pool)
-    killer.join()
-    row = result.table.iloc[0]
+    row, box, fixed = killed_sweep(tmp_path, local_pool, "kill", seed=5, iters=1500)
     assert box["killed"]["attempt"] == 1, "the worker was not killed mid-cell"
     assert row["status"] == "done" and row["attempts"] == 2
     s = train(TrainConfig(**fixed, seed=5, progress=False)).summary
@@ -279,14 +285,8 @@ def test_killed_worker_cell_is_retried_and_resumes(tmp_path, local_pool):
 def test_killed_dask_worker_cell_is_rescheduled(tmp_path, dask_pool, slow_scale):
     """Training: SIGKILL of the Dask worker running a cell; the cluster restarts the worker and
     reschedules the cell, which resumes from its checkpoint and ends as an uninterrupted run."""
-    iters = 1500 if slow_scale == "reduced" else 4000
-    fixed = dict(TINY["fixed"], d=3, iters=iters, batch=128, eval_every=500, checkpoint_every=100)
-    grid = {"name": "kill-dask", "grid": {"seed": [6]}, "fixed": fixed}
-    cell = parse_grid(grid).expand()[0]
-    killer, box = killing(tmp_path / "s" / "cells" / cell.name)
-    result = sweep(grid, tmp_path / "s", dask_pool)
-    killer.join()
-    row = result.table.iloc[0]
+    row, box, fixed = killed_sweep(tmp_path, dask_pool, "kill-dask", seed=6,
+                                   iters=1500 if slow_scale == "reduced" else 4000)
     assert "killed" in box, "the worker was not killed mid-cell"
     assert row["status"] == "done" and row["worker"] != box["killed"]["worker"]
     s = train(TrainConfig(**fixed, seed=6, progress=False)).summary
