@@ -149,6 +149,13 @@ def check_noise(noise) -> float:
     return check_nonnegative_finite("noise", noise)
 
 
+def exact_noise_var(noise):
+    """The label-noise variance ``s^2`` of a standard deviation ``s`` as an exact sympy number for
+    theory's functions (0.5 -> 1/4; docs/theory.md section 16)."""
+    import sympy
+    return sympy.nsimplify(check_noise(noise)) ** 2
+
+
 def gd_iterates(S: torch.Tensor, w_star: torch.Tensor, eta: float, k: int,
                 Xeps: torch.Tensor | None = None) -> torch.Tensor:
     """GD iterates ``w_0 = 0, w_{i+1} = w_i - eta S (w_i - w*)`` (docs/theory.md section 2), batched

@@ -15,7 +15,7 @@ import numerics
 import theory
 from theory.validation import check_int, check_positive_finite
 
-from .data import derived_seed, gram_statistic, sample_prompts, seeded_generator, sigma_root
+from .data import derived_seed, exact_noise_var, gram_statistic, sample_prompts, seeded_generator, sigma_root
 from .device import resolve_device
 from .kernels import MODES, final_estimate
 
@@ -141,7 +141,7 @@ def theory_reference(config) -> dict:
     one: GD on the noisy prompts (Monte Carlo, and ``theory.gd_eval_loss(..., noise_var=s^2)``
     exactly), the no-CoT optimum for noisy labels; the looped optimum is not available then."""
     d, n, k, eta = config.d, config.n, config.k, config.eta
-    noise_var = config.noise ** 2
+    noise_var, exact_var = config.noise ** 2, exact_noise_var(config.noise)
     if config.mode == "cot":
         mc = numerics.eval_loss_mc(d, n, eta, k, samples=config.theory_samples,
                                    seed=derived_seed(config.seed, "theory"), sigma=config.sigma,
@@ -152,12 +152,12 @@ def theory_reference(config) -> dict:
             out["exact"] = float(numerics.gd_eval_loss_value(d, n, eta, k, noise_var=noise_var))
         return out
     if config.mode == "nocot":
-        step = float(theory.nocot_optimal_eta(d, n, noise_var=noise_var))
+        step = float(theory.nocot_optimal_eta(d, n, noise_var=exact_var))
         if config.sigma is None:
-            value = float(theory.nocot_min_loss(d, n, noise_var=noise_var))
+            value = float(theory.nocot_min_loss(d, n, noise_var=exact_var))
         else:
             value = float(theory.nocot_min_loss_sigma(n, numerics.exact_covariance(config.sigma, d),
-                                                      noise_var=noise_var))
+                                                      noise_var=exact_var))
         return {"value": value, "method": "exact theory.nocot_min_loss", "se": 0.0, "step": step}
     if config.sigma is not None:
         return {"value": None, "method": "unavailable out of distribution", "se": None, "step": None}

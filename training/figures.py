@@ -28,6 +28,7 @@ import numerics
 import theory
 
 from .config import PAPER
+from .data import exact_noise_var
 
 
 FIG3_KS = (10, 20, 30, 40)
@@ -446,11 +447,6 @@ NOISE_SIZES = {
 NOISE_UNSTABLE_SHARE = 0.05
 
 
-def _exact_noise_var(s: float):
-    import sympy
-    return sympy.nsimplify(s) ** 2
-
-
 def noise_curves(d: int, n: int, eta: float, noises=NOISE_LEVELS, *, k_max: int, mc_ks, samples: int,
                  seed: int, stable_ks=None) -> dict:
     """The numbers of the noise figure that need no training (docs/theory.md section 16): for
@@ -487,7 +483,7 @@ def noise_curves(d: int, n: int, eta: float, noises=NOISE_LEVELS, *, k_max: int,
         s = float(s)
         var = s * s
         exact = [float(numerics.gd_eval_loss_value(d, n, eta, k, noise_var=var)) for k in range(k_max + 1)]
-        best = theory.best_cot_length(d, n, eta_exact, k_max, noise_var=_exact_noise_var(s))
+        best = theory.best_cot_length(d, n, eta_exact, k_max, noise_var=exact_noise_var(s))
         mc = []
         for k in mc_ks:
             r = numerics.eval_loss_mc(d, n, eta, k, samples=samples, seed=seed, noise_var=var)
@@ -506,7 +502,7 @@ def noise_curves(d: int, n: int, eta: float, noises=NOISE_LEVELS, *, k_max: int,
         if var > 0:
             b = numerics.bayes_loss_mc(d, n, var, samples=samples, seed=seed + 1)
             bayes = {"mc": float(b["mean"]), "se": float(b["se"]), "mp": float(numerics.bayes_loss_mp(d, n, var))}
-        limit = theory.gd_limit_loss(d, n, noise_var=_exact_noise_var(s))
+        limit = theory.gd_limit_loss(d, n, noise_var=exact_noise_var(s))
         levels.append({
             "s": s, "noise_var": var, "exact": exact,
             "k_star": int(best.k_star), "loss_at_k_star": float(best.loss),
@@ -514,7 +510,7 @@ def noise_curves(d: int, n: int, eta: float, noises=NOISE_LEVELS, *, k_max: int,
             "monte_carlo": mc, "median_argmin_k": mc[int(np.argmin([r["median"] for r in mc]))]["k"],
             "stable": stable, "meaningful_k_max": meaningful,
             "stable_argmin_k": stable[int(np.argmin([r["stable_mean"] for r in stable]))]["k"], "bayes": bayes,
-            "nocot_floor": float(theory.nocot_min_loss(d, n, noise_var=_exact_noise_var(s))),
+            "nocot_floor": float(theory.nocot_min_loss(d, n, noise_var=exact_noise_var(s))),
             "gd_limit": float(limit) if limit.is_finite else None})
     return {"d": d, "n": n, "eta": eta, "k_max": k_max, "samples": samples, "seed": seed,
             "unstable_share_limit": NOISE_UNSTABLE_SHARE, "noise": levels}

@@ -43,6 +43,7 @@ import numpy as np
 import sympy
 
 from . import PAPER, TrainConfig, evaluate_params, train, train_models
+from .data import exact_noise_var
 from .device import resolve_device
 
 #: The kinds of check, in the order the report lists them.
@@ -358,11 +359,6 @@ NOISE_KSTAR_GRID = ((10, 20, 0.4, 2.0, 20), (8, 6, 0.2, 2.0, 10), (5, 10, 0.3, 1
 NOISE_NOCOT_GRID = ((10, 20, 1.0), (10, 5, 0.5), (4, 12, 2.0))
 
 
-def _noise_var(s: float):
-    """``s^2`` exactly (0.5 -> 1/4)."""
-    return sympy.nsimplify(s) ** 2
-
-
 def _kstar_grid(settings: VerifySettings) -> list:
     if settings.quick:
         return [(d, n, eta, s, min(k_max, 12)) for d, n, eta, s, k_max in NOISE_KSTAR_GRID[:2]]
@@ -378,7 +374,7 @@ def noise_best_cot_length_brute_force(settings):
     out, passed = [], True
     for d, n, eta, s, k_max in _kstar_grid(settings):
         best = theory.best_cot_length(d, n, theory.validation.check_eta_exact("eta", eta), k_max,
-                                      noise_var=_noise_var(s))
+                                      noise_var=exact_noise_var(s))
         values = [float(numerics.gd_eval_loss_value(d, n, eta, k, noise_var=s * s)) for k in range(k_max + 1)]
         brute = int(np.argmin(values))
         ok = best.k_star == brute and abs(float(best.loss) - values[brute]) <= 1e-12 * values[brute]
@@ -539,7 +535,7 @@ def noise_best_cot_length_mc_argmin(settings):
     out, passed = [], True
     for j, (d, n, eta, s, k_max) in enumerate(_kstar_grid(settings)):
         best = theory.best_cot_length(d, n, theory.validation.check_eta_exact("eta", eta), k_max,
-                                      noise_var=_noise_var(s))
+                                      noise_var=exact_noise_var(s))
         exact = [float(numerics.gd_eval_loss_value(d, n, eta, k, noise_var=s * s)) for k in range(k_max + 1)]
         losses = np.stack([numerics.eval_loss_mc(d, n, eta, k, samples=samples, seed=settings.seed + 30 + j,
                                                  noise_var=s * s, keep_losses=True).losses
@@ -567,7 +563,7 @@ def noise_nocot_floor_mc_vs_exact(settings):
     samples = 100_000 if settings.quick else 400_000
     rows = []
     for j, (d, n, s) in enumerate(NOISE_NOCOT_GRID):
-        floor = float(theory.nocot_min_loss(d, n, noise_var=_noise_var(s)))
+        floor = float(theory.nocot_min_loss(d, n, noise_var=exact_noise_var(s)))
         mc = numerics.nocot_loss_mc(d, n, samples=samples, seed=settings.seed + 40 + j, noise_var=s * s)
         rows.append(((d, n, s), mc["mean"], floor, mc["se"], within_se(mc["mean"], floor, mc["se"])))
     row = _grid_rows(rows, "(d, n, s)")
