@@ -13,7 +13,7 @@ import numpy as np
 import sympy
 
 import theory
-from theory.validation import check_int, check_positive_finite
+from theory.validation import check_int, check_positive_finite, exact_real
 
 from .checks import _covariance_eigen
 from .sampling import check_noise_var
@@ -49,7 +49,7 @@ def exact_covariance(sigma, d: int, *, name: str = "sigma") -> sympy.Matrix | No
     is validated by ``check_sigma`` (symmetric PSD to rounding, singular allowed, one
     ``ValueError`` naming ``name``); the result is ``Q_r diag(lambda_r) Q_r^T`` with its
     eigenvectors ``Q_r`` and positive eigenvalues ``lambda_r`` (round-off ones dropped, as
-    ``check_sigma`` does) read as exact rationals: exactly symmetric positive semi-definite, of
+    ``check_sigma`` does) read as exact rationals by theory's rule (``validation.exact_real``): exactly symmetric positive semi-definite, of
     rank ``r`` (for a diagonal Sigma: its clipped diagonal, exactly), and equal to Sigma to
     rounding.  ``None`` for ``sigma=None`` (``Sigma = I``).  Cost ``O(d^3)`` rational operations.
 
@@ -64,10 +64,10 @@ def exact_covariance(sigma, d: int, *, name: str = "sigma") -> sympy.Matrix | No
         return None
     _, lam, Q = _covariance_eigen(sigma, d, name)
     if Q is None:
-        return sympy.diag(*[sympy.Rational(float(v)) for v in lam])
+        return sympy.diag(*[exact_real(name, v) for v in lam])
     keep = [j for j in range(d) if lam[j] > 0]
-    F = sympy.Matrix(d, len(keep), lambda i, j: sympy.Rational(float(Q[i, keep[j]])))
-    return F * sympy.diag(*[sympy.Rational(float(lam[j])) for j in keep]) * F.T
+    F = sympy.Matrix(d, len(keep), lambda i, j: exact_real(name, Q[i, keep[j]]))
+    return F * sympy.diag(*[exact_real(name, lam[j]) for j in keep]) * F.T
 
 
 def _exact_sigma(sigma, d: int, *, nonzero: bool = False) -> sympy.Matrix | None:

@@ -13,7 +13,7 @@ import sympy
 from .gd import gd_noise_factor
 from .params import _nocot_gamma_inverse
 from .validation import (check_covariance, check_dim, check_eta_exact, check_int, check_noise_var,
-                         covariance_and_rank, covariance_or_symbol)
+                         covariance_and_rank, covariance_or_symbol, exact_matrix)
 from .wishart import check_sigma_steps_exact, check_steps_exact, trace_moment
 
 _s = sympy.Dummy("s")  # eigenvalue variable of S
@@ -242,10 +242,7 @@ def linear_prediction_loss(n, Sigma, A, *, noise_var=0):
     n = check_dim("n", n)
     Sigma = check_covariance("Sigma", Sigma)
     d = Sigma.shape[0]
-    try:
-        A = sympy.Matrix(A)
-    except (TypeError, ValueError):
-        raise ValueError(f"A must be a {d} x {d} matrix, got {type(A).__name__}") from None
+    A = exact_matrix("A", A)
     if A.shape != (d, d):
         raise ValueError(f"A must be {d} x {d}, got {A.shape[0]} x {A.shape[1]}")
     noise_var = check_noise_var("noise_var", noise_var)

@@ -16,7 +16,7 @@ import sympy
 
 from .layout import Layout
 from .losses import linear_prediction_loss, nocot_min_loss_sigma, second_moment_S
-from .params import nocot_gamma, nocot_params
+from .params import invertible_gamma, nocot_gamma, nocot_params
 from .proof import _explicit, _parameter_blocks, _read_off_P, _statistics, lsa_update
 from .validation import check_covariance, check_dim, check_int
 
@@ -66,6 +66,7 @@ def prove_nocot_floor(d: int, n=None, Sigma=None) -> bool:
     d = check_int("d", d)
     n = sympy.Dummy("n", positive=True, integer=True) if n is None else check_dim("n", n)
     Sigma = sympy.eye(d) if Sigma is None else check_covariance("Sigma", Sigma, d)
+    inverse = invertible_gamma(nocot_gamma(d, n, Sigma)).inv()
     layout = Layout(d)
     V = sympy.Matrix(layout.D, layout.D, lambda i, j: sympy.Dummy(f"v{i}_{j}"))
     W = sympy.Matrix(layout.D, layout.D, lambda i, j: sympy.Dummy(f"u{i}_{j}"))
@@ -79,8 +80,8 @@ def prove_nocot_floor(d: int, n=None, Sigma=None) -> bool:
     xs = list(w_star)
 
     pred = _prediction(V, W, values, st)
-    _, Vb = _parameter_blocks("V", V, exact=False)
-    _, Wb = _parameter_blocks("W", W, exact=False)
+    _, Vb = _parameter_blocks("V", V)
+    _, Wb = _parameter_blocks("W", W)
     A = sympy.Matrix(_read_off_P(Vb, Wb, d))
     odd = ((pred - _flip(pred, xs)) / 2).applyfunc(sympy.expand)
     even = ((pred + _flip(pred, xs)) / 2).applyfunc(sympy.expand)
@@ -105,7 +106,6 @@ def prove_nocot_floor(d: int, n=None, Sigma=None) -> bool:
     step3 = step3a and sympy.cancel(mean_S - linear_prediction_loss(n, Sigma, G)) == 0
 
     # 4: the excess over the floor is the quadratic form of E[S^2] in A - Gamma^{-1}.
-    inverse = nocot_gamma(d, n, Sigma).inv()
     delta = G - inverse
     excess = linear_prediction_loss(n, Sigma, G) - nocot_min_loss_sigma(n, Sigma)
     step4 = sympy.cancel(excess - (delta * M2 * delta.T).trace() / 2) == 0
@@ -113,8 +113,8 @@ def prove_nocot_floor(d: int, n=None, Sigma=None) -> bool:
     # 5: Theorem 3.1's parameters: no even part, A = Gamma^{-1}.
     V1, W1 = nocot_params(d, n, Sigma)
     pred1 = _prediction(V1, W1, values, st)
-    _, Vb1 = _parameter_blocks("V", V1, exact=False)
-    _, Wb1 = _parameter_blocks("W", W1, exact=False)
+    _, Vb1 = _parameter_blocks("V", V1)
+    _, Wb1 = _parameter_blocks("W", W1)
     A1 = sympy.Matrix(_read_off_P(Vb1, Wb1, d))
     step5 = ((pred1 - A1 * S * w_star).applyfunc(sympy.cancel).is_zero_matrix
              and (A1 - inverse).applyfunc(sympy.cancel).is_zero_matrix)

@@ -8,7 +8,7 @@ import sympy
 from sympy import BlockMatrix, Identity, ZeroMatrix
 
 from .layout import Layout
-from .validation import check_dim, check_eta_exact, check_noise_var, covariance_or_symbol, exact_number
+from .validation import check_dim, check_eta_exact, check_noise_var, covariance_or_symbol, exact_matrix, exact_real
 
 
 def _blocks(layout: Layout, entries: dict):
@@ -47,9 +47,9 @@ def _blocks(layout: Layout, entries: dict):
 
 def check_step(name: str, value, d, *, positive: bool = True):
     """A GD step for the constructions and proofs: a scalar (``check_eta_exact``: a positive
-    number -- any finite number with ``positive=False`` -- or a symbolic expression, floats read by
-    ``validation.exact_number``) or a preconditioner ``P``: an explicit ``d x d`` matrix (entries
-    through ``exact_number``, so floats are read the same way everywhere) or, for symbolic ``d``,
+    number -- any finite real number with ``positive=False`` -- or a symbolic expression; numbers
+    read by ``validation.exact_real``) or a preconditioner ``P``: an explicit ``d x d`` matrix
+    (entries through ``validation.exact_matrix``, the same rule) or, for symbolic ``d``,
     a ``d x d`` matrix expression.  A matrix may be anything (not necessarily positive definite):
     the identities hold for every P.
 
@@ -65,24 +65,14 @@ def check_step(name: str, value, d, *, positive: bool = True):
     is_matrix = isinstance(value, sympy.MatrixBase) or (
         hasattr(value, "tolist") and getattr(value, "ndim", 0) == 2) or isinstance(value, (list, tuple))
     if not is_matrix:
-        if positive:
-            return exact_number(check_eta_exact(name, value))
-        if isinstance(value, (bool, str, bytes)) or not isinstance(value, (numbers.Number, sympy.Basic)):
-            raise ValueError(f"{name} must be a number, a symbolic expression or a {d} x {d} matrix, got {value!r}")
-        value = exact_number(value)
-        if value.is_number and not (value.is_finite and value.is_extended_real):
-            raise ValueError(f"{name} must be a finite real number, got {value}")
-        return value
+        return check_eta_exact(name, value) if positive else exact_real(name, value)
     if isinstance(d, sympy.Symbol):
         raise ValueError(f"{name} must be a {d} x {d} matrix expression for a symbolic d, got an "
                          f"explicit matrix")
-    try:
-        M = sympy.Matrix(value.tolist() if hasattr(value, "tolist") else value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number or a {d} x {d} matrix") from None
+    M = exact_matrix(name, value)
     if M.shape != (d, d):
         raise ValueError(f"{name} must be {d} x {d}, got {M.shape[0]} x {M.shape[1]}")
-    return M.applyfunc(exact_number)
+    return M
 
 
 def gd_transformer_params(d, eta) -> tuple:
@@ -171,10 +161,16 @@ def _nocot_gamma_inverse(d, n, Sigma=None, noise_var=0):
         return sympy.Integer(1) / gamma
     if not isinstance(gamma, sympy.MatrixBase):
         return sympy.Inverse(gamma)
+    return invertible_gamma(gamma).inv()
+
+
+def invertible_gamma(gamma):
+    """``gamma`` (an explicit ``nocot_gamma``) unless it is 0, which happens exactly for
+    ``Sigma = 0`` without label noise; then ValueError."""
     if gamma.is_zero_matrix:
         raise ValueError("Sigma must not be zero: Gamma = 0 has no inverse (x = 0 carries no "
                          "information on w*; every no-CoT model has loss d/2)")
-    return gamma.inv()
+    return gamma
 
 
 def nocot_params(d, n, Sigma=None, *, noise_var=0) -> tuple:

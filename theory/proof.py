@@ -14,7 +14,7 @@ block of ``V G W z`` is a sum of one term per pair of a block of V and a block o
 history), so an identity in independent symbols for them is equivalent to the identity for all
 prompts.  The proofs use private symbols (``sympy.Dummy``; they print as ``S``, ``w_i``,
 ``w_star``, ``H``, ``h``, ``h_0``), so no symbol of the caller can collide with them, and read
-floats by ``validation.exact_number`` on both sides.
+numbers by ``validation.exact_real`` (docs/theory.md section 17).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from sympy import (BlockMatrix, Identity, ImmutableMatrix, MatrixSymbol, OneMatr
 from .gd import gd_step
 from .layout import BLOCK_NAMES, Layout
 from .params import check_step, gd_transformer_params
-from .validation import check_eta_exact, exact_number
+from .validation import check_eta_exact, exact_matrix, exact_real
 
 __all__ = ["LSAUpdate", "StepProof", "lsa_step_size", "lsa_update", "prove_lsa_step",
            "prove_lsa_step_is_gd"]
@@ -64,9 +64,9 @@ def _readable(block: sympy.Matrix):
     return ImmutableMatrix(block)
 
 
-def _parameter_blocks(name: str, M, exact: bool) -> tuple:
+def _parameter_blocks(name: str, M) -> tuple:
     """``(d, {(r, c): block})`` of a parameter: an explicit square matrix of size ``2d + 2``
-    (entries through ``exact_number`` when ``exact``) or a 4 x 4 ``BlockMatrix`` (symbolic d);
+    (entries through ``validation.exact_matrix``) or a 4 x 4 ``BlockMatrix`` (symbolic d);
     zero blocks are left out."""
     if isinstance(M, sympy.MatrixExpr) and not isinstance(M, (BlockMatrix, sympy.MatrixBase)):
         M = block_collapse(M)                       # e.g. 2 * V of a BlockMatrix V
@@ -84,14 +84,9 @@ def _parameter_blocks(name: str, M, exact: bool) -> tuple:
                 if not (b == 0 or getattr(b, "is_ZeroMatrix", False)):
                     blocks[(r + 1, c + 1)] = b
         return d, blocks
-    try:
-        M = sympy.Matrix(M.tolist() if hasattr(M, "tolist") and not isinstance(M, sympy.MatrixBase) else M)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a square matrix of size 2d + 2 or a BlockMatrix") from None
+    M = exact_matrix(name, M)
     if M.rows != M.cols or M.rows % 2 or M.rows < 4:
         raise ValueError(f"{name} must be square of even size 2d + 2 >= 4, got {M.rows} x {M.cols}")
-    if exact:
-        M = M.applyfunc(exact_number)
     layout = Layout((M.rows - 2) // 2)
     blocks = {}
     for r in range(1, 5):
@@ -102,9 +97,9 @@ def _parameter_blocks(name: str, M, exact: bool) -> tuple:
     return layout.d, blocks
 
 
-def _check_pair(V, W, exact: bool) -> tuple:
-    dV, Vb = _parameter_blocks("V", V, exact)
-    dW, Wb = _parameter_blocks("W", W, exact)
+def _check_pair(V, W) -> tuple:
+    dV, Vb = _parameter_blocks("V", V)
+    dW, Wb = _parameter_blocks("W", W)
     if sympy.simplify(dV - dW) != 0:
         raise ValueError(f"V and W must have the same size, got d = {dV} and d = {dW}")
     return dV, Vb, Wb
@@ -190,7 +185,7 @@ def lsa_update(V, W) -> LSAUpdate:
     statistics ``S``, ``w*`` (through ``S w*`` and ``w*^T S w*``), the current estimate ``w_i``
     and the history ``H``, ``h``, ``h_0`` (module docstring; docs/theory.md sections 3 and 12):
     ``w_{i+1} - w_i = sum over pairs V_3b G_bc W_ce z_e``.  Read off what a model computes, e.g. a
-    learned one (floats are kept as they are here; the proofs read them exactly).
+    learned one (numbers read by ``validation.exact_real``, docs/theory.md section 17).
 
     ``V``, ``W``: explicit ``(2d + 2) x (2d + 2)`` matrices or 4 x 4 BlockMatrix objects (symbolic
     d, as ``gd_transformer_params`` returns).  In general (docs/theory.md section 5) the update is
@@ -208,7 +203,7 @@ def lsa_update(V, W) -> LSAUpdate:
     [-eta],
     [   0]])
     """
-    d, Vb, Wb = _check_pair(V, W, exact=False)
+    d, Vb, Wb = _check_pair(V, W)
     st = _statistics(d)
     rows = _pair_terms(Vb, Wb, st)
     sizes = {1: d, 2: 1, 3: d, 4: 1}
@@ -322,7 +317,7 @@ def _read_off_P(Vb: dict, Wb: dict, d):
 
 
 def _concrete(V, W, P) -> StepProof:
-    d, Vb, Wb = _check_pair(V, W, exact=True)
+    d, Vb, Wb = _check_pair(V, W)
     st = _statistics(d)
     values = None if isinstance(d, sympy.Symbol) else _explicit_values(st, d)
     P = _read_off_P(Vb, Wb, d) if P is None else check_step("P", P, d, positive=False)
@@ -409,7 +404,7 @@ def prove_lsa_step(V=None, W=None, P=None) -> StepProof:
       ``P`` None reads it off the parameters as the coefficient of ``S w*``, ``W24 V31 + V32
       W14^T``.  Checked with independent private symbols for the statistics (module docstring).
 
-    Floats in V, W and P are read by ``validation.exact_number`` (0.4 -> 2/5) on both sides.
+    Numbers in V, W and P are read by ``validation.exact_real`` (docs/theory.md section 17).
     Returns a ``StepProof``: truthy exactly when the identity holds, with the ``leftover`` (zero
     exactly then), the rows and parameter blocks involved, and the residual ``terms`` per pair.
 
@@ -429,7 +424,7 @@ def prove_lsa_step(V=None, W=None, P=None) -> StepProof:
     """
     if V is None and W is None:
         if P is not None and not isinstance(P, sympy.MatrixExpr):
-            P = exact_number(P)
+            P = exact_real("P", P)
         return _literal(P)
     if V is None or W is None:
         raise ValueError("give both V and W, or neither")
@@ -444,9 +439,10 @@ def prove_lsa_step_is_gd(V=None, W=None, eta=None) -> bool:
     block matrices of symbolic shapes, with ``(V, W) = gd_transformer_params(d, eta)`` for a
     symbolic ``eta``.  Given concrete ``(V, W)`` (explicit matrices of size ``2d + 2``): checks,
     with symbolic data, that the last column of ``f(Z_i)`` is ``(0, 0, w_i - eta grad L(w_i), 1)``
-    for every prompt, every history and every ``w_i`` -- for the given ``eta`` (a positive number
-    or a symbol), or, when ``eta`` is None, for the positive step the parameters implement
-    (``lsa_step_size``).  Returns True or False (e.g. ``V31 = -2 eta I`` against ``eta``, or
+    for every prompt, every history and every ``w_i`` -- for the given ``eta`` (a number > 0, or a
+    symbolic step, which must be provably positive: a symbol without ``positive=True`` gives
+    False, as in ``lsa_step_size``), or, when ``eta`` is None, for the positive step the
+    parameters implement (``lsa_step_size``).  Returns True or False (e.g. ``V31 = -2 eta I`` against ``eta``, or
     ``W24 = -2``, for which no step size fits, or ``-V``: gradient ascent, a negative step).
     A matrix ``eta`` is a preconditioner ``P`` (``prove_lsa_step(V, W, P)``, any P); to see what
     fails, use ``prove_lsa_step``.
@@ -467,12 +463,17 @@ def prove_lsa_step_is_gd(V=None, W=None, eta=None) -> bool:
         return lsa_step_size(V, W) is not None
     if isinstance(eta, (sympy.MatrixBase, sympy.MatrixExpr, list, tuple)) or getattr(eta, "ndim", 0) == 2:
         return bool(prove_lsa_step(V, W, eta))              # a preconditioner P
-    return bool(prove_lsa_step(V, W, exact_number(check_eta_exact("eta", eta))))
+    eta = exact_real("eta", eta)
+    if eta.is_number:
+        eta = check_eta_exact("eta", eta)                   # a number must be > 0
+    elif eta.is_positive is not True:
+        return False                                        # not provably positive: not GD
+    return bool(prove_lsa_step(V, W, eta))
 
 
 def lsa_step_size(V, W):
     """The GD step size implemented by concrete ``(V, W)`` (Theorem 3.2), or None if they do
-    not implement a GD step with a positive (or symbolic, not negative) step: the coefficient
+    not implement a GD step with a provably positive step (docs/theory.md section 12): the coefficient
     ``W24 V31 + V32 W14^T`` of ``S w*`` must be ``eta I`` and ``prove_lsa_step(V, W, eta)`` must
     hold.  Scale-free: ``(c V31, W13 / c, W24 / c)`` gives the same step.
 
@@ -480,7 +481,7 @@ def lsa_step_size(V, W):
     >>> lsa_step_size(V, W)
     2/5
     """
-    d, Vb, Wb = _check_pair(V, W, exact=True)
+    d, Vb, Wb = _check_pair(V, W)
     P = _read_off_P(Vb, Wb, d)
     if isinstance(P, sympy.MatrixBase):
         if not (P.is_diagonal() and len(set(P.diagonal())) == 1):
@@ -491,6 +492,6 @@ def lsa_step_size(V, W):
         if rest is None or rest.args != (Identity(d),):
             return None
         eta = coefficient
-    if eta == 0 or eta.is_positive is False:
-        return None
+    if eta.is_positive is not True:
+        return None                                         # not provably positive: not GD
     return eta if prove_lsa_step(V, W, eta) else None

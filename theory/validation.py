@@ -9,6 +9,7 @@ rounding tolerance, is ``numerics.checks.check_sigma``.
 """
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 
@@ -84,37 +85,17 @@ def check_dim(name: str, value):
 
 
 def check_eta_exact(name: str, value):
-    """Accept a step size for exact computation: a sympy expression (Symbol allowed) or a
-    finite positive number.  Floats are converted with ``sympy.nsimplify`` only when exactly
-    representable as a short rational (0.4 -> 2/5); otherwise kept as Float.
+    """A step size for exact computation: a number > 0 read by the rule of ``exact_real`` (0.4 ->
+    2/5, ``np.float32(0.4)`` -> 2/5), or a symbolic expression that is not provably <= 0.
 
     >>> check_eta_exact("eta", 0.4)
     2/5
+    >>> check_eta_exact("eta", -1)
+    Traceback (most recent call last):
+    ...
+    ValueError: eta must be a finite real number > 0, got -1
     """
-    return _exact_number(name, value, check_positive_finite)
-
-
-def _sympy_matrix(name: str, value) -> sympy.Matrix:
-    """``value`` as a sympy Matrix without evaluating strings (sympify would parse them)."""
-    def has_text(v) -> bool:
-        if isinstance(v, (str, bytes)):
-            return True
-        return isinstance(v, (list, tuple)) and any(has_text(u) for u in v)
-
-    kind = type(value).__name__
-    if hasattr(value, "tolist") and not isinstance(value, sympy.MatrixBase):
-        value = value.tolist()                               # numpy arrays: object entries too
-    if value is None or isinstance(value, (bool, numbers.Number)) or has_text(value):
-        raise ValueError(f"{name} must be a square matrix of real numbers, got {kind}")
-    try:
-        return sympy.Matrix(value)
-    except (TypeError, ValueError, AttributeError, IndexError):
-        raise ValueError(f"{name} must be a square matrix of real numbers, got {kind}") from None
-
-
-def _exact(entry):
-    """A Float as the exact rational it stores (its binary value); other entries unchanged."""
-    return sympy.Rational(entry) if entry.is_Float else entry
+    return _exact_with_sign(name, value, "a finite real number > 0", lambda x: x.is_positive)
 
 
 def _psd_rank_rational(rows: list) -> int | None:
@@ -184,34 +165,30 @@ def covariance_and_rank(name: str, value, d=None) -> tuple:
     """
     if isinstance(d, sympy.Symbol):
         raise ValueError(f"{name} needs an integer d, got the symbol {d}")
-    M = _sympy_matrix(name, value)
+    M = exact_matrix(name, value)
     if d is not None and M.shape != (d, d):
         raise ValueError(f"{name} must be {d} x {d}, got {M.rows} x {M.cols}")
     if M.rows != M.cols or M.rows == 0:
         raise ValueError(f"{name} must be a square matrix of size >= 1, got {M.rows} x {M.cols}")
-    for entry in M:
-        if entry.is_extended_real is False or entry.is_finite is False or entry is sympy.nan:
-            raise ValueError(f"{name} must contain only finite real numbers, got {entry}")
     for i in range(M.rows):
         for j in range(i):
             difference = M[i, j] - M[j, i]
             if difference != 0 and (difference.is_Number or sympy.simplify(difference) != 0):
                 raise ValueError(f"{name} must be symmetric, got {name}[{i}, {j}] = {M[i, j]} "
                                  f"!= {name}[{j}, {i}] = {M[j, i]}")
-    exact = M.applyfunc(_exact)
-    if all(entry.is_Rational for entry in exact):
+    if all(entry.is_Rational for entry in M):
         from fractions import Fraction
-        rank = _psd_rank_rational([[Fraction(int(exact[i, j].p), int(exact[i, j].q))
+        rank = _psd_rank_rational([[Fraction(int(M[i, j].p), int(M[i, j].q))
                                     for j in range(M.cols)] for i in range(M.rows)])
     else:
-        rank = _psd_rank_symbolic(exact)
+        rank = _psd_rank_symbolic(M)
     if rank == "undecided":
         raise ValueError(f"{name} must be positive semi-definite; the signs of its entries do not "
                          f"decide it (give numbers or sign assumptions)")
     if rank is None:
         if all(entry.is_number for entry in M):
             raise ValueError(f"{name} must be positive semi-definite, smallest eigenvalue "
-                             f"{_smallest_eigenvalue(exact)}")
+                             f"{_smallest_eigenvalue(M)}")
         raise ValueError(f"{name} must be positive semi-definite")
     return M, rank
 
@@ -222,9 +199,10 @@ def check_covariance(name: str, value, d=None) -> sympy.Matrix:
     real entries, singular allowed (x confined to ``range(Sigma)``, docs/theory.md section 10);
     else raise one ValueError naming ``name``.
 
-    The check is exact: ``Float`` entries are judged by the binary value they store, and PSD is
-    decided by symmetric elimination in rational arithmetic (``O(d^3)``), so a float matrix
-    that is PSD only up to rounding (``Q diag(1, 0) Q^T`` computed in floats) can be refused:
+    The check is exact: entries are read by ``exact_real`` (floats as the shortest decimal that
+    round-trips in their own type: ``1.0`` -> 1, ``np.float32(0.3)`` -> 3/10), the returned
+    matrix holds those exact values, and PSD is decided by symmetric elimination in rational
+    arithmetic (``O(d^3)``), so a float matrix that is PSD only up to rounding (``Q diag(1, 0) Q^T`` computed in floats) can be refused:
     give exact entries, or convert floats with ``numerics.exact_covariance`` (which validates
     them with ``numerics.checks.check_sigma``, a rounding tolerance).
     Symbolic entries are accepted when their sign assumptions decide the question.
@@ -259,27 +237,6 @@ def covariance_or_symbol(name: str, value, d=None):
     return check_covariance(name, value, d)
 
 
-def exact_number(value):
-    """The one rule for floats in exact proofs: a Python or sympy float becomes
-    ``sympy.nsimplify(value, rational=True)`` (the short rational it prints as, 0.4 -> 2/5), the
-    same rule as ``check_eta_exact``; everything else is sympified unchanged.  Proofs apply it to
-    both sides (parameters and step), so a float construction is judged like its exact one.
-
-    >>> exact_number(0.4), exact_number(0.1 * 3), exact_number(sympy.Symbol("c"))
-    (2/5, 3/10, c)
-    """
-    if isinstance(value, bool) or isinstance(value, (str, bytes)):
-        raise ValueError(f"expected a number or a sympy expression, got {value!r}")
-    if isinstance(value, float) or (isinstance(value, sympy.Basic) and value.is_Float):
-        if not math.isfinite(float(value)):
-            raise ValueError(f"expected a finite number, got {value!r}")
-        return sympy.nsimplify(float(value), rational=True)
-    value = sympy.sympify(value)
-    if isinstance(value, sympy.Basic) and value.has(sympy.Float):
-        value = value.xreplace({f: sympy.nsimplify(float(f), rational=True) for f in value.atoms(sympy.Float)})
-    return value
-
-
 def check_nonnegative_finite(name: str, value) -> float:
     """Return ``value`` as a float when it is a finite number >= 0, else raise ValueError (label
     noise's variance or standard deviation, docs/theory.md section 16).
@@ -290,27 +247,164 @@ def check_nonnegative_finite(name: str, value) -> float:
     return _real(name, value, "a finite number >= 0", lambda x: x >= 0)
 
 
-def check_noise_var(name: str, value):
-    """Accept a label-noise variance ``s^2`` for exact computation (docs/theory.md section 16): a
-    sympy expression (a Symbol allowed) or a finite number >= 0, floats converted as in
-    ``check_eta_exact`` (0.25 -> 1/4).
+def check_noise_var(name: str, value, *, std: bool = False):
+    """A label-noise variance ``s^2`` for exact computation (docs/theory.md section 16): a number
+    >= 0 read by the rule of ``exact_real`` (0.25 -> 1/4), or a symbolic expression that is not
+    provably negative.  ``std=True``: ``value`` is the standard deviation ``s`` (a number >= 0)
+    and its exact square is returned (0.5 -> 1/4).  The one validator of label noise.
 
-    >>> check_noise_var("noise_var", 0.25)
-    1/4
+    >>> check_noise_var("noise_var", 0.25), check_noise_var("noise", 0.5, std=True)
+    (1/4, 1/4)
     >>> check_noise_var("noise_var", -1)
     Traceback (most recent call last):
     ...
-    ValueError: noise_var must be a finite number >= 0, got -1
+    ValueError: noise_var must be a finite real number >= 0, got -1
     """
-    return _exact_number(name, value, check_nonnegative_finite)
+    value = check_nonnegative_exact(name, value)
+    return value ** 2 if std else value
 
 
-def _exact_number(name: str, value, check):
-    """A symbolic ``value`` as it is; a number checked by ``check(name, value)``, floats made
-    rational with ``sympy.nsimplify``."""
-    if isinstance(value, sympy.Basic) and not value.is_number:
-        return value
-    check(name, value)
+def check_nonnegative_exact(name: str, value):
+    """A number >= 0 read by the rule of ``exact_real`` (e.g. an eigenvalue of Sigma, ``gamma =
+    d/n``), or a symbolic expression that is not provably negative.
+
+    >>> check_nonnegative_exact("gamma", 0.25)
+    1/4
+    """
+    return _exact_with_sign(name, value, "a finite real number >= 0", lambda x: x.is_nonnegative)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one rule for numbers entering theory (docs/theory.md section 17)
+
+
+def exact_real(name: str, value):
+    """The exact sympy value of a real number entering ``theory``, by one rule: a float of any
+    type (Python ``float``, numpy floating of any width, ``sympy.Float`` of any precision) becomes
+    the rational of the **shortest decimal that round-trips in its own type** (``np.float32(0.4)``
+    -> 2/5, ``0.400000001`` -> 400000001/10^9, ``0.1 * 3`` -> 30000000000000004/10^17: nothing is
+    snapped to a nearby "nice" rational); integers of any type (numpy included), ``Fraction`` and
+    ``Decimal`` are exact already.  A sympy expression keeps its symbols, its Float atoms read by
+    the same rule.  Strings, bools, complex numbers, NaN and infinities are refused with one
+    ValueError naming ``name`` (docs/theory.md section 17).
+
+    >>> import fractions
+    >>> exact_real("eta", 0.4), exact_real("eta", 0.400000001), exact_real("eta", fractions.Fraction(1, 3))
+    (2/5, 400000001/1000000000, 1/3)
+    >>> exact_real("eta", sympy.Float("0.1", 50) * sympy.Symbol("c"))
+    c/10
+    >>> exact_real("eta", "0.4")
+    Traceback (most recent call last):
+    ...
+    ValueError: eta must be a finite real number, got '0.4'
+    """
+    bad = ValueError(f"{name} must be a finite real number, got {value!r}")
+    if isinstance(value, (bool, str, bytes, complex)) or value is None:
+        raise bad
+    kind = type(value)
+    if kind.__module__ == "numpy":
+        if getattr(value, "ndim", 0) != 0:
+            raise ValueError(f"{name} must be a real number, got an array of shape {value.shape}")
+        value = value[()]                                   # a 0-d array as its scalar
+        kind = type(value)
+        if getattr(value, "dtype", None) is not None and value.dtype.kind == "f":
+            text = str(value)                               # numpy prints the shortest round trip
+            if text in ("nan", "inf", "-inf"):
+                raise bad
+            return sympy.Rational(text)
+        if getattr(value, "dtype", None) is not None and value.dtype.kind in "iu":
+            return sympy.Integer(int(value))
+        if getattr(value, "dtype", None) is not None and value.dtype.kind == "b":
+            raise bad
     if isinstance(value, float):
-        return sympy.nsimplify(value, rational=True)
-    return sympy.sympify(value)
+        if not math.isfinite(value):
+            raise bad
+        return sympy.Rational(repr(float(value)))
+    if isinstance(value, numbers.Integral):
+        return sympy.Integer(int(value))
+    if isinstance(value, numbers.Rational):
+        return sympy.Rational(int(value.numerator), int(value.denominator))
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise bad
+        return sympy.Rational(str(value))
+    if not isinstance(value, sympy.Basic):
+        try:
+            value = sympy.sympify(value, strict=True)       # e.g. an mpmath number; never a string
+        except (sympy.SympifyError, TypeError, ValueError):
+            raise bad from None
+    if not isinstance(value, sympy.Expr) or isinstance(value, sympy.MatrixBase):
+        raise bad
+    if value.is_Float:
+        value = _shortest_rational(value)
+    elif value.has(sympy.Float):
+        value = value.xreplace({f: _shortest_rational(f) for f in value.atoms(sympy.Float)})
+    if value.is_number and (value is sympy.nan or value.is_extended_real is False or value.is_finite is False):
+        raise bad
+    if value.is_number and value.is_extended_real is None:
+        raise bad                                           # e.g. an undecidable complex number
+    return value
+
+
+def _shortest_rational(f: sympy.Float) -> sympy.Rational:
+    """The rational of the shortest decimal that rounds back to ``f`` at ``f``'s precision."""
+    from mpmath import libmp
+
+    mpf, prec = f._mpf_, f._prec
+    if mpf in (libmp.fnan, libmp.finf, libmp.fninf):
+        raise ValueError(f"not a finite number: {f}")
+    for digits in range(1, int(prec * 0.30103) + 3):
+        text = libmp.to_str(mpf, digits)
+        if libmp.from_str(text, prec, libmp.round_nearest) == mpf:
+            return sympy.Rational(text)
+    return sympy.Rational(*libmp.to_rational(mpf))          # not reached: the exact binary value
+
+
+def _exact_with_sign(name: str, value, what: str, sign):
+    """``exact_real`` of ``value``, refused (``name must be what``) unless ``sign(value)`` is True,
+    or, for a symbolic expression, not False (undecided signs are the caller's assumption)."""
+    try:
+        x = exact_real(name, value)
+    except ValueError:
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+    verdict = sign(x)
+    if verdict is False or (x.is_number and verdict is not True):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return x
+
+
+def exact_matrix(name: str, value) -> sympy.Matrix:
+    """A matrix entering ``theory`` (Sigma, P, V, W) as a sympy Matrix, every entry read by
+    ``exact_real``: a sympy Matrix, a numpy array (entries in their own type: float32 stays
+    float32 until read) or nested lists.  Strings, complex, NaN, inf refused naming ``name``.
+
+    >>> import numpy as np
+    >>> exact_matrix("Sigma", np.array([[1, 0.4], [0.4, 3]], dtype=np.float32))
+    Matrix([
+    [  1, 2/5],
+    [2/5,   3]])
+    """
+    kind = type(value).__name__
+    if isinstance(value, sympy.MatrixBase):
+        rows = value.tolist()
+    elif type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 2:
+        rows = [[value[i, j] for j in range(value.shape[1])] for i in range(value.shape[0])]
+    elif isinstance(value, (list, tuple)) and all(isinstance(r, (list, tuple)) for r in value):
+        rows = [list(r) for r in value]
+    elif isinstance(value, (list, tuple)) or (type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 1):
+        rows = [[v] for v in value]                          # a column, as sympy.Matrix reads it
+    else:
+        raise ValueError(f"{name} must be a square matrix of real numbers, got {kind}")
+    if rows and len({len(r) for r in rows}) != 1:
+        raise ValueError(f"{name} must be a matrix of real numbers with rows of equal length, got {kind}")
+    exact = []
+    for i, row in enumerate(rows):
+        exact_row = []
+        for j, v in enumerate(row):
+            try:
+                exact_row.append(exact_real(f"{name}[{i}, {j}]", v))
+            except ValueError:
+                raise ValueError(f"{name} must be a matrix of real numbers (finite real entries), got "
+                                 f"{name}[{i}, {j}] = {v!r}") from None
+        exact.append(exact_row)
+    return sympy.Matrix(exact) if exact else sympy.zeros(0, 0)

@@ -52,7 +52,7 @@ from functools import lru_cache
 
 import sympy
 
-from .validation import check_covariance, check_dim, check_int
+from .validation import check_covariance, check_dim, check_int, check_nonnegative_exact
 from .wishart_sigma import (MAX_SIGMA_MOMENT, MAX_SIGMA_SYMBOLIC_MOMENT, numeric_moments,
                             power_sum_polynomial)
 
@@ -151,7 +151,7 @@ def mp_moment(m: int, gamma) -> sympy.Expr:
     """Marchenko-Pastur moment ``lim E tr(S^m) / d = sum_{r=1}^m N(m, r) gamma^(r - 1)`` as
     ``d, n -> oo`` with ``d / n -> gamma`` (docs/theory.md section 9); ``m = 0`` gives 1.
 
-    ``gamma`` is a number >= 0 (exact Rational out; a float is read through its decimal repr)
+    ``gamma`` is a number >= 0 (exact Rational out; numbers read by ``validation.exact_real``)
     or a sympy expression such as a Symbol (expanded polynomial out).
 
     >>> mp_moment(3, sympy.Rational(1, 2))
@@ -160,7 +160,7 @@ def mp_moment(m: int, gamma) -> sympy.Expr:
     g**2 + 3*g + 1
     """
     m = check_int("m", m, 0)
-    gamma = _check_gamma(gamma)
+    gamma = check_nonnegative_exact("gamma", gamma)
     total = sum((narayana(m, r) * gamma ** (r - 1) for r in range(1, m + 1)), sympy.Integer(0))
     return sympy.Integer(1) if m == 0 else sympy.expand(total)
 
@@ -188,22 +188,6 @@ def check_sigma_steps_exact(what: str, k: int, d, sigma) -> None:
     if 2 * k > limit:
         raise ValueError(f"{what} needs E tr(S^m) for m <= 2k = {2 * k}; with a {kind} sigma exact "
                          f"moments are available for m <= {limit} (k <= {limit // 2})")
-
-
-def _check_gamma(gamma):
-    if isinstance(gamma, bool):
-        raise ValueError(f"gamma must be a number >= 0 or a sympy expression, got {gamma!r}")
-    if isinstance(gamma, float):
-        if not math.isfinite(gamma):
-            raise ValueError(f"gamma must be a number >= 0 or a sympy expression, got {gamma!r}")
-        gamma = sympy.Rational(repr(gamma))
-    elif isinstance(gamma, numbers.Number) or isinstance(gamma, sympy.Basic):
-        gamma = sympy.sympify(gamma)
-    else:
-        raise ValueError(f"gamma must be a number >= 0 or a sympy expression, got {gamma!r}")
-    if gamma.is_number and not (gamma.is_extended_real and gamma >= 0 and gamma.is_finite):
-        raise ValueError(f"gamma must be a number >= 0 or a sympy expression, got {gamma}")
-    return gamma
 
 
 @lru_cache(maxsize=None)
@@ -468,8 +452,7 @@ def _sigma_kind(sigma, d):
     if isinstance(d, sympy.Symbol):
         raise ValueError(f"sigma must be a MatrixSymbol for a symbolic d = {d}; an explicit "
                          f"matrix fixes d")
-    Sigma = check_covariance("sigma", sigma, d).applyfunc(
-        lambda e: sympy.Rational(e) if e.is_Float else e)
+    Sigma = check_covariance("sigma", sigma, d)
     if not all(e.is_Rational for e in Sigma):
         powers = {}
 

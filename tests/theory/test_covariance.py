@@ -37,12 +37,14 @@ def test_check_covariance_accepts_psd_and_reports_the_rank():
 
 
 def test_float_entries_are_judged_exactly():
-    """Exact: Float entries count by the binary value they store, so [[1, 1], [1, 1 - 2^-52]] (a
-    rank-1 matrix rounded down once; numerics.checks.check_sigma accepts it within its tolerance)
-    is refused: its determinant is -2^-52.  The exact rank-1 matrix is accepted."""
+    """Exact: a float entry counts as the shortest decimal that round-trips in its type
+    (docs/theory.md section 17), so [[1, 1], [1, 1 - 2^-52]] (a rank-1 matrix rounded down once;
+    numerics.checks.check_sigma accepts it within its tolerance) is [[1, 1], [1, 0.9999999999999998]]
+    and refused: its determinant is -2e-16.  The exact rank-1 matrix is accepted."""
     rounded = [[1.0, 1.0], [1.0, 1.0 - 2.0 ** -52]]
-    with pytest.raises(ValueError, match=r"^Sigma must be positive semi-definite, smallest eigenvalue -1\.1"):
+    with pytest.raises(ValueError, match=r"^Sigma must be positive semi-definite, smallest eigenvalue -1\.0e-16$"):
         check_covariance("Sigma", rounded)
+    assert check_covariance("Sigma", rounded[:1] + [[1.0, 1.0]]) == sympy.ones(2, 2)
     assert covariance_and_rank("Sigma", [[1.0, 1.0], [1.0, 1.0]])[1] == 1
 
 

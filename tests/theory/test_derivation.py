@@ -122,7 +122,7 @@ def test_symbolic_d_constructions_and_leftover():
 def test_user_symbols_cannot_collide_with_the_proof(name):
     """Exact: a step named like any symbol a proof uses (the old data symbols c, m, step, w_0, the
     statistics' names) gives the right verdict: the proofs use private Dummy symbols."""
-    c = sympy.Symbol(name)
+    c = sympy.Symbol(name, positive=True)
     V, W = gd_transformer_params(2, c)
     assert prove_lsa_step_is_gd(V, W, eta=c) and lsa_step_size(V, W) == c
     assert not prove_lsa_step_is_gd(2 * V, W, eta=c)
@@ -132,14 +132,37 @@ def test_user_symbols_cannot_collide_with_the_proof(name):
 
 def test_floats_are_read_the_same_way_on_both_sides():
     """Exact: float parameters (numerics.gd_params, float64 arrays) against a float step are read
-    by validation.exact_number on both sides, so Theorem 3.2's construction in floats is proved,
-    0.1 * 3 is read as 3/10, and a wrong float step is still refused."""
+    by validation.exact_real on both sides (docs/theory.md section 17), so Theorem 3.2's
+    construction in floats is proved, a wrong float step is refused, and 0.1 * 3
+    (0.30000000000000004) is not snapped to 3/10: against the step 0.3 it is a different step."""
     from numerics import gd_params
     V, W = gd_params(3, 0.4)
     assert prove_lsa_step_is_gd(V, W, eta=0.4) and lsa_step_size(V, W) == sympy.Rational(2, 5)
+    assert prove_lsa_step_is_gd(V.astype(np.float32), W.astype(np.float32), eta=np.float32(0.4))
     assert not prove_lsa_step_is_gd(V, W, eta=0.41)
     V3, W3 = gd_params(2, 0.1 * 3)
-    assert prove_lsa_step(V3, W3, 0.3) and prove_lsa_step(V3, W3, np.diag([0.3, 0.3]))
+    assert prove_lsa_step(V3, W3, 0.1 * 3) and prove_lsa_step(V3, W3, np.diag([0.1 * 3] * 2))
+    assert lsa_step_size(V3, W3) == sympy.Rational("0.30000000000000004")
+    off = prove_lsa_step(V3, W3, 0.3)
+    assert not off and off.terms[("V31", "W13")] is not None
+
+
+def test_a_step_that_is_not_provably_positive_is_not_gd():
+    """Exact (docs/theory.md section 12): prove_lsa_step_is_gd and lsa_step_size agree that a
+    symbolic step is a GD step only when provably positive; a negative symbol is refused by the
+    construction, like a negative number."""
+    plain, positive = sympy.Symbol("e"), sympy.Symbol("e", positive=True)
+    V, W = gd_transformer_params(2, plain)
+    assert prove_lsa_step(V, W, plain)                      # the identity holds for any P ...
+    assert not prove_lsa_step_is_gd(V, W, plain) and lsa_step_size(V, W) is None   # ... GD needs eta > 0
+    Vp, Wp = gd_transformer_params(2, positive)
+    assert prove_lsa_step_is_gd(Vp, Wp, positive) and lsa_step_size(Vp, Wp) == positive
+    negative = sympy.Symbol("e", negative=True)
+    with pytest.raises(ValueError, match="^eta must be a finite real number > 0, got e$"):
+        gd_transformer_params(2, negative)
+    Vn = V.subs(plain, negative)                            # V31 = -e I with e < 0: ascent
+    assert prove_lsa_step(Vn, W, negative)
+    assert not prove_lsa_step_is_gd(Vn, W, negative) and lsa_step_size(Vn, W) is None
 
 
 def test_negative_steps_and_ascent():
@@ -200,7 +223,7 @@ def test_lsa_update_matches_the_literal_layer_for_generic_parameters():
 def test_lsa_update_reads_the_paper_construction_and_a_learned_one():
     """Exact: Theorem 3.2's parameters give -eta S w_i + eta S w*; a model with W13 = 2I,
     V31 = -eta/2 I is the same function (scale invariance, docs/theory.md section 4)."""
-    eta = sympy.Symbol("eta")
+    eta = sympy.Symbol("eta", positive=True)
     u = lsa_update(*gd_transformer_params(3, eta))
     st = u.statistics
     assert u.w == -eta * st["S"] * st["w_i"] + eta * st["S"] * st["w_star"]
