@@ -17,9 +17,8 @@ import numpy as np
 import sympy
 
 import theory
-from theory.validation import check_int, check_positive_finite
+from theory.validation import check_int, check_positive_finite, check_nonnegative_finite
 
-from .sampling import check_noise_var
 
 
 @lru_cache(maxsize=None)
@@ -85,7 +84,7 @@ def gd_eval_loss_value(d: int, n: int, eta, k: int, *, noise_var: float = 0.0):
     >>> gd_eval_loss_value(10, 20, 0.4, 10, noise_var=1.0)
     0.5456970902893523
     """
-    noise_var = check_noise_var(noise_var)
+    noise_var = check_nonnegative_finite("noise_var", noise_var)
     P, a = gd_eval_loss_polynomial(d, n, k)
     noise = gd_eval_loss_polynomial(d, n, k, "noise") if noise_var else None
     etas = np.asarray(eta, dtype=np.float64)

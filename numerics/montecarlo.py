@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from theory import Layout
-from theory.validation import check_int, check_positive_finite
+from theory.validation import check_int, check_positive_finite, check_nonnegative_finite
 
 from .checks import check_params, check_seed, covariance_root
 from .lsa import _cot_from_gram, _looped_from_gram
 from .params import gd_params, nocot_params
-from .sampling import check_noise_var, data_statistic, _check_method, _gram_and_task
+from .sampling import data_statistic, _check_method, _gram_and_task
 
 DIVERGENCE_FACTOR = 1e6
 DEFAULT_CHUNK = 8192
@@ -154,7 +154,7 @@ def _run(d, n, samples, seed, sigma, chunk, method, keep_losses, error_of_chunk,
     chunk = check_int("chunk", chunk, 1)
     rng = check_seed(seed)
     root = covariance_root(sigma, d)
-    noise_var = check_noise_var(noise_var)
+    noise_var = check_nonnegative_finite("noise_var", noise_var)
     method = _check_method(method, d, n, noise_var)
     losses = np.empty(samples)
     diverged = np.empty(samples, dtype=bool)

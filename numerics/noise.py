@@ -18,15 +18,14 @@ import math
 import numpy as np
 from scipy.optimize import brentq
 
-from theory.validation import check_int
+from theory.validation import check_int, check_nonnegative_finite
 
 from .montecarlo import DEFAULT_CHUNK, LossReport, _run
-from .sampling import check_noise_var
 from .silverstein import _spectrum
 
 
 def _positive_noise(noise_var) -> float:
-    v = check_noise_var(noise_var)
+    v = check_nonnegative_finite("noise_var", noise_var)
     if v == 0:
         raise ValueError("noise_var must be > 0 for the Bayes-optimal loss (without noise it is "
                          "the unrecoverable part (d - min(n, rank Sigma)) / 2, theory.gd_limit_loss)")

@@ -13,10 +13,9 @@ import numpy as np
 import sympy
 
 import theory
-from theory.validation import check_int, check_positive_finite, exact_real
+from theory.validation import check_int, check_positive_finite, exact_real, check_nonnegative_finite
 
 from .checks import _covariance_eigen
-from .sampling import check_noise_var
 
 
 @lru_cache(maxsize=None)
@@ -100,5 +99,5 @@ def nocot_params(d: int, n: int, sigma=None, *, noise_var: float = 0.0) -> tuple
     d = check_int("d", d)
     n = check_int("n", n)
     Sigma = _exact_sigma(sigma, d, nonzero=True)
-    V, W = theory.nocot_params(d, n, Sigma, noise_var=check_noise_var(noise_var))
+    V, W = theory.nocot_params(d, n, Sigma, noise_var=check_nonnegative_finite("noise_var", noise_var))
     return np.array(V.tolist(), dtype=np.float64), np.array(W.tolist(), dtype=np.float64)

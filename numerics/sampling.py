@@ -53,7 +53,7 @@ def sample_prompts(d: int, n: int, size: int, seed, *, sigma=None, noise_var: fl
         X = root @ X
     w_star = rng.standard_normal((size, d))
     y = (w_star[:, None, :] @ X)[:, 0, :]
-    if check_noise_var(noise_var):
+    if check_nonnegative_finite("noise_var", noise_var):
         y = y + np.sqrt(noise_var) * rng.standard_normal((size, n))
     return X, y, w_star
 
@@ -72,11 +72,6 @@ def sample_gram(d: int, n: int, size: int, seed, *, sigma=None, method: str = "a
     size = check_int("size", size, 0)
     rng = check_seed(seed)
     return _gram(d, n, size, rng, covariance_root(sigma, d), _check_method(method, d, n))
-
-
-def check_noise_var(noise_var) -> float:
-    """``noise_var`` (the label-noise variance ``s^2``) as a float >= 0; ValueError naming it."""
-    return check_nonnegative_finite("noise_var", noise_var)
 
 
 def _check_method(method, d: int, n: int, noise_var: float = 0.0) -> str:

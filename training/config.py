@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from theory.validation import check_finite, check_int, check_positive_finite
+from theory.validation import check_finite, check_int, check_nonnegative_finite, check_positive_finite
 
-from .data import check_noise, sigma_root
+from .data import sigma_root
 from .device import resolve_device
 from .model import PARAMS
 from .kernels import MODES
@@ -133,7 +133,7 @@ class TrainConfig:
         if self.threads is not None:
             check_int("threads", self.threads, 1)
         check_positive_finite("eta", self.eta)
-        check_noise(self.noise)
+        check_nonnegative_finite("noise", self.noise)
         if self.lr is not None:
             check_positive_finite("lr", self.lr)
         if self.clip_grad is not None:

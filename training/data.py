@@ -131,7 +131,7 @@ def _draw(batch: int, d: int, n: int, generator: torch.Generator, sigma_sqrt, dt
     batch = check_int("batch", batch)
     d = check_int("d", d)
     n = check_int("n", n)
-    noise = check_noise(noise)
+    noise = check_nonnegative_finite("noise", noise)
     device = generator.device
     X = torch.randn((batch, d, n), generator=generator, device=device, dtype=dtype)
     if sigma_sqrt is not None:
@@ -143,17 +143,11 @@ def _draw(batch: int, d: int, n: int, generator: torch.Generator, sigma_sqrt, dt
     return X, w_star, eps
 
 
-def check_noise(noise) -> float:
-    """The label-noise standard deviation ``s`` as a float >= 0 (docs/theory.md section 16);
-    ValueError naming ``noise`` otherwise."""
-    return check_nonnegative_finite("noise", noise)
-
-
 def exact_noise_var(noise):
     """The label-noise variance ``s^2`` of a standard deviation ``s`` as an exact sympy number for
-    theory's functions (0.5 -> 1/4; docs/theory.md section 16)."""
-    import sympy
-    return sympy.nsimplify(check_noise(noise)) ** 2
+    theory's functions (0.5 -> 1/4; ``theory.validation.check_noise_var``, docs/theory.md section 16)."""
+    from theory.validation import check_noise_var
+    return check_noise_var("noise", noise, std=True)
 
 
 def gd_iterates(S: torch.Tensor, w_star: torch.Tensor, eta: float, k: int,
