@@ -301,20 +301,19 @@ def exact_real(name: str, value):
     bad = ValueError(f"{name} must be a finite real number, got {value!r}")
     if isinstance(value, (bool, str, bytes, complex)) or value is None:
         raise bad
-    kind = type(value)
-    if kind.__module__ == "numpy":
+    if type(value).__module__ == "numpy":
         if getattr(value, "ndim", 0) != 0:
             raise ValueError(f"{name} must be a real number, got an array of shape {value.shape}")
         value = value[()]                                   # a 0-d array as its scalar
-        kind = type(value)
-        if getattr(value, "dtype", None) is not None and value.dtype.kind == "f":
+        dtype_kind = getattr(getattr(value, "dtype", None), "kind", None)
+        if dtype_kind == "f":
             text = str(value)                               # numpy prints the shortest round trip
             if text in ("nan", "inf", "-inf"):
                 raise bad
             return sympy.Rational(text)
-        if getattr(value, "dtype", None) is not None and value.dtype.kind in "iu":
+        if dtype_kind in ("i", "u"):
             return sympy.Integer(int(value))
-        if getattr(value, "dtype", None) is not None and value.dtype.kind == "b":
+        if dtype_kind is not None:                          # complex, bool, strings, objects, ...
             raise bad
     if isinstance(value, float):
         if not math.isfinite(value):

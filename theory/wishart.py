@@ -52,7 +52,7 @@ from functools import lru_cache
 
 import sympy
 
-from .validation import check_covariance, check_dim, check_int, check_nonnegative_exact
+from .validation import check_covariance, check_dim, check_int, check_nonnegative_exact, exact_real
 from .wishart_sigma import (MAX_SIGMA_MOMENT, MAX_SIGMA_SYMBOLIC_MOMENT, numeric_moments,
                             power_sum_polynomial)
 
@@ -423,7 +423,7 @@ def trace_moment(p: sympy.Expr, s: sympy.Symbol, d, n, *, sigma=None) -> sympy.E
     """
     d = check_dim("d", d)
     n = check_dim("n", n)
-    poly = sympy.Poly(sympy.expand(p), s)
+    poly = sympy.Poly(sympy.expand(exact_real("p", p)), s)
     terms = poly.terms()
     if sigma is None:
         if poly.degree() > MAX_EXACT_MOMENT:
