@@ -175,7 +175,7 @@ def check_constructed_transformer(device: str) -> Line:
     d, n, k, eta = 10, 20, 5, 0.4
     V, W = numerics.gd_params(d, eta)
     report = evaluate_params(V, W, d=d, n=n, k=k, samples=40_000, seed=3, device=device)
-    exact = float(theory.gd_eval_loss(d, n, theory.validation.check_eta_exact("eta", eta), k))
+    exact = float(theory.gd_eval_loss(d, n, eta, k))
     s = structure_metrics(V, W, n=n, eta=eta, k=k, samples=2048, seed=3, device=device)
     ok_loss = abs(report["mean"] - exact) <= 4 * report["se"]
     ok_structure = (abs(s["v31_w13"] + eta) < 1e-12 and abs(s["w24_v31"] - eta) < 1e-12

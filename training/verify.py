@@ -42,6 +42,8 @@ from typing import Callable, Iterable
 import numpy as np
 import sympy
 
+import theory
+
 from . import PAPER, TrainConfig, evaluate_params, train, train_models
 from .data import exact_noise_var
 from .device import resolve_device
@@ -234,7 +236,7 @@ def _exact(measured, expected, detail: str = "") -> Check:
     return result(measured, expected, "exact identity", passed, detail)
 
 
-_ETA = sympy.nsimplify(PAPER.eta)     # 2/5, exactly
+_ETA = theory.validation.exact_real("eta", PAPER.eta)     # 2/5 (docs/theory.md section 17)
 
 
 @check("symbolic.thm32-lsa-step-is-gd", kind="symbolic")
@@ -373,7 +375,7 @@ def noise_best_cot_length_brute_force(settings):
     import theory
     out, passed = [], True
     for d, n, eta, s, k_max in _kstar_grid(settings):
-        best = theory.best_cot_length(d, n, theory.validation.check_eta_exact("eta", eta), k_max,
+        best = theory.best_cot_length(d, n, eta, k_max,
                                       noise_var=exact_noise_var(s))
         values = [float(numerics.gd_eval_loss_value(d, n, eta, k, noise_var=s * s)) for k in range(k_max + 1)]
         brute = int(np.argmin(values))
@@ -534,7 +536,7 @@ def noise_best_cot_length_mc_argmin(settings):
     samples = 20_000 if settings.quick else 100_000
     out, passed = [], True
     for j, (d, n, eta, s, k_max) in enumerate(_kstar_grid(settings)):
-        best = theory.best_cot_length(d, n, theory.validation.check_eta_exact("eta", eta), k_max,
+        best = theory.best_cot_length(d, n, eta, k_max,
                                       noise_var=exact_noise_var(s))
         exact = [float(numerics.gd_eval_loss_value(d, n, eta, k, noise_var=s * s)) for k in range(k_max + 1)]
         losses = np.stack([numerics.eval_loss_mc(d, n, eta, k, samples=samples, seed=settings.seed + 30 + j,
@@ -716,7 +718,7 @@ def looped_full_vs_best_gd_step(models):
     import theory
     s = models.looped_full.summary
     same, ev = s["theory_same_prompts"], s["eval"]
-    cot = float(theory.gd_eval_loss(PAPER.d, PAPER.n, theory.validation.check_eta_exact("eta", PAPER.eta), PAPER.k))
+    cot = float(theory.gd_eval_loss(PAPER.d, PAPER.n, PAPER.eta, PAPER.k))
     rescaled = s.get("rescaled_gd_same_prompts") or {}
     ok = ev["median"] <= same["median"] and ev["mean_without_diverged"] < cot and ev["diverged_frac"] <= 1e-3
     return result(f"median {ev['median']:.4g}; mean {ev['mean_without_diverged']:.4g}; diverged {ev['diverged_frac']:.2g}",
