@@ -2,7 +2,7 @@
 rollouts (docs/theory.md section 3).
 
 ``lsa_forward`` is the formula ``f(Z) = Z + V Z (Z^T W Z) / n`` written out literally; it is the
-reference.  The rollouts come in two forms that must agree (tests/numerics/test_numerics_lsa.py):
+reference.  The rollouts come in two forms that must agree (tests/numerics/test_lsa.py):
 
 * ``cot_rollout_reference`` / ``looped_rollout_reference`` call ``lsa_forward`` on the growing
   (or in-place updated) token matrix, exactly as section 3 describes;

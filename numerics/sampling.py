@@ -17,8 +17,8 @@ Label noise (``noise_var = s^2 > 0``, docs/theory.md section 16): ``y_i = <w*, x
 ``eps_i ~ N(0, s^2)``; a prompt then also needs ``X eps / n`` and ``eps^T eps / n``, so the Gram
 method is "direct" (``X`` and ``eps`` drawn, in that order after ``w*``).
 
-``"auto"`` takes Bartlett when ``n >= d`` and there is no noise; tests/numerics/test_numerics_montecarlo.py checks that
-both have the same distribution (tests/numerics/test_numerics_covariance.py also for a singular
+``"auto"`` takes Bartlett when ``n >= d`` and there is no noise; tests/numerics/test_montecarlo.py checks that
+both have the same distribution (tests/numerics/test_covariance.py also for a singular
 Sigma).  Costs per prompt: ``O(d^2 n)`` direct, ``O(d^3)`` Bartlett.
 """
 from __future__ import annotations
