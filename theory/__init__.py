@@ -15,8 +15,8 @@ from .losses import (OptimalStep, gd_eval_loss, gd_limit_loss, gd_optimal_eta, l
                      nocot_loss, nocot_min_loss, nocot_min_loss_sigma, nocot_optimal_eta, second_moment_S)
 from .noise import BestCotLength, best_cot_length, prove_noisy_gd_loss
 from .nocot import prove_nocot_floor
-from .ood import (contraction_factor, is_stable, mp_edges, ood_loss_bound, spectrum_interval,
-                  stable_eta_bound)
+from .ood import (StabilityVerdict, contraction_factor, is_stable, mp_edges, ood_loss_bound, spectrum_interval,
+                  stability_verdict, stable_eta_bound)
 from .params import gd_transformer_params, nocot_gamma, nocot_params
 from .proof import LSAUpdate, StepProof, lsa_step_size, lsa_update, prove_lsa_step, prove_lsa_step_is_gd
 from .reduced import (prove_reduced_unique_zero, reduced_argmin_a, reduced_coefficients,
@@ -27,7 +27,7 @@ from .wishart_sigma import MAX_SIGMA_MOMENT, MAX_SIGMA_SYMBOLIC_MOMENT, power_su
 
 __all__ = [
     "BLOCK_NAMES", "BestCotLength", "LSAUpdate", "Layout", "MAX_EXACT_MOMENT", "MAX_SIGMA_MOMENT",
-    "MAX_SIGMA_SYMBOLIC_MOMENT", "OptimalStep", "StepProof", "best_cot_length", "contraction_factor",
+    "MAX_SIGMA_SYMBOLIC_MOMENT", "OptimalStep", "StabilityVerdict", "StepProof", "best_cot_length", "contraction_factor",
     "error_operator", "gd_closed_form", "gd_eval_loss", "gd_noise_factor", "gd_iterates_exact", "gd_limit_loss",
     "gd_optimal_eta", "gd_step", "gd_transformer_params", "is_stable", "linear_prediction_loss",
     "lsa_step_size", "lsa_update", "mp_edges", "mp_moment", "narayana", "nocot_gamma",
@@ -36,5 +36,5 @@ __all__ = [
     "prove_lsa_step_is_gd", "prove_nocot_floor", "prove_noisy_gd_loss", "prove_reduced_unique_zero", "reduced_argmin_a",
     "reduced_coefficients", "reduced_critical_points", "reduced_gradient", "reduced_gram",
     "reduced_loss", "reduced_loss_symbolic", "reduced_moment_symbols", "reduced_symbols",
-    "second_moment_S", "spectrum_interval", "stable_eta_bound", "trace_moment", "wishart_moment",
+    "second_moment_S", "spectrum_interval", "stability_verdict", "stable_eta_bound", "trace_moment", "wishart_moment",
 ]

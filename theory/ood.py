@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import sympy
 
 from .validation import check_dim, check_eta_exact, check_int
+from .validation import covariance_and_rank
 
 
 def _eigenvalues(sigma_eigenvalues) -> list:
@@ -134,3 +136,66 @@ def ood_loss_bound(eta, sigma_eigenvalues, d: int, n: int, k: int):
     49/128
     """
     return sympy.sympify(check_dim("d", d)) / 2 * contraction_factor(eta, sigma_eigenvalues, d, n, k)
+
+
+class StabilityVerdict(NamedTuple):
+    """``stability_verdict``'s result, exact: ``rank`` r of Sigma; ``interval`` ``(lo, hi)``, the
+    predicted spectrum of ``S_Sigma`` on ``range(Sigma)``; ``top`` = hi; ``bound`` = ``2 / top``,
+    the largest stable step (``oo`` when ``r = 0``); ``stable``: ``eta < bound``."""
+
+    rank: int
+    interval: tuple
+    top: sympy.Expr
+    bound: sympy.Expr
+    stable: bool
+
+
+def stability_verdict(eta, sigma, d: int, n: int) -> StabilityVerdict:
+    """Theorem 4.2's stability rule, the one verdict every command and figure states
+    (docs/theory.md section 7): GD with step ``eta`` on prompts ``x ~ N(0, Sigma)`` with ``n``
+    examples is stable iff ``eta * top < 2``, ``top = lambda_max(Sigma) (1 + sqrt(r/n))^2`` with
+    ``r = rank(Sigma)``, not the ambient ``d``: x lies in ``range(Sigma)``, so the nonzero
+    spectrum of ``S_Sigma`` is that of an r-dimensional problem with n samples (docs/theory.md
+    sections 7 and 10).  The interval and bound are ``spectrum_interval`` and
+    ``stable_eta_bound`` of Sigma's positive eigenvalues at dimension r.
+
+    ``sigma``: None (``Sigma = I_d``), the d eigenvalues of Sigma (numbers >= 0; r is the number
+    of nonzero ones, so give exact zeros), or Sigma itself as a d x d matrix (exact entries,
+    ``validation.covariance_and_rank``; its rank is exact and its eigenvalues are sympy's).
+
+    >>> v = stability_verdict(sympy.Rational(4, 5), [1, 0], 2, 4)     # Sigma = diag(1, 0)
+    >>> v.rank, v.top, v.bound, v.stable
+    (1, 9/4, 8/9, True)
+    >>> stability_verdict(sympy.Rational(4, 5), None, 2, 4).stable     # Sigma = I: top 2.91
+    False
+    >>> stability_verdict(1, [[1, 1], [1, 1]], 2, 4).interval          # rank 1, eigenvalue 2
+    (1/2, 9/2)
+    """
+    eta = check_eta_exact("eta", eta)
+    d = check_int("d", d, 1)
+    n = check_int("n", n, 1)
+    if sigma is None:
+        values = [sympy.Integer(1)] * d
+    elif isinstance(sigma, sympy.MatrixBase) or (
+            not isinstance(sigma, (str, bytes)) and hasattr(sigma, "__iter__")
+            and any(hasattr(row, "__iter__") and not isinstance(row, (str, bytes)) for row in sigma)):
+        Sigma, rank = covariance_and_rank("sigma", sigma, d)
+        if Sigma.is_diagonal():
+            values = list(Sigma.diagonal())
+        else:
+            values = [v for v, m in Sigma.eigenvals().items() for _ in range(m)]
+    else:
+        values = _eigenvalues(sigma)
+        if len(values) != d:
+            raise ValueError(f"sigma must be None, a {d} x {d} matrix or its {d} eigenvalues, got {len(values)} "
+                             f"eigenvalues")
+    undecided = [v for v in values if not v.is_number]
+    if undecided:
+        raise ValueError(f"sigma's eigenvalues must be numbers for a verdict, got {undecided[0]}")
+    positive = [v for v in values if not v.is_zero]
+    rank = len(positive)
+    if rank == 0:                          # S = 0: GD never moves, whatever the step
+        return StabilityVerdict(0, (sympy.Integer(0), sympy.Integer(0)), sympy.Integer(0), sympy.oo, True)
+    interval = spectrum_interval(positive, rank, n)
+    return StabilityVerdict(rank, interval, interval[1], stable_eta_bound(positive, rank, n),
+                            is_stable(eta, interval[1]))
