@@ -2,9 +2,11 @@
 k-step GD loss (symbolic and numeric n, noise_var), its proof and the proof's rejection of a wrong
 library, the best chain-of-thought length, the noisy no-CoT optimum and the k -> oo limits.
 Every check here is exact (sympy) unless its docstring says numeric (float64); the Monte Carlo
-checks of the same formulas are in tests/numerics/test_numerics_noise.py."""
+checks of the same formulas are in tests/numerics/test_noise.py."""
 import doctest
 import importlib
+import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -212,6 +214,85 @@ def test_noisy_gd_loss_proof_rejects_a_wrong_library(monkeypatch, module, name, 
     assert prove_noisy_gd_loss() is False
 
 
+def _is_integer(x):
+    return isinstance(x, (int, sympy.Integer))
+
+
+def _loss_wrong_when(condition):
+    """gd_eval_loss as the library computes it, except that where ``condition(d, n, k, sigma,
+    noise_var)`` holds the noise term is counted twice (s^2/n instead of s^2/(2n))."""
+    def loss(d, n, eta, k, *, sigma=None, noise_var=0):
+        value = GD_EVAL_LOSS(d, n, eta, k, sigma=sigma, noise_var=noise_var)
+        if not condition(d, n, k, sigma, noise_var):
+            return value
+        return sympy.expand(2 * value - GD_EVAL_LOSS(d, n, eta, k, sigma=sigma))
+    return loss
+
+
+# name -> (condition under which the loss is wrong, the proof's steps that must catch it)
+PARTLY_WRONG_LOSSES = {
+    "only_when_sigma_is_None": (lambda d, n, k, S, v: S is None,
+                                {"identity_sizes", "symbolic_sizes", "numeric_noise"}),
+    "only_when_sigma_is_given": (lambda d, n, k, S, v: S is not None, {"sigma", "numeric_noise"}),
+    "only_at_k_2": (lambda d, n, k, S, v: k == 2,
+                    {"identity_sizes", "symbolic_sizes", "sigma", "numeric_noise"}),
+    "only_for_d_at_least_4": (lambda d, n, k, S, v: _is_integer(d) and d >= 4,
+                              {"identity_sizes", "sigma", "numeric_noise"}),
+    "only_at_the_top_order": (lambda d, n, k, S, v: k == noise.NOISE_PROOF_MAX_K,
+                              {"identity_sizes", "sigma", "numeric_noise"}),
+    "only_for_n_below_d": (lambda d, n, k, S, v: _is_integer(d) and _is_integer(n) and n < d,
+                           {"identity_sizes", "sigma", "numeric_noise"}),
+    "only_for_n_above_d": (lambda d, n, k, S, v: _is_integer(d) and _is_integer(n) and n > d,
+                           {"identity_sizes", "sigma", "numeric_noise"}),
+    "only_for_non_diagonal_sigma": (lambda d, n, k, S, v: S is not None and not S.is_diagonal(),
+                                    {"sigma", "numeric_noise"}),
+    "only_for_singular_sigma": (lambda d, n, k, S, v: S is not None and S.det() == 0,
+                                {"sigma", "numeric_noise"}),
+    "only_for_a_numeric_noise_var": (lambda d, n, k, S, v: v.is_number, {"numeric_noise"}),
+    "only_for_symbolic_d": (lambda d, n, k, S, v: not _is_integer(d), {"symbolic_sizes"}),
+}
+
+
+@pytest.mark.parametrize("name", PARTLY_WRONG_LOSSES)
+def test_noisy_gd_loss_proof_rejects_a_loss_wrong_in_one_case(monkeypatch, name):
+    """Exact: a gd_eval_loss (as prove_noisy_gd_loss sees it) that counts the noise term twice
+    only in one case (sigma None, sigma given, k = 2, k = NOISE_PROOF_MAX_K, d >= 4, n < d,
+    n > d, a non-diagonal or a singular Sigma, a numeric noise_var, a symbolic d) makes the proof
+    False, through exactly the steps that check that case (docs/theory.md section 16); the same
+    wrapper that is never wrong keeps it True (test below)."""
+    condition, catching = PARTLY_WRONG_LOSSES[name]
+    monkeypatch.setattr(noise, "gd_eval_loss", _loss_wrong_when(condition))
+    checks = {}
+    original = noise._noisy_gd_loss_checks
+    monkeypatch.setattr(noise, "_noisy_gd_loss_checks", lambda: checks.update(original()) or checks)
+    assert prove_noisy_gd_loss() is False
+    assert {step for step, ok in checks.items() if not ok} == catching
+
+
+def test_noisy_gd_loss_proof_accepts_the_wrapper_when_it_is_never_wrong(monkeypatch):
+    """Exact: the wrapper of the test above with a condition that never holds passes through the
+    library's loss, and the proof stays True: the Falses above come from the wrong case alone."""
+    monkeypatch.setattr(noise, "gd_eval_loss", _loss_wrong_when(lambda d, n, k, S, v: False))
+    assert prove_noisy_gd_loss() is True
+
+
+def test_noisy_gd_loss_proof_covers_the_claim():
+    """Exact: the grid of prove_noisy_gd_loss spans the claim: every k = 0 .. NOISE_PROOF_MAX_K
+    (>= 4), sizes with n > d, n = d, n < d and d >= 4; numeric Sigma diagonal and not, singular
+    and not, d >= 4, each at one n < d and one n > d."""
+    assert noise.NOISE_PROOF_MAX_K >= 4
+    sizes = noise.NOISE_PROOF_SIZES
+    assert any(n > d for d, n in sizes) and any(n < d for d, n in sizes) and any(n == d for d, n in sizes)
+    assert any(d >= 4 and n < d for d, n in sizes) and any(d >= 4 and n > d for d, n in sizes)
+    sigmas = noise._noise_proof_sigmas()
+    assert any(S.is_diagonal() for S, _ in sigmas) and any(not S.is_diagonal() for S, _ in sigmas)
+    assert any(S.det() == 0 for S, _ in sigmas) and any(S.det() != 0 for S, _ in sigmas)
+    assert any(S.shape[0] >= 4 and not S.is_diagonal() for S, _ in sigmas)
+    for S, ns in sigmas:
+        theory.validation.check_covariance("Sigma", S)
+        assert S.is_symmetric() and min(ns) < S.shape[0] < max(ns)
+
+
 # -------------------------------------------------------------------------------- best CoT length
 @pytest.mark.parametrize("d, n, eta, k_max, noise_var", [
     (2, 4, 0.25, 10, 1.0),
@@ -258,7 +339,7 @@ def test_best_cot_length_noiseless_paper_setting():
     brute-force argmin (from the Wishart moments, not from gd_eval_loss), 19: the mean falls up to
     k = 19 and rises after it only through the rare prompts with eta lambda_max(S) >= 2 (heavy
     tails, docs/theory.md section 2; the typical prompt keeps improving,
-    tests/numerics/test_numerics_noise.py).  k_max = 30 (moments up to 60, slow) is the slow test."""
+    tests/numerics/test_noise.py).  k_max = 30 (moments up to 60, slow) is the slow test."""
     _check_paper_setting(20)
 
 
@@ -269,18 +350,87 @@ def test_best_cot_length_noiseless_paper_setting_k_max_30():
 
 
 def test_best_cot_length_edge_cases():
-    """Exact: k_max = 0 gives (0, d/2) with or without noise; a loss still falling at k_max gives
-    k_max; on a tie the smallest k wins: d = n = 1 has loss(0) = loss(1) = 1/2 at eta = 2/3 without
+    """Exact: k_max = 0 gives (0, d/2) with or without noise (not at_edge); a loss still falling at
+    k_max gives k_max, at_edge and a warning; on a tie the smallest k wins: d = n = 1 has loss(0) = loss(1) = 1/2 at eta = 2/3 without
     noise and at eta = 2/(3 + v) with noise v (loss(1) = (3 + v) eta^2 / 2 - eta + 1/2)."""
     assert best_cot_length(5, 7, R(1, 4), 0) == (0, R(5, 2))
+    assert best_cot_length(5, 7, R(1, 4), 0).at_edge is False
     assert best_cot_length(5, 3, R(1, 4), 0, noise_var=3) == (0, R(5, 2))
-    falling = best_cot_length(4, 8, R(1, 4), 5)
-    assert falling.k_star == 5 and falling.loss == gd_eval_loss(4, 8, R(1, 4), 5)
+    with pytest.warns(UserWarning, match="k_max = 5"):
+        falling = best_cot_length(4, 8, R(1, 4), 5)
+    assert falling.k_star == 5 and falling.loss == gd_eval_loss(4, 8, R(1, 4), 5) and falling.at_edge
     assert gd_eval_loss(1, 1, R(2, 3), 1) == R(1, 2)
     assert best_cot_length(1, 1, R(2, 3), 1) == (0, R(1, 2))
     assert gd_eval_loss(1, 1, R(1, 2), 1, noise_var=1) == R(1, 2)
     assert best_cot_length(1, 1, R(1, 2), 1, noise_var=1) == (0, R(1, 2))
-    assert best_cot_length(1, 1, R(2, 3) - R(1, 100), 1).k_star == 1       # just off the tie
+    with pytest.warns(UserWarning, match="k_max = 1"):                     # just off the tie
+        assert best_cot_length(1, 1, R(2, 3) - R(1, 100), 1).k_star == 1
+
+
+def _no_warning(function, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return function(*args, **kwargs)
+
+
+def test_best_cot_length_at_the_edge_of_the_range_says_so():
+    """Numeric: d = 10, n = 20, eta = 2/5, noise_var = 1 (the paper's setting with unit label
+    noise): the float64 losses (numerics.gd_eval_loss_value, independent evaluation) fall up to
+    k = 18 and rise after it up to 20.  best_cot_length with k_max = 10 returns 10, the end of its
+    range, with at_edge True and one UserWarning naming k_max = 10 and a larger k_max; with
+    k_max = 20 it returns the interior optimum 18, at_edge False and no warning."""
+    values = np.array([gd_eval_loss_value(10, 20, 0.4, k, noise_var=1.0) for k in range(21)])
+    assert int(np.argmin(values)) == 18
+    assert np.all(np.diff(values[:19]) < 0) and np.all(np.diff(values[18:]) > 0)
+    with pytest.warns(UserWarning, match=r"k_max = 10.*larger k_max") as caught:
+        short = best_cot_length(10, 20, R(2, 5), 10, noise_var=1)
+    assert len(caught) == 1
+    assert short.k_star == 10 and short.at_edge is True
+    assert float(short.loss) == pytest.approx(values[10], rel=1e-12)
+    full = _no_warning(best_cot_length, 10, 20, R(2, 5), 20, noise_var=1)
+    assert full.k_star == 18 and full.at_edge is False
+    assert float(full.loss) == pytest.approx(values[18], rel=1e-12)
+
+
+def test_best_cot_length_result_unpacks_as_a_pair():
+    """Exact: the result still unpacks, indexes and compares as (k_star, loss) (callers written
+    for the pair keep working), shows at_edge in its repr and keeps it through copy, pickle and
+    _replace; _asdict has all three."""
+    result = _no_warning(best_cot_length, 2, 4, R(1, 4), 12, noise_var=1)
+    k_star, loss = result
+    assert (k_star, loss) == result == (8, gd_eval_loss(2, 4, R(1, 4), 8, noise_var=1))
+    assert len(result) == 2 and result[0] == 8 and result.at_edge is False
+    assert "at_edge=False" in repr(result)
+    with pytest.warns(UserWarning):
+        edge = best_cot_length(2, 4, R(1, 4), 5, noise_var=1)
+    assert edge.k_star == 5
+    for copy in (pickle.loads(pickle.dumps(edge)), edge._replace(loss=R(1, 2)),
+                 theory.BestCotLength._make((5, edge.loss, True))):
+        assert copy.at_edge is True and copy.k_star == 5
+    assert edge._asdict() == {"k_star": 5, "loss": edge.loss, "at_edge": True}
+
+
+@settings(max_examples=15)
+@given(st.integers(1, 4), st.integers(1, 6), st.fractions(R(1, 10), R(7, 10), max_denominator=20),
+       st.sampled_from([0, R(1, 4), 1, 4]), st.integers(1, 5))
+def test_best_cot_length_at_edge_property(d, n, eta, v, k_max):
+    """Exact: at_edge is True exactly when k_star = k_max and loss(k_max) < loss(k_max - 1), a
+    UserWarning comes exactly then, and an edge result is a lower bound for a longer search:
+    with k_max + 4 the argmin is >= k_max (every shorter chain was worse)."""
+    eta = R(eta.numerator, eta.denominator)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = best_cot_length(d, n, eta, k_max, noise_var=v)
+    last, before = (gd_eval_loss(d, n, eta, k, noise_var=v) for k in (k_max, k_max - 1))
+    expected = result.k_star == k_max and bool(last < before)
+    assert result.at_edge is expected
+    assert [w.category for w in caught] == ([UserWarning] if expected else [])
+    if expected:
+        assert f"k_max = {k_max}" in str(caught[0].message)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            longer = best_cot_length(d, n, eta, k_max + 4, noise_var=v)
+        assert longer.k_star >= k_max
 
 
 def test_best_cot_length_refuses_bad_input():

@@ -117,3 +117,88 @@ def test_nocot_floor_proof_rejects_a_wrong_update(monkeypatch):
 
     monkeypatch.setattr(nocot, "lsa_update", wrong)
     assert nocot.prove_nocot_floor(1) is False
+
+
+# ------------------------------------------------------- GD closed form: helpers wrong only at large k
+GD_ITERATES_EXACT = gd.gd_iterates_exact        # the library's, before any monkeypatch
+GD_CLOSED_FORM = gd.gd_closed_form
+
+
+def _operator_piecewise_from_4(S, eta, k):
+    """(I - eta S)^k doubled for k >= 4 on explicit matrices, as a Piecewise in k: the same code
+    for a symbolic and an integer k."""
+    E = ERROR_OPERATOR(S, eta, k)
+    if not isinstance(S, sympy.MatrixBase):
+        return E
+    return E.applyfunc(lambda e: sympy.Piecewise((2 * e, sympy.Ge(k, 4)), (e, True)))
+
+
+def _operator_int_from_4(S, eta, k):
+    """Doubled only for a Python int k >= 4: right for every symbolic k."""
+    E = ERROR_OPERATOR(S, eta, k)
+    return 2 * E if isinstance(k, int) and k >= 4 else E
+
+
+def _operator_compared_from_4(S, eta, k):
+    """Doubled for k >= 4, by comparing k with 4 (undecidable for a symbolic k: TypeError)."""
+    E = ERROR_OPERATOR(S, eta, k)
+    return 2 * E if k >= 4 else E
+
+
+def _operator_int_at_top(S, eta, k):
+    """Doubled only at the integer k = GD_PROOF_MAX_K, the last k of the proof's integer range."""
+    E = ERROR_OPERATOR(S, eta, k)
+    return 2 * E if isinstance(k, int) and k == gd.GD_PROOF_MAX_K else E
+
+
+def _iterates_last_doubled_from_5(S, w_star, eta, k):
+    iterates = GD_ITERATES_EXACT(S, w_star, eta, k)
+    return iterates[:-1] + [2 * iterates[-1]] if k >= 5 else iterates
+
+
+def _iterates_shifted_from_index_5(S, w_star, eta, k):
+    return [w if j < 5 else w + w_star for j, w in enumerate(GD_ITERATES_EXACT(S, w_star, eta, k))]
+
+
+def _closed_form_int_from_6(S, w_star, eta, k):
+    w = GD_CLOSED_FORM(S, w_star, eta, k)
+    return 2 * w if isinstance(k, int) and k >= 6 else w
+
+
+@pytest.mark.parametrize("name, wrong, catching", [
+    ("error_operator", _operator_piecewise_from_4, {"explicit_induction", "integer_k"}),
+    ("error_operator", _operator_int_from_4, {"integer_k"}),
+    ("error_operator", _operator_compared_from_4, {"symbolic_shape", "explicit_induction", "integer_k"}),
+    ("error_operator", _operator_int_at_top, {"integer_k"}),
+    ("gd_iterates_exact", _iterates_last_doubled_from_5, {"integer_k"}),
+    ("gd_iterates_exact", _iterates_shifted_from_index_5, {"integer_k"}),
+    ("gd_closed_form", _closed_form_int_from_6, {"integer_k"}),
+], ids=lambda x: getattr(x, "__name__", None) if callable(x) else None)
+def test_gd_closed_form_proof_rejects_a_helper_wrong_only_at_large_k(monkeypatch, name, wrong, catching):
+    """Exact: an error_operator wrong only for k >= 4 (as a Piecewise in k, only for a Python int k,
+    or by comparing k with 4, which a symbolic k cannot answer), or only at k = GD_PROOF_MAX_K; a
+    gd_iterates_exact wrong only for k >= 5 (its last iterate, or every iterate from index 5); a
+    gd_closed_form wrong only for an int k >= 6: each makes prove_gd_closed_form False, through
+    exactly the steps listed (docs/theory.md section 2).  The old proof (integer path to k = 3
+    only) passed all but the comparing one, which made it raise."""
+    assert gd.GD_PROOF_MAX_K >= 6
+    monkeypatch.setattr(gd, name, wrong)
+    checks = {}
+    original = gd._gd_closed_form_checks
+    monkeypatch.setattr(gd, "_gd_closed_form_checks", lambda: checks.update(original()) or checks)
+    assert theory.prove_gd_closed_form() is False
+    assert {step for step, ok in checks.items() if not ok} == catching
+
+
+@pytest.mark.parametrize("name, original", [("error_operator", ERROR_OPERATOR),
+                                            ("gd_iterates_exact", GD_ITERATES_EXACT),
+                                            ("gd_closed_form", GD_CLOSED_FORM)])
+def test_gd_closed_form_proof_accepts_pass_through_wrappers(monkeypatch, name, original):
+    """Exact: a wrapper that only passes its arguments on to the library's helper keeps the proof
+    True, with every step True: the Falses above come from the wrong k alone."""
+    monkeypatch.setattr(gd, name, lambda *args: original(*args))
+    checks = {}
+    steps = gd._gd_closed_form_checks
+    monkeypatch.setattr(gd, "_gd_closed_form_checks", lambda: checks.update(steps()) or checks)
+    assert theory.prove_gd_closed_form() is True
+    assert len(checks) == 4 and all(checks.values())
