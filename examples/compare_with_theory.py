@@ -10,7 +10,8 @@ Theorem 3.2's transformer (``numerics.gd_params``: the function a CoT model lear
 * Sigma = c I for c on a grid.  Theory: GD with step eta on S_Sigma = c S_0 is GD with step
   eta c on Sigma = I, so its exact mean loss is ``numerics.gd_eval_loss_value(d, n, eta c, k)``;
   Theorem 4.2 predicts instability once ``eta c (1 + sqrt(d/n))^2 >= 2``
-  (``theory.stable_eta_bound``).  Measured: the model's median and GD's on the same prompts
+  (``theory.stability_verdict``, via ``training.evaluate.predicted_stability``).  Measured: the
+  model's median and GD's on the same prompts
   (``training.evaluate_params`` with the same seed), and the share of prompts with
   ``eta lambda_max(S) >= 2`` (``numerics.sample_gram``).
 * Sigma of rank r = 1 .. d (x in a random r-dimensional subspace, trace d).  Theory: the part of
@@ -31,7 +32,9 @@ import numpy as np  # noqa: E402
 
 import numerics  # noqa: E402
 import theory  # noqa: E402
-from training import evaluate_params, load_run, w24_v31  # noqa: E402
+from training import evaluate_params, load_run  # noqa: E402
+from training.evaluate import predicted_stability, stable_scale  # noqa: E402
+from training.suite import model_from_run  # noqa: E402
 
 
 def subspace_sigma(d: int, r: int, seed: int = 11) -> np.ndarray:
@@ -45,7 +48,7 @@ def main(out: str = "compare_example", run_dir: str | None = None, full: bool = 
         run = load_run(run_dir)
         V, W, mode = run.V.double().numpy(), run.W.double().numpy(), run.config.mode
         d, n, k = run.config.d, run.config.n, run.config.k
-        eta = float(w24_v31(run.V.double().unsqueeze(0), run.W.double().unsqueeze(0))[0])   # learned step
+        eta = model_from_run(run).step      # learned step: W24 V31 (on range(Sigma) of a singular training Sigma)
         name = f"trained {mode} model ({run_dir})"
     else:
         d, n, k, eta = (10, 20, 10, 0.4) if full else (4, 8, 4, 0.4)
@@ -56,8 +59,7 @@ def main(out: str = "compare_example", run_dir: str | None = None, full: bool = 
     gd_V, gd_W = numerics.gd_params(d, eta)
 
     # Sweep 1: Sigma = c I.
-    top_identity = float(theory.spectrum_interval([1], d, n)[1])            # (1 + sqrt(d/n))^2
-    c_star = 2 / (eta * top_identity)
+    c_star = stable_scale(eta, None, d, n)                                  # c I is stable iff c < c_star
     scales = np.geomspace(0.25, 3.0, 9)
     rows = []
     for c in scales:
@@ -68,7 +70,7 @@ def main(out: str = "compare_example", run_dir: str | None = None, full: bool = 
         unstable = float(np.mean(eta * np.linalg.eigvalsh(S)[:, -1] >= 2))
         exact = numerics.gd_eval_loss_value(d, n, eta * c, steps)           # GD at step eta c, Sigma = I
         rows.append((c, model["median"], gd["median"], model["mean"], exact, unstable,
-                     bool(eta < theory.stable_eta_bound([c], d, n))))
+                     predicted_stability(eta, sigma, d, n).stable))
     print(f"{name}, d {d}, n {n}, k {k}, step {eta:.4g}; Theorem 4.2 boundary c* = {c_star:.3f}")
     print(f"{'c':>6} {'median':>10} {'GD median':>10} {'mean':>10} {'exact GD':>10} {'unstable':>9} stable?")
     for c, med, gmed, mean, exact, unstable, stable in rows:

@@ -22,6 +22,7 @@ import torch
 from theory import Layout
 from theory.validation import check_int, check_positive_finite
 
+from .config import PAPER
 from .data import Prompts, sample_prompts, seeded_generator
 from .model import LSA
 
@@ -73,10 +74,11 @@ class StraightforwardTrainer:
     """CoT training of the full LSA with Adam, every step by ``straightforward_cot_loss`` on a
     fresh batch (``data.sample_prompts``): the baseline of ``training.bench``.  Same model, init
     and data stream as ``engine.train`` for the same seed (``seeded_generator(seed, 'init')`` and
-    ``'data'``); ``step()`` does one iteration."""
+    ``'data'``); ``step()`` does one iteration.  Defaults: the paper's setting, ``training.PAPER``."""
 
-    def __init__(self, *, d: int = 10, n: int = 20, k: int = 10, eta: float = 0.4, batch: int = 1000,
-                 lr: float = 1e-3, seed: int = 0, device: str | torch.device = "cpu", dtype=torch.float32):
+    def __init__(self, *, d: int = PAPER.d, n: int = PAPER.n, k: int = PAPER.k, eta: float = PAPER.eta,
+                 batch: int = PAPER.batch, lr: float = PAPER.lr, seed: int = 0, device: str | torch.device = "cpu",
+                 dtype=torch.float32):
         self.d, self.n, self.k = check_int("d", d), check_int("n", n), check_int("k", k)
         self.eta = check_positive_finite("eta", eta)
         self.batch = check_int("batch", batch)

@@ -59,13 +59,14 @@ from .data import sample_prompts
 from .device import resolve_device
 from .kernels import cot_rollout
 from .config import PAPER, TrainConfig
+from .figures import FIG3_KS
 
 #: The configuration every training figure uses: the paper's experiment (``training.PAPER``).
 BENCH_CONFIG = dict(PAPER.problem(), batch=PAPER.batch)
 ROLLOUT_KS = (10, 20, 40, 80, 160)
 ROLLOUT_NS = (20, 80, 320)
 MC_NS = (20, 40, 80, 160)
-FIG3_KS = (10, 20, 30, 40)
+#: The seeds of the fig3 timing; its ks are the figure's own, ``figures.FIG3_KS``.
 FIG3_SEEDS = (0, 1, 2)
 
 #: Repetitions and time budgets (seconds per timed run; iteration counts follow from a pilot run,

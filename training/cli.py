@@ -155,11 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ood only: use this finished run's model instead of training (a cot run, optionally "
                         "a second --run with a nocot run; default: none, train the models)")
 
+    from .config import PAPER
     p = sub.add_parser("dynamics", help="reduced gradient flow vs training (Theorem 4.1)")
-    p.add_argument("--d", type=_positive_int, default=10)
-    p.add_argument("--n", type=_positive_int, default=20)
-    p.add_argument("--k", type=_positive_int, default=10)
-    p.add_argument("--eta", type=_positive_float, default=0.4)
+    p.add_argument("--d", type=_positive_int, default=PAPER.d)
+    p.add_argument("--n", type=_positive_int, default=PAPER.n)
+    p.add_argument("--k", type=_positive_int, default=PAPER.k)
+    p.add_argument("--eta", type=_positive_float, default=PAPER.eta)
     p.add_argument("--lr", type=_positive_float, default=None)
     p.add_argument("--steps", type=_positive_int, default=None)
     p.add_argument("--a0", type=_finite_float, default=None)
@@ -377,7 +378,7 @@ def _step_note(config) -> str:
     if config.mode != "cot" or verdict["stable"]:
         return ""
     return (f"; eta = {config.eta:g} is past the stable step {verdict['bound']:.4g} of the predicted spectrum "
-            f"(theory.stable_eta_bound at d = {config.d}, n = {config.n})")
+            f"({verdict['rule']})")
 
 
 def _cmd_verify(args) -> int:

@@ -39,7 +39,7 @@ from numerics.dynamics import (gradient_flow, reduced_argmin_a_value, reduced_co
                                reduced_hessian_value, reduced_loss_value, stage_times)
 from theory.validation import check_finite, check_int, check_positive_finite
 
-from .config import TrainConfig
+from .config import PAPER, TrainConfig
 from .device import resolve_device
 from .engine import Engine
 from .engine import torch_threads
@@ -174,10 +174,10 @@ def _coefficient_summary(coeffs: dict) -> dict:
             "tr_S2": coeffs["tr_S2"]}
 
 
-def run_dynamics(*, d: int = 10, n: int = 20, k: int = 10, eta: float = 0.4, lr: float | None = None,
-                 steps: int | None = None, a0: float = -0.01, b0: float = 0.01, batch: int = 1000,
-                 pool: int = 40000, seed: int = 0, device: str = "cpu", out: str | None = None,
-                 coefficient_method: str = "auto", max_points: int = 1001,
+def run_dynamics(*, d: int = PAPER.d, n: int = PAPER.n, k: int = PAPER.k, eta: float = PAPER.eta,
+                 lr: float | None = None, steps: int | None = None, a0: float = -0.01, b0: float = 0.01,
+                 batch: int = PAPER.batch, pool: int = 40000, seed: int = 0, device: str = "cpu",
+                 out: str | None = None, coefficient_method: str = "auto", max_points: int = 1001,
                  threads: int | None = 1) -> dict:
     """The reduced ODE laid over real training (Theorem 4.1, docs/theory.md section 6).
 
@@ -362,9 +362,9 @@ def sparse_eigenvalues(V31: np.ndarray, W13: np.ndarray, Q: np.ndarray) -> dict:
     return {"v": v, "w": w, "v_sym": v_sym, "w_sym": w_sym, "offdiag": max(v_off, w_off)}
 
 
-def run_sparse_dynamics(*, d: int = 10, n: int = 20, k: int = 10, eta: float = 0.4,
+def run_sparse_dynamics(*, d: int = PAPER.d, n: int = PAPER.n, k: int = PAPER.k, eta: float = PAPER.eta,
                         lr: float | None = None, steps: int | None = None,
-                        init_scale: float = 0.02, batch: int = 1000,
+                        init_scale: float = 0.02, batch: int = PAPER.batch,
                         pool: int = 40000, seed: int = 0, device: str = "cpu", out: str | None = None,
                         max_points: int = 701, threads: int | None = 1) -> dict:
     """Beyond isotropic (docs/theory.md section 6): train the ``sparse`` parametrisation (``V31``,

@@ -8,12 +8,14 @@ with numerics' divergence rule, so training and numerics report the same statist
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
 import numerics
 import theory
-from theory.validation import check_int, check_positive_finite
+from theory.validation import check_int, check_positive_finite, covariance_and_rank
 
 from .data import derived_seed, exact_noise_var, gram_statistic, sample_prompts, seeded_generator, sigma_root
 from .device import resolve_device
@@ -172,11 +174,63 @@ def theory_reference(config) -> dict:
     return out
 
 
+class SigmaSpectrum(NamedTuple):
+    """``sigma_spectrum``'s result: ``eigenvalues`` (d, descending float64, exactly 0 past the
+    rank), the exact ``rank``, the exact matrix ``exact`` (``numerics.exact_covariance``; None for
+    the identity) and ``basis``, an orthonormal basis of ``range(Sigma)`` (d x rank float64, the
+    eigenvectors of the positive eigenvalues; None when Sigma has full rank, where the range is
+    everything, or is 0, where there is nothing to project on)."""
+
+    eigenvalues: np.ndarray
+    rank: int
+    exact: object
+    basis: np.ndarray | None
+
+
+def sigma_spectrum(sigma, d: int, *, name: str = "sigma") -> SigmaSpectrum:
+    """The spectrum of a float covariance of x (None: identity), the one place training reads it
+    (docs/theory.md section 10): validated by ``numerics.exact_covariance`` (one ValueError
+    naming ``name``), its rank decided exactly by theory's rule
+    (``theory.validation.covariance_and_rank`` on the exact matrix), the eigenvalues past the
+    rank set to exactly 0, so that theory counts the same rank."""
+    d = check_int("d", d)
+    if sigma is None:
+        return SigmaSpectrum(np.ones(d), d, None, None)
+    exact = numerics.exact_covariance(sigma, d, name=name)
+    rank = covariance_and_rank(name, exact, d)[1]
+    S = np.asarray(sigma, dtype=np.float64)
+    lam, Q = np.linalg.eigh((S + S.T) / 2)
+    lam, Q = lam[::-1].copy(), Q[:, ::-1]
+    lam[rank:] = 0.0
+    basis = None if rank in (0, d) else np.ascontiguousarray(Q[:, :rank])
+    return SigmaSpectrum(np.maximum(lam, 0.0), rank, exact, basis)
+
+
+def predicted_stability(eta: float, sigma, d: int, n: int) -> theory.StabilityVerdict:
+    """Theorem 4.2's verdict (``theory.stability_verdict``, exact; docs/theory.md section 7) for
+    GD with step ``eta`` on prompts ``x ~ N(0, Sigma)`` of n examples, Sigma a float covariance
+    (None: identity) read by ``sigma_spectrum``, or its ``SigmaSpectrum`` already read: the one
+    verdict of ``cotgd train``'s warning, ``cotgd evaluate``'s suite and the figures."""
+    spectrum = sigma if isinstance(sigma, SigmaSpectrum) else sigma_spectrum(sigma, d)
+    return theory.stability_verdict(eta, [float(v) for v in spectrum.eigenvalues], d, n)
+
+
+def stable_scale(eta: float, sigma, d: int, n: int) -> float:
+    """The covariance scale ``c*`` at which Theorem 4.2's verdict for ``c Sigma`` flips: ``c
+    Sigma`` is stable iff ``c < c*`` (the predicted top scales with c, so ``c* = bound / eta``,
+    ``bound`` of ``predicted_stability``; ``inf`` for ``Sigma = 0``).  The boundary the figures
+    draw over the scale of Sigma (docs/theory.md section 7)."""
+    return float(predicted_stability(eta, sigma, d, n).bound) / check_positive_finite("eta", eta)
+
+
 def step_stability(config) -> dict:
-    """Theorem 4.2's verdict on the run's GD step (docs/theory.md section 7): ``{"bound",
-    "stable"}`` with ``bound = theory.stable_eta_bound`` for the eigenvalues of the run's Sigma
-    (identity when None) at its d, n (2 / the top of the predicted spectrum of S), and
-    ``stable = eta < bound``."""
-    eigenvalues = [1.0] if config.sigma is None else np.linalg.eigvalsh(np.asarray(config.sigma, dtype=float))
-    bound = float(theory.stable_eta_bound([max(float(x), 0.0) for x in eigenvalues], config.d, config.n))
-    return {"bound": bound, "stable": bool(config.eta < bound)}
+    """Theorem 4.2's verdict on the run's GD step (docs/theory.md section 7), by
+    ``predicted_stability`` for the run's Sigma (identity when None), d and n: ``{"bound",
+    "stable", "top", "rank", "rule"}``, ``bound`` the largest stable step (2 / ``top``, the top
+    of the predicted spectrum of S on ``range(Sigma)``, rank r), ``stable = eta < bound`` and
+    ``rule``, the words that name the rule and its sizes in a message."""
+    verdict = predicted_stability(config.eta, config.sigma, config.d, config.n)
+    where = (f"at d = {config.d}" if verdict.rank == config.d
+             else f"on range(Sigma), rank r = {verdict.rank} < d = {config.d}")
+    return {"bound": float(verdict.bound), "stable": verdict.stable, "top": float(verdict.top), "rank": verdict.rank,
+            "rule": f"theory.stability_verdict (theory.stable_eta_bound) {where}, n = {config.n}"}

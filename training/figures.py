@@ -31,6 +31,7 @@ from .config import PAPER
 from .data import exact_noise_var
 
 
+#: The CoT lengths k of Figure 3 (docs/theory.md section 8); ``training.bench`` times its training too.
 FIG3_KS = (10, 20, 30, 40)
 
 
@@ -272,6 +273,14 @@ def looped(runs: _Runs, path: str) -> str:
     return _save(fig, path)
 
 
+def scale_boundary(eta: float, d: int, n: int, sigma=None) -> float:
+    """Where the ood figure draws Theorem 4.2's boundary: the scale c* with ``c sigma`` (None: I)
+    stable iff ``c < c*`` (``evaluate.stable_scale``, from ``theory.stability_verdict``;
+    docs/theory.md section 7); a covariance is shaded unstable when ``c* <= 1``."""
+    from .evaluate import stable_scale
+    return stable_scale(eta, sigma, d, n)
+
+
 def ood(runs: _Runs, path: str) -> str:
     """Beyond the paper: loss vs covariance scale and condition number (trained CoT and no-CoT,
     GD prediction, stability boundary), and loss vs k (exact finite d, Monte Carlo, MP limit)."""
@@ -285,7 +294,7 @@ def ood(runs: _Runs, path: str) -> str:
 
     ax = axes[0]
     scales = np.geomspace(0.2, 3.0, 9 if runs.quick else 17)
-    boundary = float(2 / theory.spectrum_interval([1], d, n)[1] / eta)
+    boundary = scale_boundary(eta, d, n)
     rows = {cot_label: [], nocot_label: [], "GD, step eta": []}
     diverged = []
     for c in scales:
@@ -303,7 +312,8 @@ def ood(runs: _Runs, path: str) -> str:
         if label != "GD, step eta":
             ax.fill_between(scales, [r["q10"] for r in reps], [r["q90"] for r in reps],
                             color=style[:2], alpha=0.15, lw=0)
-    ax.axvline(boundary, color="gray", ls=":", label=f"eta c (1+sqrt(d/n))^2 = 2: c = {boundary:.2f}")
+    ax.axvline(boundary, color="gray", ls=":",
+               label=f"Theorem 4.2: eta c (1+sqrt(d/n))^2 = 2 at c = {boundary:.2f}")
     ax2 = ax.twinx()
     ax2.plot(scales, diverged, "C0:", lw=1)
     ax2.set_ylabel("CoT diverged fraction (dotted)", fontsize=8)
@@ -330,8 +340,7 @@ def ood(runs: _Runs, path: str) -> str:
                                                           seed=runs.seed + 6, sigma=sigma))
     for (label, reps), style in zip(rows.items(), ("C0-o", "C3-s", "k--")):
         ax.plot(conditions, [r["median"] for r in reps], style, ms=3, label=f"{label}, median")
-    unstable = [c for c in conditions
-                if eta * float(np.linalg.eigvalsh(ood_sigma(d, c))[-1]) * (1 + np.sqrt(d / n)) ** 2 >= 2]
+    unstable = [c for c in conditions if scale_boundary(eta, d, n, ood_sigma(d, c)) <= 1]
     if unstable:
         ax.axvspan(unstable[0], conditions[-1], color="gray", alpha=0.12,
                    label="MP edge past the boundary: eta lambda_max(Sigma)(1+sqrt(d/n))^2 >= 2\n(tail prompts unstable; medians stay stable)")

@@ -12,6 +12,12 @@ are judged by invariants that Theorem 3.2's point fixes:
 * ``block_norms``: the 4 x 4 table of Frobenius norms of the blocks of V and of W.
 
 All functions take (M, D, D) parameters and return per-model values.
+
+On a singular Sigma (rank r < d; docs/theory.md section 10) x lies in ``range(Sigma)``: the data
+never probe ``V31`` and ``W13`` on the other ``d - r`` directions, so the three matrix invariants
+are read on the range, ``U^T (V31 W13) U`` and ``U^T V31 U`` for an orthonormal basis ``U`` of it
+(``basis=``, d x r; ``structure_metrics`` takes it from ``evaluate.sigma_spectrum``).  Averaged over
+all d directions they would be diluted by the untrained ones.  For a full-rank Sigma nothing changes.
 """
 from __future__ import annotations
 
@@ -31,23 +37,37 @@ def _layout(V: torch.Tensor) -> Layout:
     return Layout((V.shape[-1] - 2) // 2)
 
 
-def v31_w13(V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """Mean diagonal of ``V31 W13`` per model, (M,); ``-eta`` at Theorem 3.2's point."""
+def _on_range(A: torch.Tensor, basis) -> torch.Tensor:
+    """``U^T A U`` (M, r, r) for an orthonormal basis ``U`` (d x r) of ``range(Sigma)``; ``A``
+    itself for ``basis=None`` (module docstring)."""
+    if basis is None:
+        return A
+    U = torch.as_tensor(basis, dtype=A.dtype, device=A.device)
+    if U.dim() != 2 or U.shape[0] != A.shape[-1] or not 1 <= U.shape[1] <= U.shape[0]:
+        raise ValueError(f"basis must be a d x r matrix with d = {A.shape[-1]}, 1 <= r <= d, got {tuple(U.shape)}")
+    return U.T @ A @ U
+
+
+def v31_w13(V: torch.Tensor, W: torch.Tensor, basis=None) -> torch.Tensor:
+    """Mean diagonal of ``V31 W13`` per model, (M,), on ``range(Sigma)`` when ``basis`` is given
+    (module docstring); ``-eta`` at Theorem 3.2's point."""
     L = _layout(V)
-    return torch.diagonal(V[:, L.w, L.x] @ W[:, L.x, L.w], dim1=-2, dim2=-1).mean(-1)
+    return torch.diagonal(_on_range(V[:, L.w, L.x] @ W[:, L.x, L.w], basis), dim1=-2, dim2=-1).mean(-1)
 
 
-def w24_v31(V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """Mean diagonal of ``W24 V31`` per model, (M,); ``eta`` at Theorem 3.2's point."""
+def w24_v31(V: torch.Tensor, W: torch.Tensor, basis=None) -> torch.Tensor:
+    """Mean diagonal of ``W24 V31`` per model, (M,), on ``range(Sigma)`` when ``basis`` is given
+    (module docstring); ``eta`` at Theorem 3.2's point."""
     L = _layout(V)
-    return W[:, L.y, L.one].reshape(-1) * torch.diagonal(V[:, L.w, L.x], dim1=-2, dim2=-1).mean(-1)
+    return W[:, L.y, L.one].reshape(-1) * torch.diagonal(_on_range(V[:, L.w, L.x], basis), dim1=-2, dim2=-1).mean(-1)
 
 
-def offdiag_energy(V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+def offdiag_energy(V: torch.Tensor, W: torch.Tensor, basis=None) -> torch.Tensor:
     """Off-diagonal share of the energy of ``V31 W13``: ``||offdiag||_F^2 / ||V31 W13||_F^2`` per
-    model, (M,); 0 at Theorem 3.2's point (nan for an all-zero product)."""
+    model, (M,), of ``U^T V31 W13 U`` when ``basis`` U is given (module docstring); 0 at Theorem
+    3.2's point (nan for an all-zero product)."""
     L = _layout(V)
-    P = V[:, L.w, L.x] @ W[:, L.x, L.w]
+    P = _on_range(V[:, L.w, L.x] @ W[:, L.x, L.w], basis)
     off = P - torch.diag_embed(torch.diagonal(P, dim1=-2, dim2=-1))
     return off.square().sum(dim=(-1, -2)) / P.square().sum(dim=(-1, -2))
 
@@ -93,15 +113,17 @@ def structure_metrics(V, W, *, n: int, eta: float, k: int, samples: int = 4096, 
     offdiag_energy, functional_deviation, block_norms: {V, W}}`` of floats (4 x 4 nested lists for
     the block norms) for one model, a list of such dicts for M models.  ``functional_deviation``
     uses ``samples`` fresh prompts from the 'structure' stream of ``seed`` (with label noise of
-    standard deviation ``noise``)."""
-    from .evaluate import as_models
+    standard deviation ``noise``) with ``x ~ N(0, sigma)``; for a singular ``sigma``, ``v31_w13``,
+    ``w24_v31`` and ``offdiag_energy`` are read on ``range(sigma)`` (module docstring)."""
+    from .evaluate import as_models, sigma_spectrum
     V, W, single = as_models(V, W)
     generator = seeded_generator(seed, "structure", resolve_device(device))
     V64, W64 = V.detach().double().cpu(), W.detach().double().cpu()
+    basis = sigma_spectrum(sigma, _layout(V).d).basis
     values = {
-        "v31_w13": v31_w13(V64, W64),
-        "w24_v31": w24_v31(V64, W64),
-        "offdiag_energy": offdiag_energy(V64, W64),
+        "v31_w13": v31_w13(V64, W64, basis),
+        "w24_v31": w24_v31(V64, W64, basis),
+        "offdiag_energy": offdiag_energy(V64, W64, basis),
         "functional_deviation": functional_deviation(V, W, n=n, eta=eta, k=k, samples=samples,
                                                      generator=generator, sigma=sigma, noise=noise).cpu(),
     }

@@ -11,10 +11,15 @@ way, or pass any covariance with ``covariance_case``):
   ``numerics.random_rotation(d, SUITE_SEED)``;
 * ``half_subspace``: x confined to a random ``d//2``-dimensional subspace (the first ``d//2``
   columns of ``numerics.random_rotation(d, SUITE_SEED + 1)``), trace d: singular Sigma;
-* ``scale-x=c`` for c in ``X_SCALES``: x multiplied by c, ``Sigma = c^2 I``;
-* ``scale-w=c`` for c in ``W_SCALES``: w* multiplied by c (``Sigma = I``);
+* ``scale-x=c`` for c in ``X_SCALES``: x multiplied by c, ``Sigma = c^2 Sigma_train``;
+* ``scale-w=c`` for c in ``W_SCALES``: w* multiplied by c (``Sigma = Sigma_train``);
 * ``noisy``: Garg et al.'s label noise, ``y = X^T w* + eps``, ``eps ~ N(0, NOISY_S^2)`` (``Sigma =
-  I``); losses are still against ``w*`` (docs/theory.md section 16).
+  Sigma_train``); losses are still against ``w*`` (docs/theory.md section 16).
+
+A run is judged against its own training distribution: ``Sigma_train`` is the covariance it was
+trained on (``TrainConfig.sigma``; I when None) and the in-distribution reference row, scale-x and
+scale-w keep its label noise as well (``standard_suite(d, sigma=, noise=)``; ``evaluate_run``
+passes the run's).  skewed and half_subspace are fixed covariances, the same for every run.
 
 What each case reports (``evaluate_case``; every loss is ``(1/2) ||w_hat - w*||^2`` in float64):
 
@@ -22,16 +27,19 @@ What each case reports (``evaluate_case``; every loss is ``(1/2) ||w_hat - w*||^
   fresh prompts from ``evaluate.eval_generator(seed)``;
 * ``gd_*``: GD with the model's own learned ``step`` on the same prompts (``gd_steps`` = k for
   cot and looped, 1 for nocot), the function Theorem 3.2 says a CoT model learns;
-* ``nocot_*``: Theorem 3.1's in-distribution optimum ``numerics.nocot_params(d, n)`` (the model a
-  no-CoT run converges to) on the same prompts; ``nocot_sigma_median``: Theorem 3.1's optimum
-  for the case's own Sigma, ``numerics.nocot_params(d, n, Sigma)`` (the best any no-CoT model
-  can do there); ``nocot_expected``: the exact mean of the first,
-  ``theory.linear_prediction_loss``;
-* Theorem 4.2's verdict: ``spectrum_interval`` ``[lo, hi]`` predicted for ``S_Sigma``,
-  ``eta_top = step * hi`` and ``predicted_stable = eta_top < 2``; ``unstable_frac``: the sampled
-  share of prompts with ``step * lambda_max(S) >= 2`` (``numerics.sample_gram``).  For a singular
-  Sigma of rank r the interval is the one on ``range(Sigma)``: its positive eigenvalues with
-  ``d = r`` (docs/theory.md section 10; ``spectrum_top_ambient`` keeps the formula with d);
+* ``nocot_*``: Theorem 3.1's optimum for ``Sigma = I`` without noise, ``numerics.nocot_params(d,
+  n)`` (the model a no-CoT run at the paper's distribution converges to) on the same prompts;
+  ``nocot_sigma_median``: Theorem 3.1's optimum for the case's own Sigma,
+  ``numerics.nocot_params(d, n, Sigma)`` (the best any no-CoT model can do there);
+  ``nocot_expected``: the exact mean of the first, ``theory.linear_prediction_loss``;
+* Theorem 4.2's verdict, ``theory.stability_verdict`` (the one rule, also behind ``cotgd
+  train``'s warning and the figures; ``evaluate.predicted_stability``): ``spectrum_interval``
+  ``[lo, hi]`` predicted for ``S_Sigma`` on ``range(Sigma)`` (Sigma's positive eigenvalues at
+  dimension ``r = rank Sigma``, docs/theory.md sections 7 and 10), ``eta_top = step * hi``,
+  ``predicted_stable`` (``step * hi < 2``) and ``stable_step_bound = 2 / hi``
+  (``spectrum_top_ambient`` reports the top with the ambient d instead of r, which overstates
+  it for a singular Sigma); ``unstable_frac``: the sampled share of prompts with ``step *
+  lambda_max(S) >= 2`` (``numerics.sample_gram``);
   ``loss_bound`` is ``theory.ood_loss_bound`` there plus the unrecoverable part;
 * ``expected_loss`` of GD with the learned step and its ``expected_method``: exact
   (``theory.gd_eval_loss``) for ``Sigma = s I`` (S scales to ``s S_0``, so GD with step eta on it
@@ -47,8 +55,11 @@ The model's learned step (``learned_step``): the mean diagonal of ``W24 V31``
 (``training.w24_v31``, the coefficient of ``S w*`` in its step; docs/theory.md section 4) in every
 mode: Theorem 3.2's eta for a CoT model, Theorem 3.1's ``eta_1 = n/(n + d + 1)`` for a no-CoT
 model (whose step from ``w_0 = 0`` is ``W24 V31 S w*`` alone), the best single step for a looped
-one.  The run's ``summary["structure_step"]`` (what the theory says it should be) is reported as
-``target_step``; ``step=`` overrides the learned step.
+one.  For a run trained on a singular Sigma it is read on ``range(Sigma_train)``, ``U^T W24 V31
+U`` for an orthonormal basis U of the range (``training.structure``): the directions without
+data are never trained and would dilute the mean.  The run's ``summary["structure_step"]`` (what
+the theory says it should be) is reported as ``target_step``; ``step=`` overrides the learned
+step.
 
 The model, GD and the no-CoT references see the same prompts in a case (paired comparisons);
 ``w* -> c w*`` is sampled honestly: the trained model is not linear in w* (its rollout reads
@@ -66,11 +77,12 @@ import torch
 
 import numerics
 import theory
-from theory.validation import check_int, check_positive_finite, covariance_and_rank
+from theory.validation import check_int, check_positive_finite
 
 from .data import derived_seed
 from .device import resolve_device
-from .evaluate import EXACT_THEORY_MAX_K, as_models, eval_generator, eval_losses, loss_reports, report_dict
+from .evaluate import (EXACT_THEORY_MAX_K, SigmaSpectrum, as_models, eval_generator, eval_losses, loss_reports,
+                       predicted_stability, report_dict, sigma_spectrum)
 from .kernels import MODES
 from .structure import w24_v31
 
@@ -111,11 +123,18 @@ class Case:
             object.__setattr__(self, "sigma", np.array(self.sigma, dtype=np.float64))
 
 
-def in_distribution_case(noise: float = 0.0) -> Case:
-    """The training distribution (``Sigma = I``, ``w* ~ N(0, I)``, and the run's label noise of
-    standard deviation ``noise``): the reference row."""
-    text = "" if not noise else f", label noise s = {noise:g}"
-    return Case("in_distribution", description=f"Sigma = I, w* ~ N(0, I){text}: the training distribution",
+def _training_text(sigma, noise: float) -> tuple[str, str]:
+    """How a case names the training covariance (``Sigma_train`` or ``I``) and the run's label
+    noise (``, label noise s = ...`` or nothing)."""
+    return ("I" if sigma is None else "Sigma_train"), ("" if not noise else f", label noise s = {noise:g}")
+
+
+def in_distribution_case(noise: float = 0.0, sigma=None) -> Case:
+    """The training distribution, the reference row: ``x ~ N(0, sigma)`` (the run's training
+    covariance; None: I), ``w* ~ N(0, I)``, and the run's label noise of standard deviation
+    ``noise``."""
+    base, text = _training_text(sigma, noise)
+    return Case("in_distribution", sigma, description=f"Sigma = {base}, w* ~ N(0, I){text}: the training distribution",
                 label_noise=noise, kind="reference")
 
 
@@ -143,26 +162,33 @@ def half_subspace_case(d: int, seed: int = SUITE_SEED + 1) -> Case:
                 description=f"x in a random {r}-dimensional subspace, trace d (seed {seed})")
 
 
-def scale_x_case(d: int, c: float) -> Case:
-    """x multiplied by c: ``Sigma = c^2 I``."""
+def scale_x_case(d: int, c: float, *, sigma=None, noise: float = 0.0) -> Case:
+    """x multiplied by c on the training distribution: ``Sigma = c^2 sigma`` (``sigma`` the
+    training covariance; None: I), the run's label noise ``noise`` unchanged."""
     c = check_positive_finite("c", c)
-    return Case(f"scale-x={c:g}", c * c * np.eye(check_int("d", d)), kind="scale-x",
-                description=f"x multiplied by {c:g}: Sigma = {c * c:.4g} I")
+    base, text = _training_text(sigma, noise)
+    train = np.eye(check_int("d", d)) if sigma is None else np.asarray(sigma, dtype=np.float64)
+    return Case(f"scale-x={c:g}", c * c * train, label_noise=noise, kind="scale-x",
+                description=f"x multiplied by {c:g}: Sigma = {c * c:.4g} {base}{text}")
 
 
-def scale_w_case(c: float) -> Case:
-    """w* multiplied by c: ``w* ~ N(0, c^2 I)``, ``Sigma = I``."""
+def scale_w_case(c: float, *, sigma=None, noise: float = 0.0) -> Case:
+    """w* multiplied by c on the training distribution: ``w* ~ N(0, c^2 I)``, ``Sigma = sigma``
+    (the training covariance; None: I), the run's label noise ``noise``."""
     c = check_positive_finite("c", c)
-    return Case(f"scale-w={c:g}", None, w_scale=c, kind="scale-w",
-                description=f"w* multiplied by {c:g}: w* ~ N(0, {c * c:.4g} I)")
+    base, text = _training_text(sigma, noise)
+    return Case(f"scale-w={c:g}", sigma, w_scale=c, label_noise=noise, kind="scale-w",
+                description=f"w* multiplied by {c:g}: w* ~ N(0, {c * c:.4g} I), Sigma = {base}{text}")
 
 
-def noisy_case(s: float = None) -> Case:
+def noisy_case(s: float = None, *, sigma=None) -> Case:
     """Label noise of standard deviation ``s`` (default ``NOISY_S``): ``y = X^T w* + eps``,
-    ``eps ~ N(0, s^2 I)``, ``Sigma = I`` (docs/theory.md section 16)."""
+    ``eps ~ N(0, s^2 I)``, ``Sigma = sigma`` (the training covariance; None: I; docs/theory.md
+    section 16)."""
     s = check_positive_finite("s", NOISY_S if s is None else s)
-    return Case("noisy", None, label_noise=s, kind="noisy",
-                description=f"labels y = <w*, x> + eps, eps ~ N(0, {s * s:.4g})")
+    base = _training_text(sigma, 0.0)[0]
+    return Case("noisy", sigma, label_noise=s, kind="noisy",
+                description=f"labels y = <w*, x> + eps, eps ~ N(0, {s * s:.4g}), Sigma = {base}")
 
 
 def covariance_case(name: str, sigma, d: int) -> Case:
@@ -172,16 +198,20 @@ def covariance_case(name: str, sigma, d: int) -> Case:
     return Case(name, sigma, kind="custom", description="user covariance")
 
 
-def standard_suite(d: int, seed: int = SUITE_SEED) -> list[Case]:
+def standard_suite(d: int, seed: int = SUITE_SEED, *, sigma=None, noise: float = 0.0) -> list[Case]:
     """The standard suite (module docstring): skewed, half_subspace, scale-x=c for c in
-    ``X_SCALES``, scale-w=c for c in ``W_SCALES``, noisy."""
+    ``X_SCALES``, scale-w=c for c in ``W_SCALES``, noisy; the last three relative to the training
+    distribution, covariance ``sigma`` (None: I) and label noise ``noise``."""
+    training = dict(sigma=sigma, noise=noise)
     return ([skewed_case(d, seed), half_subspace_case(d, seed + 1)]
-            + [scale_x_case(d, c) for c in X_SCALES] + [scale_w_case(c) for c in W_SCALES] + [noisy_case()])
+            + [scale_x_case(d, c, **training) for c in X_SCALES] + [scale_w_case(c, **training) for c in W_SCALES]
+            + [noisy_case(sigma=sigma)])
 
 
-#: Named suites (``cotgd evaluate --suite``): each a function ``(d, seed) -> list[Case]``;
-#: ``none`` evaluates only the covariances passed by the user.
-SUITES = {"standard": standard_suite, "none": lambda d, seed=SUITE_SEED: []}
+#: Named suites (``cotgd evaluate --suite``): each a function ``(d, seed, *, sigma, noise) ->
+#: list[Case]`` of the run's training covariance and label noise; ``none`` evaluates only the
+#: covariances passed by the user.
+SUITES = {"standard": standard_suite, "none": lambda d, seed=SUITE_SEED, *, sigma=None, noise=0.0: []}
 
 
 def load_covariance(path, d: int, name: str | None = None) -> Case:
@@ -204,8 +234,9 @@ def load_covariance(path, d: int, name: str | None = None) -> Case:
 class SuiteModel:
     """The parameters evaluated by the suite: ``V``, ``W`` (D x D), ``mode``, sizes ``d, n, k``,
     the GD ``step`` it is compared with and where that came from, the theory's
-    ``target_step`` (None when unknown), a ``label`` and the label ``noise`` it was trained with
-    (its in-distribution row has that noise)."""
+    ``target_step`` (None when unknown), a ``label``, the label ``noise`` and the covariance
+    ``sigma`` of x (None: I) it was trained with (its in-distribution row and the scaled cases
+    have them; its learned step is read on ``range(sigma)``)."""
 
     V: torch.Tensor
     W: torch.Tensor
@@ -219,6 +250,7 @@ class SuiteModel:
     eta: float | None = None
     label: str = ""
     noise: float = 0.0
+    sigma: np.ndarray | None = None
 
     @property
     def gd_steps(self) -> int:
@@ -228,9 +260,10 @@ class SuiteModel:
 
 def suite_model(V, W, *, mode: str, n: int, k: int, step: float | None = None,
                 target_step: float | None = None, eta: float | None = None, label: str = "",
-                noise: float = 0.0) -> SuiteModel:
+                noise: float = 0.0, sigma=None) -> SuiteModel:
     """A ``SuiteModel`` from parameters; ``step=None`` takes the learned step ``w24_v31``
-    (module docstring), which must be a positive number."""
+    (module docstring; on ``range(sigma)`` for a singular training covariance ``sigma``), which
+    must be a positive number."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     V, W, single = as_models(V, W)
@@ -238,20 +271,25 @@ def suite_model(V, W, *, mode: str, n: int, k: int, step: float | None = None,
         raise ValueError(f"the suite evaluates one model: V, W must be (D, D), got {tuple(V.shape)}")
     V, W = V[0].detach().double().cpu(), W[0].detach().double().cpu()
     d = (V.shape[-1] - 2) // 2
+    basis = sigma_spectrum(sigma, d).basis
+    if sigma is not None:
+        sigma = np.asarray(sigma, dtype=np.float64)
     if step is None:
-        step, source = float(w24_v31(V.unsqueeze(0), W.unsqueeze(0))[0]), "mean diagonal of W24 V31"
+        source = "mean diagonal of W24 V31" + ("" if basis is None else " on range(Sigma)")
+        step = float(w24_v31(V.unsqueeze(0), W.unsqueeze(0), basis)[0])
         if not (math.isfinite(step) and step > 0):
-            raise ValueError(f"the model's learned step (mean diagonal of W24 V31) is {step:.4g}, not a "
+            raise ValueError(f"the model's learned step ({source}) is {step:.4g}, not a "
                              f"positive step: pass step= (--step) to compare it with GD")
     else:
         step, source = check_positive_finite("step", step), "given"
     return SuiteModel(V=V, W=W, mode=mode, d=d, n=check_int("n", n), k=check_int("k", k), step=step,
-                      step_source=source, target_step=target_step, eta=eta, label=label, noise=noise)
+                      step_source=source, target_step=target_step, eta=eta, label=label, noise=noise, sigma=sigma)
 
 
 def model_from_run(run, *, step: float | None = None) -> SuiteModel:
     """The ``SuiteModel`` of a run directory (a path or a ``training.load_run`` result): its final
-    V, W, mode, n, k; ``target_step`` from its summary's ``structure_step``."""
+    V, W, mode, n, k, label noise and training covariance; ``target_step`` from its summary's
+    ``structure_step``."""
     from .rundir import Run, load_run
     if not isinstance(run, Run):
         run = load_run(run)
@@ -260,7 +298,7 @@ def model_from_run(run, *, step: float | None = None) -> SuiteModel:
     c = run.config
     target = None if run.summary is None else run.summary.get("structure_step")
     return suite_model(run.V, run.W, mode=c.mode, n=c.n, k=c.k, step=step, target_step=target, eta=c.eta,
-                       label=run.path, noise=c.noise)
+                       label=run.path, noise=c.noise, sigma=c.sigma)
 
 
 # ------------------------------------------------------------------------------- per-prompt losses
@@ -282,17 +320,6 @@ def _report(mode: str, V, W, *, model: SuiteModel, k: int, samples: int, seed: i
 
 
 # ------------------------------------------------------------------------------------ the theory
-def _spectrum(case: Case, d: int) -> tuple[np.ndarray, int, sympy.Matrix | None]:
-    """Sigma's eigenvalues (descending, float64), its exact rank (theory's rule, on
-    ``numerics.exact_covariance``) and the exact matrix (None for the identity)."""
-    if case.sigma is None:
-        return np.ones(d), d, None
-    exact = numerics.exact_covariance(case.sigma, d, name=case.name)
-    rank = covariance_and_rank(case.name, exact, d)[1]
-    lam = np.linalg.eigvalsh((case.sigma + case.sigma.T) / 2)[::-1]
-    return lam, rank, exact
-
-
 def _isotropic(case: Case, d: int) -> float | None:
     """s when the case's Sigma is exactly ``s I`` (1 for the identity), else None."""
     if case.sigma is None:
@@ -304,27 +331,26 @@ def _isotropic(case: Case, d: int) -> float | None:
     return float(diag[0])
 
 
-def theorem_42(step: float, lam: np.ndarray, rank: int, d: int, n: int, gd_steps: int) -> dict:
-    """Theorem 4.2's verdict for GD with ``step`` on a covariance with eigenvalues ``lam``
-    (descending) of rank ``rank``: the predicted interval on ``range(Sigma)`` (positive
-    eigenvalues, dimension r; docs/theory.md sections 7 and 10), ``eta_top``,
-    ``predicted_stable`` and the loss bound on range(Sigma) plus ``(d - r)/2``.
-    ``spectrum_top_ambient``: ``lambda_max(Sigma) (1 + sqrt(d/n))^2``, the top with the ambient d
-    (docs/theory.md section 7): the same as ``spectrum_top`` for a non-singular Sigma, above it
-    for a singular one, where it overstates the top of S."""
+def theorem_42(step: float, spectrum: SigmaSpectrum, d: int, n: int, gd_steps: int) -> dict:
+    """Theorem 4.2's verdict for GD with ``step`` on a covariance with ``spectrum``
+    (``evaluate.sigma_spectrum``): ``evaluate.predicted_stability``, i.e.
+    ``theory.stability_verdict`` (the interval on ``range(Sigma)``: positive eigenvalues,
+    dimension r; docs/theory.md sections 7 and 10), as ``spectrum_interval``, ``spectrum_top``,
+    ``eta_top``, ``predicted_stable`` and ``stable_step_bound``; ``loss_bound``:
+    ``theory.ood_loss_bound`` on range(Sigma) plus ``(d - r)/2``.  ``spectrum_top_ambient``:
+    ``lambda_max(Sigma) (1 + sqrt(d/n))^2``, the top with the ambient d, for comparison: the same
+    as ``spectrum_top`` for a non-singular Sigma, above it for a singular one, where it
+    overstates the top of S."""
+    verdict = predicted_stability(step, spectrum, d, n)
+    rank, (lo, hi) = verdict.rank, verdict.interval
+    out = {"spectrum_interval": [float(lo), float(hi)], "spectrum_top": float(hi), "eta_top": step * float(hi),
+           "predicted_stable": verdict.stable, "stable_step_bound": float(verdict.bound)}
     if rank == 0:
-        return {"spectrum_interval": [0.0, 0.0], "spectrum_top": 0.0, "eta_top": 0.0, "spectrum_top_ambient": 0.0,
-                "predicted_stable": True,
-                "stable_step_bound": math.inf, "loss_bound": d / 2}
-    positive = [sympy.Rational(float(v)) for v in lam[:rank]]        # the floats' exact values
-    lo, hi = theory.spectrum_interval(positive, rank, n)
-    bound = theory.stable_eta_bound(positive, rank, n)
-    loss_bound = theory.ood_loss_bound(sympy.Rational(step), positive, rank, n, gd_steps)
-    ambient = theory.spectrum_interval(positive[:1], d, n)[1]          # the formula with d, not r
-    return {"spectrum_interval": [float(lo), float(hi)], "spectrum_top": float(hi), "eta_top": step * float(hi),
-            "spectrum_top_ambient": float(ambient),
-            "predicted_stable": bool(step * float(hi) < 2), "stable_step_bound": float(bound),
-            "loss_bound": float(loss_bound) + (d - rank) / 2}
+        return dict(out, spectrum_top_ambient=0.0, loss_bound=d / 2)
+    positive = [float(v) for v in spectrum.eigenvalues[:rank]]
+    loss_bound = theory.ood_loss_bound(step, positive, rank, n, gd_steps)
+    ambient = theory.spectrum_interval(positive[:1], d, n)[1]          # the top with d, not r
+    return dict(out, spectrum_top_ambient=float(ambient), loss_bound=float(loss_bound) + (d - rank) / 2)
 
 
 def expected_gd_loss(step: float, gd_steps: int, case: Case, d: int, n: int, exact_sigma, *,
@@ -389,7 +415,8 @@ def evaluate_case(model: SuiteModel, case: Case, *, samples: int = DEFAULT_SAMPL
     seed = check_int("seed", seed, 0)
     device = resolve_device(device)
     d, n = model.d, model.n
-    lam, rank, exact = _spectrum(case, d)
+    spectrum = sigma_spectrum(case.sigma, d, name=case.name)
+    lam, rank, exact = spectrum.eigenvalues, spectrum.rank, spectrum.exact
     run = dict(model=model, samples=samples, seed=seed, case=case, device=device)
     m = _report(model.mode, model.V.unsqueeze(0), model.W.unsqueeze(0), k=model.k, **run)
     gd = _report("cot", *numerics.gd_params(d, model.step), k=model.gd_steps, **run)
@@ -406,14 +433,14 @@ def evaluate_case(model: SuiteModel, case: Case, *, samples: int = DEFAULT_SAMPL
            "nocot_mean": nocot["mean"], "nocot_expected": nocot_expected(case, d, n, exact),
            "nocot_sigma_median": nocot_sigma["median"],
            "step": model.step, "gd_steps": model.gd_steps}
-    out.update(theorem_42(model.step, lam, rank, d, n, model.gd_steps))
+    out.update(theorem_42(model.step, spectrum, d, n, model.gd_steps))
     out["loss_bound"] *= c2
     out["unstable_frac"] = unstable_fraction(model.step, case, d, n, samples=samples, seed=seed)
     out.update(expected_gd_loss(model.step, model.gd_steps, case, d, n, exact, theory_samples=theory_samples,
                                 seed=seed))
     try:
-        limit = c2 * float(theory.gd_limit_loss(d, n, exact, noise_var=sympy.Rational(case.label_noise) ** 2
-                                                / sympy.Rational(c2)))
+        limit = c2 * _real_float(theory.gd_limit_loss(d, n, exact, noise_var=sympy.Rational(case.label_noise) ** 2
+                                                      / sympy.Rational(c2)))
     except ValueError:                     # noise with n < rank for a Sigma with no closed form
         limit = None
     out.update(unrecoverable=c2 * (d - rank) / 2, limit_loss=limit)
@@ -422,13 +449,24 @@ def evaluate_case(model: SuiteModel, case: Case, *, samples: int = DEFAULT_SAMPL
     return out
 
 
+def _real_float(value) -> float:
+    """An exact real number as a float, also when sympy writes it with an imaginary part that
+    vanishes (a sum over the eigenvalues of a rotated Sigma: roots of a cubic in radicals carry
+    ``I``; ``theory.gd_limit_loss`` with label noise); ValueError when the number is not real."""
+    z = complex(sympy.N(value, 30))
+    if abs(z.imag) > 1e-12 * max(1.0, abs(z.real)):
+        raise ValueError(f"expected a real number, got {value}")
+    return z.real
+
+
 def evaluate_suite(model: SuiteModel, cases=None, *, samples: int = DEFAULT_SAMPLES, seed: int = 0,
                    theory_samples: int = DEFAULT_THEORY_SAMPLES, device: str | torch.device = "cpu",
                    reference: bool = True, threads: int | None = None) -> dict:
-    """``model`` on ``cases`` (a list of ``Case``; None: ``standard_suite(model.d)``):
-    ``{"model": {...}, "samples", "seed", "theory_samples", "suite_seed", "in_distribution": case
-    dict or None, "cases": [case dicts]}`` (``evaluate_case``).  ``reference`` adds the
-    in-distribution row.  Every case uses the prompts of ``seed``.  ``threads``: torch CPU
+    """``model`` on ``cases`` (a list of ``Case``; None: ``standard_suite`` of the model's d,
+    training covariance and label noise): ``{"model": {...}, "samples", "seed",
+    "theory_samples", "suite_seed", "in_distribution": case dict or None, "cases": [case
+    dicts]}`` (``evaluate_case``).  ``reference`` adds the in-distribution row (the model's
+    training covariance and noise).  Every case uses the prompts of ``seed``.  ``threads``: torch CPU
     threads while it runs (None: ``config.DEFAULT_CPU_THREADS`` on a CPU, as for training: the
     rollouts are small products that lose much when another process holds a core)."""
     from .config import DEFAULT_CPU_THREADS
@@ -441,7 +479,7 @@ def evaluate_suite(model: SuiteModel, cases=None, *, samples: int = DEFAULT_SAMP
 
 
 def _evaluate_suite(model, cases, *, samples, seed, theory_samples, device, reference) -> dict:
-    cases = standard_suite(model.d) if cases is None else list(cases)
+    cases = standard_suite(model.d, sigma=model.sigma, noise=model.noise) if cases is None else list(cases)
     names = [c.name for c in cases]
     for c in cases:
         if not isinstance(c, Case):
@@ -452,9 +490,11 @@ def _evaluate_suite(model, cases, *, samples, seed, theory_samples, device, refe
     return {
         "model": {"label": model.label, "mode": model.mode, "d": model.d, "n": model.n, "k": model.k,
                   "eta": model.eta, "learned_step": model.step, "step_source": model.step_source,
-                  "target_step": model.target_step, "gd_steps": model.gd_steps},
+                  "target_step": model.target_step, "gd_steps": model.gd_steps, "noise": model.noise,
+                  "sigma": None if model.sigma is None else model.sigma.tolist()},
         "samples": samples, "seed": seed, "theory_samples": theory_samples, "suite_seed": SUITE_SEED,
-        "in_distribution": evaluate_case(model, in_distribution_case(model.noise), **options) if reference else None,
+        "in_distribution": (evaluate_case(model, in_distribution_case(model.noise, model.sigma), **options)
+                            if reference else None),
         "cases": [evaluate_case(model, case, **options) for case in cases],
     }
 
@@ -468,7 +508,7 @@ def evaluate_run(run, *, suite: str = "standard", sigmas=(), samples: int = DEFA
     model = model_from_run(run, step=step)
     if suite not in SUITES:
         raise ValueError(f"suite must be one of {', '.join(SUITES)}, got {suite!r}")
-    cases = SUITES[suite](model.d, SUITE_SEED)
+    cases = SUITES[suite](model.d, SUITE_SEED, sigma=model.sigma, noise=model.noise)
     for item in sigmas:
         if isinstance(item, (str, os.PathLike)):
             cases.append(load_covariance(item, model.d))
@@ -540,4 +580,8 @@ def format_table(result: dict) -> str:
               + (" (one step cannot blow up: UNSTABLE means the step overshoots)." if m["gd_steps"] == 1 else "."),
               f"E[GD]: expected loss of {gd_what} (how: ex = exact theory, MC = Monte Carlo, "
               f"{result['theory_samples']} prompts); unrecov: (d - rank Sigma)/2 x scale-w^2, never learned."]
+    if m.get("sigma") is not None or m.get("noise"):
+        lines.append("Trained on its own distribution (Sigma_train" + (f", label noise s = {m['noise']:g}" if m.get("noise")
+                     else "") + "): the in-distribution row, scale-x (Sigma = c^2 Sigma_train), scale-w and noisy "
+                     "use it.")
     return "\n".join(lines)

@@ -302,6 +302,16 @@ def ood_points(frame):
     return points.drop_duplicates(subset=["d", "n", "eta", "c"])
 
 
+def boundary_scales(etas, d: int, n: int, sigma=None) -> np.ndarray:
+    """Theorem 4.2's boundary in the (eta, c) plane of ``ood_stability.png``: for each step eta the
+    scale c* with ``c sigma`` (None: I) stable iff ``c < c*`` (``evaluate.stable_scale``, from
+    ``theory.stability_verdict``; docs/theory.md section 7).  ``c* = bound / eta`` with one bound
+    for all steps, so the verdict is computed once."""
+    from .evaluate import stable_scale
+    etas = np.asarray(etas, dtype=float)
+    return stable_scale(1.0, sigma, d, n) / etas
+
+
 def plot_ood(frame, path: str) -> str | None:
     """``ood_stability.png`` (module docstring); None when the table has fewer than two GD steps
     or two covariance scales among its trained CoT cells."""
@@ -325,9 +335,9 @@ def plot_ood(frame, path: str) -> str | None:
         bad = sub[sub["diverged_frac"] >= 0.5]
         ax.scatter(bad["eta"], bad["c"], marker="x", color="red", s=40, label="diverged on >= half the prompts")
         grid = np.linspace(_edges(etas)[0], _edges(etas)[-1], 300)
-        edge = (1 + math.sqrt(d / n)) ** 2
-        ax.plot(grid, 2 / (grid * edge), color="white", lw=3)
-        ax.plot(grid, 2 / (grid * edge), color="k", lw=1.4, ls="--",
+        boundary = boundary_scales(grid, int(d), int(n))
+        ax.plot(grid, boundary, color="white", lw=3)
+        ax.plot(grid, boundary, color="k", lw=1.4, ls="--",
                 label=r"Theorem 4.2: $\eta\, c\, (1+\sqrt{d/n})^2 = 2$")
         ax.set_xlim(_edges(etas)[0], _edges(etas)[-1])
         ax.set_ylim(_edges(cs)[0], _edges(cs)[-1])

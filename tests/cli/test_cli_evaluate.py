@@ -136,3 +136,25 @@ def test_reproduce_ood_from_existing_runs(runs, tmp_path, capsys, monkeypatch):
     assert main(["reproduce", "ood", "--out", str(out), "--run", str(runs / "many")]) == 2
     assert "models" in one_error_line(capsys)
     assert not os.path.exists(tmp_path / "nothing")
+
+
+def test_evaluate_judges_a_sigma_run_on_its_own_distribution(tmp_path, capsys):
+    """``cotgd train --sigma diag.npy`` then ``cotgd evaluate``: the in-distribution row and the
+    scale-x cases use the training Sigma (issue 22: they used I), and the row is the run's own
+    final evaluation."""
+    np.save(tmp_path / "diag.npy", np.diag([1.0, 2.0, 3.0]))
+    run, js = tmp_path / "run", tmp_path / "out.json"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k != "progress"]
+    assert main(["train", *flags, "--eval-samples", "150", "--sigma", str(tmp_path / "diag.npy"),
+                 "--out", str(run)]) == 0
+    assert main(["evaluate", str(run), "--samples", "150", "--theory-samples", "150", "--device", "cpu",
+                 "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(js.read_text())
+    ref = result["in_distribution"]
+    assert ref["sigma_eigenvalues"] == [3.0, 2.0, 1.0] and "Sigma = Sigma_train" in ref["description"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert ref["median"] == pytest.approx(summary["eval"]["median"], rel=1e-9)
+    scaled = next(c for c in result["cases"] if c["name"] == "scale-x=2")
+    assert scaled["sigma_eigenvalues"] == [12.0, 8.0, 4.0]
+    assert "Trained on its own distribution" in out
