@@ -21,34 +21,21 @@ from typing import NamedTuple
 
 import sympy
 
-from .validation import check_dim, check_eta_exact, check_int
+from .validation import check_dim, check_eta_exact, check_int, check_nonnegative_exact
 from .validation import covariance_and_rank
 
 
 def _eigenvalues(sigma_eigenvalues) -> list:
-    """Eigenvalues of Sigma as sympy numbers (floats read exactly when short: 0.5 -> 1/2): a
+    """Eigenvalues of Sigma as exact sympy numbers (``validation.exact_real``: 0.5 -> 1/2): a
     non-empty list of finite reals >= 0 (Sigma positive semi-definite; zeros allowed)."""
-    message = f"sigma_eigenvalues must be a list of numbers >= 0, got {sigma_eigenvalues!r}"
-    if isinstance(sigma_eigenvalues, (str, bytes)):
-        raise ValueError(message)
+    if isinstance(sigma_eigenvalues, (str, bytes)) or not hasattr(sigma_eigenvalues, "__iter__"):
+        raise ValueError(f"sigma_eigenvalues must be a list of numbers >= 0, got {sigma_eigenvalues!r}")
     try:
-        raw = list(sigma_eigenvalues)
-    except TypeError:
-        raise ValueError(message) from None
-    if not raw:
+        values = [check_nonnegative_exact("sigma_eigenvalues", v) for v in sigma_eigenvalues]
+    except ValueError as error:
+        raise ValueError(f"sigma_eigenvalues must be a list of numbers >= 0: {error}") from None
+    if not values:
         raise ValueError("sigma_eigenvalues must not be empty")
-    values = []
-    for v in raw:
-        if isinstance(v, (str, bytes, bool)) or not isinstance(v, (numbers.Number, sympy.Basic)):
-            raise ValueError(f"sigma_eigenvalues must be numbers >= 0, got {v!r}")
-        if isinstance(v, float) and math.isfinite(v):
-            v = sympy.nsimplify(v, rational=True)
-        v = sympy.sympify(v)
-        if v is sympy.nan or v.is_extended_real is False or v.is_finite is False:
-            raise ValueError(f"sigma_eigenvalues must be finite real numbers, got {v}")
-        if v.is_nonnegative is False:
-            raise ValueError(f"sigma_eigenvalues must be >= 0 (Sigma positive semi-definite), got {v}")
-        values.append(v)
     return values
 
 
@@ -59,7 +46,7 @@ def mp_edges(gamma):
     >>> mp_edges(sympy.Rational(1, 4))
     (1/4, 9/4)
     """
-    gamma = sympy.sympify(gamma)
+    gamma = check_nonnegative_exact("gamma", gamma)
     return (sympy.expand((1 - sympy.sqrt(gamma)) ** 2), sympy.expand((1 + sympy.sqrt(gamma)) ** 2))
 
 
@@ -96,7 +83,7 @@ def is_stable(eta, lambda_max) -> bool:
     (True, False)
     """
     eta = check_eta_exact("eta", eta)
-    return bool(eta * sympy.sympify(lambda_max) < 2)
+    return bool(eta * check_nonnegative_exact("lambda_max", lambda_max) < 2)
 
 
 def stable_eta_bound(sigma_eigenvalues, d: int, n: int):
