@@ -15,8 +15,6 @@ the unlearnable ``(d - r)/2`` to the loss bound.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from typing import NamedTuple
 
 import sympy

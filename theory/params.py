@@ -2,7 +2,6 @@
 Theorem 3.1 (the best no-CoT model), docs/theory.md sections 4 and 5."""
 from __future__ import annotations
 
-import numbers
 
 import sympy
 from sympy import BlockMatrix, Identity, ZeroMatrix

@@ -45,6 +45,7 @@ import sympy
 import theory
 
 from . import PAPER, TrainConfig, evaluate_params, train, train_models
+from .evaluate import stable_scale
 from .data import exact_noise_var
 from .device import resolve_device
 
@@ -444,14 +445,6 @@ def mp_limit_vs_mc(settings):
                   f"d {dl}, n {nl}, k {k}; SE {se:.2g}, {samples} prompts; exact gap at d = 10: {gap10:.3g}")
 
 
-def ood_boundary(d: int = PAPER.d, n: int = PAPER.n, eta: float = PAPER.eta) -> float:
-    """Thm 4.2 (docs/theory.md section 7): the scale c* of Sigma = c I at which the upper edge of
-    the Marchenko-Pastur spectrum of S reaches GD's stability boundary eta c lambda_max(S) = 2:
-    c* = 2 / (eta (1 + sqrt(d/n))^2)."""
-    import theory
-    return float(2 / theory.spectrum_interval([1], d, n)[1] / eta)
-
-
 @check("statistical.ood-thm42-boundary-predicted-fraction", kind="statistical")
 def thm42_boundary_predicted_fraction(settings):
     """Thm 4.2 (docs/theory.md section 7): GD on a prompt with Sigma = c I is stable iff
@@ -460,7 +453,7 @@ def thm42_boundary_predicted_fraction(settings):
     import numerics
     d, n, eta = PAPER.d, PAPER.n, PAPER.eta
     samples = 5_000 if settings.quick else 20_000
-    boundary = ood_boundary(d, n, eta)
+    boundary = stable_scale(eta, None, d, n)       # c*: Sigma = c I is predicted stable iff c < c*
     lam_max = np.linalg.eigvalsh(numerics.sample_gram(d, n, samples, settings.seed + 9))[:, -1]
     p_lo, p_hi = (float(np.mean(eta * f * boundary * lam_max >= 2)) for f in (0.8, 2.0))
     return result(f"{p_lo:.3f} / {p_hi:.3f}", "< 0.05 / > 0.95", "fractions at 0.8 c* / 2 c*",
@@ -764,7 +757,7 @@ def thm42_boundary_median_crossing(settings, models):
     """Thm 4.2 (docs/theory.md section 7): the trained CoT model's median loss at Sigma = c I
     crosses the exact loss d/2 of w_0 = 0 at the boundary c*: below it at 0.8 c*, above it at 2 c*."""
     d, n, k = PAPER.d, PAPER.n, PAPER.k
-    samples, boundary = _ood_samples(settings), ood_boundary()
+    samples, boundary = _ood_samples(settings), stable_scale(PAPER.eta, None, PAPER.d, PAPER.n)
     ratios, diverged = [], []
     for factor in (0.8, 2.0):
         c = factor * boundary
