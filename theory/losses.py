@@ -312,7 +312,7 @@ def gd_limit_loss(d, n, Sigma=None, *, noise_var=0):
     d = check_dim("d", d)
     n = check_dim("n", n)
     noise_var = check_noise_var("noise_var", noise_var)
-    rank = d if Sigma is None else covariance_and_rank("Sigma", Sigma, d)[1]
+    M, rank = (None, d) if Sigma is None else covariance_and_rank("Sigma", Sigma, d)
     noiseless = (sympy.sympify(d) - sympy.Min(n, rank)) / 2
     if noise_var == 0:
         return noiseless
@@ -324,18 +324,28 @@ def gd_limit_loss(d, n, Sigma=None, *, noise_var=0):
     if abs(n - rank) <= 1:
         return sympy.oo
     if n > rank:
-        if Sigma is None:
-            inverse_trace = sympy.Integer(d)
-        else:
-            eigenvalues = check_covariance("Sigma", Sigma).eigenvals()
-            inverse_trace = sum((m / lam for lam, m in eigenvalues.items() if lam != 0), sympy.Integer(0))
-        return noiseless + noise_var * inverse_trace / (2 * (n - rank - 1))
+        return noiseless + noise_var * _pseudo_inverse_trace(M, rank, d) / (2 * (n - rank - 1))
     scale = sympy.Integer(1)
-    if Sigma is not None:
-        positive = [lam for lam in check_covariance("Sigma", Sigma).eigenvals() if lam != 0]
-        if len(positive) != 1:
+    if M is not None:
+        scale = sympy.simplify(M.trace() / rank)          # the common non-zero eigenvalue, if there is one
+        if not (M * M - scale * M).applyfunc(sympy.simplify).is_zero_matrix:
             raise ValueError("gd_limit_loss with noise and n < rank(Sigma) is only known when the "
                              "non-zero eigenvalues of Sigma are equal (E tr(S^+) depends on the "
                              "whole spectrum)")
-        scale = positive[0]
     return noiseless + noise_var * n / (2 * scale * (rank - n - 1))
+
+
+def _pseudo_inverse_trace(M, rank: int, d: int):
+    """``tr(Sigma_r^{-1})``, the sum of ``1/lambda`` over the non-zero eigenvalues of Sigma (rank
+    ``r``; ``d`` for ``M = None``, the identity), exactly, from the characteristic polynomial
+    ``x^d + c_1 x^{d-1} + .. + c_r x^{d-r}``: ``sum 1/lambda = e_{r-1}/e_r = -c_{r-1}/c_r``
+    (no eigenvalues, so no radicals).
+
+    >>> _pseudo_inverse_trace(sympy.Matrix([[2, 1], [1, 2]]), 2, 2)      # 1/1 + 1/3
+    4/3
+    """
+    if M is None:
+        return sympy.Integer(d)
+    c = M.charpoly().all_coeffs()                      # [1, c_1, .., c_d]
+    return sympy.simplify(-c[rank - 1] / c[rank])
+
