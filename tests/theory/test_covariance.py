@@ -198,3 +198,17 @@ def test_ood_bad_eigenvalues_name_the_parameter(values, words):
         with pytest.raises(ValueError, match=r"^sigma_eigenvalues\b") as info:
             call()
         assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_noisy_limit_is_real_and_rotation_invariant():
+    """Exact: with label noise, gd_limit_loss of a rotated Sigma (an exact rational rotation, the
+    Cayley transform of a skew matrix) equals the diagonal Sigma's, a real rational: the trace of
+    Sigma_r^{-1} comes from the characteristic polynomial, not from eigenvalues in radicals."""
+    K = sympy.Matrix(3, 3, lambda i, j: sympy.Rational(i - j, i + j + 2))
+    Q = (sympy.eye(3) - K) * (sympy.eye(3) + K).inv()
+    for eigenvalues, n in (([1, 2, 3], 8), ([1, 2, 0], 8), ([2, 2, 2], 1)):         # n > r + 1 and n < r - 1
+        D = sympy.diag(*eigenvalues)
+        rotated = theory.gd_limit_loss(3, n, Q * D * Q.T, noise_var=sympy.Rational(1, 2))
+        assert rotated == theory.gd_limit_loss(3, n, D, noise_var=sympy.Rational(1, 2))
+        assert rotated.is_Rational
+    assert theory.gd_limit_loss(3, 8, sympy.diag(1, 2, 3), noise_var=1) == sympy.Rational(11, 6) / (2 * 4)
