@@ -27,8 +27,10 @@ What each case reports (``evaluate_case``; every loss is ``(1/2) ||w_hat - w*||^
   fresh prompts from ``evaluate.eval_generator(seed)``;
 * ``gd_*``: GD with the model's own learned ``step`` on the same prompts (``gd_steps`` = k for
   cot and looped, 1 for nocot), the function Theorem 3.2 says a CoT model learns;
-* ``nocot_*``: Theorem 3.1's optimum for ``Sigma = I`` without noise, ``numerics.nocot_params(d,
-  n)`` (the model a no-CoT run at the paper's distribution converges to) on the same prompts;
+* ``nocot_*``: Theorem 3.1's optimum for the model's training distribution, ``numerics.nocot_params(d,
+  n, sigma, noise_var=noise^2)`` with the model's ``sigma`` and label ``noise`` (``Sigma = I``
+  without noise for a run at the paper's distribution; the model a no-CoT run on that
+  distribution converges to) on the same prompts;
   ``nocot_sigma_median``: Theorem 3.1's optimum for the case's own Sigma,
   ``numerics.nocot_params(d, n, Sigma)`` (the best any no-CoT model can do there);
   ``nocot_expected``: the exact mean of the first, ``theory.linear_prediction_loss``;
@@ -77,9 +79,9 @@ import torch
 
 import numerics
 import theory
-from theory.validation import check_int, check_positive_finite
+from theory.validation import check_int, check_positive_finite, exact_real
 
-from .data import derived_seed
+from .data import derived_seed, exact_noise_var
 from .device import resolve_device
 from .evaluate import (EXACT_THEORY_MAX_K, SigmaSpectrum, as_models, eval_generator, eval_losses, loss_reports,
                        predicted_stability, report_dict, sigma_spectrum)
@@ -353,6 +355,13 @@ def theorem_42(step: float, spectrum: SigmaSpectrum, d: int, n: int, gd_steps: i
     return dict(out, spectrum_top_ambient=float(ambient), loss_bound=float(loss_bound) + (d - rank) / 2)
 
 
+def relative_noise_var(case: Case):
+    """The case's label-noise variance over ``w_scale^2``, exactly (theory's number rule): the
+    loss with ``w* ~ N(0, c^2 I)`` and noise ``v`` is ``c^2`` times that with ``w* ~ N(0, I)`` and
+    noise ``v / c^2`` (docs/theory.md section 16)."""
+    return exact_noise_var(case.label_noise) / exact_real("w_scale", case.w_scale) ** 2
+
+
 def expected_gd_loss(step: float, gd_steps: int, case: Case, d: int, n: int, exact_sigma, *,
                      theory_samples: int, seed: int) -> dict:
     """The expected loss of ``gd_steps`` GD steps with ``step`` on the case (module docstring):
@@ -375,8 +384,8 @@ def expected_gd_loss(step: float, gd_steps: int, case: Case, d: int, n: int, exa
                     "expected_method": how}
     if gd_steps == 1:
         Sigma = exact_sigma if exact_sigma is not None else sympy.eye(d)
-        value = c2 * float(theory.linear_prediction_loss(n, Sigma, sympy.Rational(step) * sympy.eye(d),
-                                                         noise_var=sympy.Rational(v)))
+        value = c2 * float(theory.linear_prediction_loss(n, Sigma, exact_real("step", step) * sympy.eye(d),
+                                                         noise_var=relative_noise_var(case)))
         return {"expected_loss": value, "expected_se": 0.0, "expected_method": "exact theory.linear_prediction_loss"}
     mc = numerics.eval_loss_mc(d, n, step, gd_steps, samples=theory_samples, seed=derived_seed(seed, "suite-theory"),
                                sigma=case.sigma, noise_var=v)
@@ -394,14 +403,18 @@ def unstable_fraction(step: float, case: Case, d: int, n: int, *, samples: int, 
     return float(np.mean(step * np.linalg.eigvalsh(S)[:, -1] >= 2))
 
 
-def nocot_expected(case: Case, d: int, n: int, exact_sigma) -> float:
-    """Exact mean loss of Theorem 3.1's in-distribution optimum ``eta_1 X y / n`` on the case
-    (``theory.linear_prediction_loss`` with the case's label noise, times ``w_scale^2``)."""
+def nocot_expected(case: Case, model: SuiteModel, exact_sigma) -> float:
+    """Exact mean loss on the case of Theorem 3.1's optimum for the model's training distribution,
+    ``Gamma^{-1} X y / n`` with ``Gamma = theory.nocot_gamma(d, n, sigma, noise_var=noise^2)``
+    (``eta_1 X y / n`` for Sigma = I without noise): ``theory.linear_prediction_loss`` with the
+    case's label noise, times ``w_scale^2``."""
+    d, n = model.d, model.n
     Sigma = exact_sigma if exact_sigma is not None else sympy.eye(d)
-    A = theory.nocot_optimal_eta(d, n) * sympy.eye(d)
+    trained_on = sigma_spectrum(model.sigma, d, name="the model's training sigma").exact
+    gamma = theory.nocot_gamma(d, n, trained_on, noise_var=exact_noise_var(model.noise))
+    A = gamma.inv() if isinstance(gamma, sympy.MatrixBase) else sympy.eye(d) / gamma
     c2 = case.w_scale ** 2
-    v = sympy.Rational(case.label_noise) ** 2 / sympy.Rational(c2)
-    return c2 * float(theory.linear_prediction_loss(n, Sigma, A, noise_var=v))
+    return c2 * float(theory.linear_prediction_loss(n, Sigma, A, noise_var=relative_noise_var(case)))
 
 
 # ------------------------------------------------------------------------------------ the suite
@@ -420,7 +433,7 @@ def evaluate_case(model: SuiteModel, case: Case, *, samples: int = DEFAULT_SAMPL
     run = dict(model=model, samples=samples, seed=seed, case=case, device=device)
     m = _report(model.mode, model.V.unsqueeze(0), model.W.unsqueeze(0), k=model.k, **run)
     gd = _report("cot", *numerics.gd_params(d, model.step), k=model.gd_steps, **run)
-    nocot = _report("nocot", *numerics.nocot_params(d, n), k=1, **run)
+    nocot = _report("nocot", *numerics.nocot_params(d, n, model.sigma, noise_var=model.noise ** 2), k=1, **run)
     nocot_sigma = nocot if case.sigma is None else _report("nocot", *numerics.nocot_params(d, n, case.sigma), k=1, **run)
     c2 = case.w_scale ** 2
     out = {"name": case.name, "kind": case.kind, "description": case.description, "w_scale": case.w_scale,
@@ -430,7 +443,7 @@ def evaluate_case(model: SuiteModel, case: Case, *, samples: int = DEFAULT_SAMPL
            "gd_median": gd["median"], "gd_q10": gd["q10"], "gd_q90": gd["q90"], "gd_mean": gd["mean"],
            "gd_diverged_frac": gd["diverged_frac"],
            "nocot_median": nocot["median"], "nocot_q10": nocot["q10"], "nocot_q90": nocot["q90"],
-           "nocot_mean": nocot["mean"], "nocot_expected": nocot_expected(case, d, n, exact),
+           "nocot_mean": nocot["mean"], "nocot_expected": nocot_expected(case, model, exact),
            "nocot_sigma_median": nocot_sigma["median"],
            "step": model.step, "gd_steps": model.gd_steps}
     out.update(theorem_42(model.step, spectrum, d, n, model.gd_steps))
@@ -439,24 +452,13 @@ def evaluate_case(model: SuiteModel, case: Case, *, samples: int = DEFAULT_SAMPL
     out.update(expected_gd_loss(model.step, model.gd_steps, case, d, n, exact, theory_samples=theory_samples,
                                 seed=seed))
     try:
-        limit = c2 * _real_float(theory.gd_limit_loss(d, n, exact, noise_var=sympy.Rational(case.label_noise) ** 2
-                                                      / sympy.Rational(c2)))
+        limit = c2 * float(theory.gd_limit_loss(d, n, exact, noise_var=relative_noise_var(case)))
     except ValueError:                     # noise with n < rank for a Sigma with no closed form
         limit = None
     out.update(unrecoverable=c2 * (d - rank) / 2, limit_loss=limit)
     out["reports"] = {"model": report_dict(m), "gd": report_dict(gd), "nocot": report_dict(nocot),
                       "nocot_sigma": report_dict(nocot_sigma)}
     return out
-
-
-def _real_float(value) -> float:
-    """An exact real number as a float, also when sympy writes it with an imaginary part that
-    vanishes (a sum over the eigenvalues of a rotated Sigma: roots of a cubic in radicals carry
-    ``I``; ``theory.gd_limit_loss`` with label noise); ValueError when the number is not real."""
-    z = complex(sympy.N(value, 30))
-    if abs(z.imag) > 1e-12 * max(1.0, abs(z.real)):
-        raise ValueError(f"expected a real number, got {value}")
-    return z.real
 
 
 def evaluate_suite(model: SuiteModel, cases=None, *, samples: int = DEFAULT_SAMPLES, seed: int = 0,

@@ -124,3 +124,24 @@ def test_trained_run_on_a_singular_sigma_reports_the_step_on_the_range(tmp_path)
     assert result["model"]["learned_step"] == pytest.approx(step, rel=1e-9)
     assert "W24 V31 on range(Sigma)" in format_table(result)
     assert result["in_distribution"]["rank"] == 2
+
+
+def test_nocot_reference_is_the_optimum_for_the_training_distribution():
+    """Exact + numeric: for a model trained on Sigma_train with label noise s, the noCoT columns
+    are Theorem 3.1's optimum for that distribution, Gamma^{-1} X y / n with Gamma =
+    theory.nocot_gamma(d, n, Sigma_train, noise_var=s^2): its exact mean on the in-distribution
+    case is the minimum theory.nocot_min_loss_sigma, and the optimum for Sigma = I (what the
+    column used to show) does worse there."""
+    import sympy
+    import theory
+    d, n, s = 3, 6, 0.5
+    V, W = numerics.nocot_params(d, n, DIAG, noise_var=s * s)
+    model = suite_model(V, W, mode="nocot", n=n, k=1, noise=s, sigma=DIAG)
+    ref = evaluate_suite(model, standard_suite(d, sigma=DIAG, noise=s)[:1], samples=2000, theory_samples=300)
+    row = ref["in_distribution"] if "in_distribution" in ref else ref["cases"][0]
+    exact_min = theory.nocot_min_loss_sigma(n, sympy.diag(1, 2, 3), noise_var=sympy.Rational(1, 4))
+    assert row["nocot_expected"] == pytest.approx(float(exact_min), rel=1e-12)
+    assert row["nocot_median"] == pytest.approx(row["median"], rel=1e-12)     # the model is that optimum
+    identity_optimum = theory.linear_prediction_loss(n, sympy.diag(1, 2, 3), theory.nocot_optimal_eta(d, n) * sympy.eye(d),
+                                                     noise_var=sympy.Rational(1, 4))
+    assert float(identity_optimum) > float(exact_min) * 1.01
