@@ -328,8 +328,9 @@ def _cmd_train(args) -> int:
     if args.resume is not None:
         manifest = read_manifest(args.resume) or {}
         results = resume(args.resume)
-        if manifest.get("status") == "finished":
-            print(f"cotgd: the run in {args.resume} is finished (iteration {manifest.get('iteration')}); "
+        if manifest.get("status") in ("finished", "failed"):
+            ended = "is finished" if manifest["status"] == "finished" else "failed"
+            print(f"cotgd: the run in {args.resume} {ended} (iteration {manifest.get('iteration')}); "
                   f"nothing to do", file=sys.stderr)
     else:
         results = train(_train_config(args), overwrite=args.force)
@@ -338,13 +339,12 @@ def _cmd_train(args) -> int:
         print(headline(result.summary))
     if args.json_file:
         _write_json(args.json_file, results[0].summary if len(results) == 1 else [r.summary for r in results])
-    diverged = [r for r in results if r.summary["eval"]["diverged_frac"] > 0.5]
-    if diverged:
-        c = diverged[0].config
-        print(f"cotgd: the trained model diverges on {diverged[0].summary['eval']['diverged_frac']:.0%} of "
-              f"the final evaluation's prompts" + _step_note(c), file=sys.stderr)
-        return 1
-    return 0
+    from .verdict import summary_verdict
+    failed = [verdict["message"] for verdict in map(summary_verdict, (r.summary for r in results))
+              if verdict["status"] == "failed"]
+    for message in failed:                  # training.verdict: one line per failed model, exit 1
+        print(f"cotgd: {message}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def headline(summary: dict) -> str:
@@ -481,7 +481,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    from .errors import TrainingDiverged
+    from .errors import RunFileError, TrainingDiverged
     args = None
     try:
         args = build_parser().parse_args(argv)
@@ -490,6 +490,9 @@ def _main(argv) -> int:
     except UsageError as exc:
         print(f"cotgd: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except RunFileError as exc:            # a damaged run file: the run is at fault, not the arguments
+        print(f"cotgd: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as exc:   # OSError: an unusable path (FileNotFoundError, PermissionError, ...)
         print(f"cotgd: error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -21,14 +21,19 @@ row per model.  At the end each model gets a summary with its theory's value
 evaluation (``theory_same_prompts``, a paired comparison) and the relative gaps.  Nothing
 synchronises with the device inside the loop except at evaluation and checkpoint points.
 
+Each model's summary carries the verdict on it (``verdict.judge``: ``status`` "finished", or
+"failed" when its final model diverges on most prompts or, after at least 50 iterations, is more
+than 5% worse than predicting w = 0).
+
 With ``config.out`` the run directory (``rundir``) holds the manifest, metrics, checkpoint,
-parameters and summary; ``resume`` continues from the checkpoint bit for bit.
+parameters and summary; the manifest is kept current (at the start, at every checkpoint, on
+Ctrl-C "interrupted", at the end "finished" or "failed"); ``resume`` continues from the checkpoint
+bit for bit.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import platform
 import shutil
@@ -47,14 +52,15 @@ from .config import (DTYPES, TrainConfig, ood_sigma_matrices, resolved_clip, res
                      resolved_threads)
 from .data import Batch, make_batch, sample_prompts, seeded_generator, sigma_root
 from .device import device_record, reproducible, resolve_device, resume_device, run_settings
-from .errors import RunExists, TrainingDiverged
+from .errors import NoCheckpointWarning, RunExists, RunFileError, TrainingDiverged
 from .evaluate import eval_generator, eval_losses, loss_reports, report_dict, step_stability, theory_reference
 from .io import atomic_write_text, remove_stale_temporaries
 from .kernels import objective
 from .model import LSA
-from .rundir import (RunDir, config_from, git_commit, load_checkpoint, load_run, manifest_configs,
-                     model_dir_name, read_manifest, to_json, versions, write_torch)
+from .rundir import (ENDED, RunDir, config_from, git_commit, load_checkpoint, load_manifest, load_run,
+                     manifest_configs, model_dir_name, read_manifest, read_run_file, to_json, versions, write_torch)
 from .structure import STRUCTURE_KEYS, structure_metrics
+from .verdict import FAILED, FINISHED, judge
 
 #: Fields in which the models of one engine may differ; every other field is shared.
 PER_MODEL_FIELDS = ("seed", "k", "eta", "out")
@@ -294,6 +300,8 @@ class Engine:
         self.skipped_total = [0] * self.M
         self.last_loss = torch.full((self.M,), float("nan"), dtype=torch.float64, device=self.device)
         self.checkpoint_iteration: int | None = None     # of the last checkpoint written or loaded
+        self.dirs: list | None = None                    # the models' RunDirs while a run writes them
+        self._provenance: dict | None = None             # versions and git commit, looked up once
         self.last_structures: tuple | None = None        # (iteration, per-model structure) of the last evaluation
         self.started = time.perf_counter()
 
@@ -497,7 +505,7 @@ class Engine:
             for j, reference in zip(missing, self._map(lambda j: theory_reference(self.configs[j]), missing)):
                 self.theory[j] = reference
             if self.out is not None:
-                dirs = self._run_dirs()
+                dirs = self.dirs = self._run_dirs()
                 self._write_manifests(dirs, "running")
             if not self.histories[0]:
                 self._record(self.evaluate(), dirs)
@@ -523,9 +531,21 @@ class Engine:
                     self.sync()
                     t0 = time.perf_counter()
             results = self.results()
-        except TrainingDiverged:
             if dirs is not None:
-                self._write_manifests(dirs, "diverged")
+                self.checkpoint()
+                for d, r in zip(dirs, results):
+                    d.write_torch("params.pt", {"V": r.V, "W": r.W, "param": r.config.param, "d": r.config.d})
+                    d.write_json("summary.json", r.summary)
+                statuses = [r.summary["status"] for r in results]
+                self._write_manifests(dirs, FAILED if FAILED in statuses else FINISHED, statuses)
+        except TrainingDiverged:
+            self._stopped(dirs, "diverged")
+            raise
+        except KeyboardInterrupt:
+            self._stopped(dirs, "interrupted")
+            raise
+        except Exception as exc:
+            self._stopped(dirs, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
             raise
         finally:
             if bar is not None:
@@ -534,13 +554,17 @@ class Engine:
             if self.workers is not None:
                 self.workers.shutdown()
                 self.workers = None
-        if dirs is not None:
-            self.checkpoint()
-            for d, r in zip(dirs, results):
-                d.write_torch("params.pt", {"V": r.V, "W": r.W, "param": r.config.param, "d": r.config.d})
-                d.write_json("summary.json", r.summary)
-            self._write_manifests(dirs, "finished")
+            self.dirs = None
         return results
+
+    def _stopped(self, dirs: list | None, status: str, error: str | None = None) -> None:
+        """The manifests of a run stopped before its end say so (``status``: diverged,
+        interrupted, error), with the iteration reached and the checkpoint's.  A failure to
+        write them does not hide the exception that stopped the run."""
+        if dirs is None:
+            return
+        with contextlib.suppress(Exception):
+            self._write_manifests(dirs, status, error=error)
 
     # -- run directory
     def _run_dirs(self) -> list:
@@ -555,11 +579,15 @@ class Engine:
                 d.append_metrics(row)
 
     def manifest(self, status: str) -> dict:
-        """The top manifest: status, config(s), device, versions, commit, threads, timings."""
+        """The top manifest: status, iteration reached, iteration of the last checkpoint (where
+        ``resume`` continues; None: none yet), config(s), device, versions, commit, threads,
+        timings."""
+        if self._provenance is None:
+            self._provenance = {"versions": versions(), "git_commit": git_commit(), "platform": platform.platform()}
         out = {"status": status, "device": str(self.device), "device_record": device_record(self.device),
                "settings": run_settings(), "torch_threads": torch.get_num_threads(),
-               "versions": versions(), "git_commit": git_commit(), "platform": platform.platform(),
-               "iteration": self.iteration,
+               **self._provenance,
+               "iteration": self.iteration, "checkpoint_iteration": self.checkpoint_iteration,
                "timings": self.timings()}
         if self.M == 1:
             out.update(config=self.base.to_dict(), seed=self.base.seed)
@@ -568,13 +596,19 @@ class Engine:
                        models=[model_dir_name(j, c) for j, c in enumerate(self.configs)])
         return out
 
-    def _write_manifests(self, dirs: list, status: str) -> None:
+    def _write_manifests(self, dirs: list, status: str, statuses: list | None = None, *,
+                         error: str | None = None) -> None:
+        """Rewrite the manifests (atomically): the top one with ``status``, each model's with
+        its own (``statuses``, default ``status``); ``error``: what stopped the run."""
         top = self.manifest(status)
+        if error is not None:
+            top["error"] = error
         atomic_write_text(os.path.join(self.out, "manifest.json"), to_json(top))
         if self.M > 1:
             for j, d in enumerate(dirs):
                 d.write_json("manifest.json", dict(top, config=self.configs[j].to_dict(), seed=self.configs[j].seed,
-                                                   configs=None, model_index=j, models=self.M))
+                                                   configs=None, model_index=j, models=self.M,
+                                                   status=status if statuses is None else statuses[j]))
 
     def timings(self) -> dict:
         return {"seconds": self.seconds_before + self.elapsed(), "train_seconds": self.train_seconds,
@@ -587,6 +621,8 @@ class Engine:
             raise TrainingDiverged(self.iteration, "non-finite parameters", checkpoint=self.checkpoint_iteration)
         write_torch(os.path.join(self.out, "checkpoint.pt"), self.state())
         self.checkpoint_iteration = self.iteration
+        if self.dirs is not None:
+            self._write_manifests(self.dirs, "running")      # the manifest follows the checkpoint
 
     def state(self) -> dict:
         return {"configs": [c.to_dict() for c in self.configs], "iteration": self.iteration,
@@ -644,6 +680,8 @@ class Engine:
                 "block_norms": None if structure is None else structure["block_norms"],
                 "models": self.M, "model_index": j,
             }
+            verdict = judge(c, last["eval"], iterations=self.iteration, same_prompts=same[j])
+            summary.update(status=verdict["status"], verdict=verdict)
             if reference.get("rescaled_gd") is not None:
                 summary["rescaled_gd_same_prompts"] = self._params_same_prompts(
                     j, numerics.RescaledGDOptimum(**{key: reference["rescaled_gd"][key] for key in ("c", "u", "loss")},
@@ -726,11 +764,12 @@ def held_run(out: str) -> str | None:
     if not os.path.isdir(out) or not any(os.path.exists(os.path.join(out, name)) for name in RUN_FILES):
         return None
     manifest = read_manifest(out) or {}
-    status = manifest.get("status", "unreadable")
+    status = str(manifest.get("status", "unreadable"))
     configs = manifest.get("configs") or [manifest.get("config") or {}]
     iters = configs[0].get("iters") if isinstance(configs[0], dict) else None
     models = f"{len(configs)} models, " if len(configs) > 1 else ""
-    return f"a {status} run ({models}iteration {manifest.get('iteration', '?')} of {iters})"
+    article = "an" if status[:1] in tuple("aeiou") else "a"
+    return f"{article} {status} run ({models}iteration {manifest.get('iteration', '?')} of {iters})"
 
 
 def _fresh_run_dir(out: str, engine: Engine, overwrite: bool) -> None:
@@ -740,7 +779,7 @@ def _fresh_run_dir(out: str, engine: Engine, overwrite: bool) -> None:
     never taken for this run's."""
     held = held_run(out)
     if held is not None and not overwrite:
-        finished = (read_manifest(out) or {}).get("status") == "finished"
+        finished = (read_manifest(out) or {}).get("status") in ENDED
         keep = (f"read it with training.load_run({out!r})" if finished
                 else f"continue it with cotgd train --resume {out}")
         raise RunExists(f"{out!r} holds {held}; {keep}, or overwrite it with --force (library: overwrite=True)")
@@ -845,27 +884,39 @@ def resume(out_dir):
     for a run of one model, the list of them for a run of several; bitwise the result of an
     uninterrupted run on the same device.
 
-    From ``checkpoint.pt`` when there is one; from the start, with the config(s) in
-    ``manifest.json``, when the run was killed before its first checkpoint.  Either way with the
+    From ``checkpoint.pt`` when there is one.  Without one, from the start with the config(s) in
+    ``manifest.json`` (a run killed before its first checkpoint), saying so with a
+    ``NoCheckpointWarning`` (a RuntimeWarning: "no checkpoint in DIR: starting from iteration 0"); a directory with
+    neither file is not a run (FileNotFoundError: nothing is started in it).  Either way with the
     torch thread count the run had (CPU results depend on it), unless ``config.threads`` fixes
     it, and on the device it recorded (``device.resume_device``: a clear error when that device
-    is missing here).  A finished run is read back (``finished_results``), not recomputed.
-    Temporary files of writes a kill interrupted (``.tmp-*``) are deleted.  A corrupt,
-    foreign or inconsistent checkpoint raises ValueError naming it; a directory with neither
-    file raises FileNotFoundError."""
+    is missing here).  A run that ended (manifest status finished or failed) is read back
+    (``finished_results``), not recomputed, with or without its checkpoint.  Temporary files of
+    writes a kill interrupted (``.tmp-*``) are deleted.  A damaged, foreign or inconsistent
+    manifest or checkpoint raises ``RunFileError`` (a ValueError) naming it."""
     if not isinstance(out_dir, (str, os.PathLike)):
         raise ValueError(f"out_dir must be a run directory path, got {out_dir!r}")
     out_dir = os.fspath(out_dir)
+    if not os.path.isdir(out_dir):
+        raise FileNotFoundError(f"no checkpoint to resume: {out_dir!r} is " + (
+            "a file, not a run directory" if os.path.exists(out_dir) else "no such directory"))
     path = os.path.join(out_dir, "checkpoint.pt")
-    manifest = read_manifest(out_dir)
-    where = f"manifest.json in {out_dir!r}"
-    if os.path.isdir(out_dir):
-        remove_stale_temporaries(out_dir)
+    where = os.path.join(out_dir, "manifest.json")
+    manifest = load_manifest(out_dir)
+    remove_stale_temporaries(out_dir)
+    ended = manifest is not None and manifest.get("status") in ENDED
     if not os.path.isfile(path):
+        if ended:
+            return finished_results(out_dir)
         if manifest is None:
-            raise FileNotFoundError(f"no checkpoint to resume in {out_dir!r} (checkpoint.pt and "
-                                    f"manifest.json missing)")
+            raise FileNotFoundError(f"no checkpoint to resume in {out_dir!r}: it is not a run directory "
+                                    f"(checkpoint.pt and manifest.json missing); start a run with "
+                                    f"cotgd train --out {out_dir}")
         configs = manifest_configs(manifest, where)
+        reached = manifest.get("iteration")
+        warnings.warn(f"no checkpoint in {out_dir}: starting from iteration 0 with the config of its manifest.json"
+                      + (f" (the run had reached iteration {reached})" if isinstance(reached, int) and reached > 0
+                         else ""), NoCheckpointWarning, stacklevel=2)
         device = resume_device(manifest.get("device_record"), configs[0].device)
         saved = manifest.get("torch_threads")
         threads = configs[0].threads if configs[0].threads is not None or not isinstance(saved, int) or saved < 1 \
@@ -878,15 +929,14 @@ def resume(out_dir):
             results = engine.run()
         return results[0] if len(configs) == 1 else results
     state = load_checkpoint(path)
-    configs = [config_from(c, f"checkpoint {path!r}") for c in state["configs"]]
+    configs = [config_from(c, path) for c in state["configs"]]
     if manifest is not None and (isinstance(manifest.get("config"), dict) or isinstance(manifest.get("configs"), list)):
         # both through TrainConfig, so that a field added since the run started compares equal
         mine = [{k: v for k, v in c.to_dict().items() if k != "out"} for c in manifest_configs(manifest, where)]
         theirs = [{k: v for k, v in c.to_dict().items() if k != "out"} for c in configs]
         if mine != theirs:
-            raise ValueError(f"checkpoint {path!r} belongs to another run: its config differs from "
-                             f"manifest.json's")
-    if manifest is not None and manifest.get("status") == "finished":
+            raise RunFileError(path, "it belongs to another run: its config differs from manifest.json's")
+    if ended:
         _repair_metrics(out_dir, manifest, state["histories"])
         return finished_results(out_dir)
     if len(configs) == 1:
@@ -896,7 +946,7 @@ def resume(out_dir):
         engine.load_state(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         message = " ".join(str(exc).split())[:200]
-        raise ValueError(f"checkpoint {path!r} does not fit its config: {message}") from None
+        raise RunFileError(path, f"it does not fit its config: {message}") from None
     threads = configs[0].threads if configs[0].threads is not None else state["threads"]
     with torch_threads(threads):
         results = engine.run()
@@ -914,9 +964,8 @@ def _repair_metrics(out_dir: str, manifest: dict, histories: list) -> None:
     line torn by a crash of another kind, e.g. power loss)."""
     for path, history in zip(_model_dirs(out_dir, manifest), histories):
         try:
-            with open(os.path.join(path, "metrics.jsonl"), encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-        except (OSError, ValueError):
+            rows = read_run_file(os.path.join(path, "metrics.jsonl"))
+        except RunFileError:
             rows = None
         if rows is None or len(rows) != len(history):
             RunDir(path, history)
@@ -926,12 +975,14 @@ def finished_results(out_dir) -> TrainResult | list:
     """The results of the finished run in ``out_dir``, read from its files (``load_run``): a
     ``TrainResult`` for a run of one model, the list of them for a run of several."""
     out_dir = os.fspath(out_dir)
-    manifest = read_manifest(out_dir) or {}
+    manifest = load_manifest(out_dir) or {}
     many = isinstance(manifest.get("configs"), list)
     results = []
     for path in _model_dirs(out_dir, manifest):
         run = load_run(path)
-        if run.summary is None or run.V is None:
-            raise ValueError(f"{path!r} is marked finished but lacks summary.json or params.pt")
+        for name, value in (("params.pt", run.V), ("summary.json", run.summary)):
+            if value is None:
+                raise RunFileError(os.path.join(path, name), f"the file is missing, but the run is marked "
+                                                             f"{manifest.get('status', 'finished')}")
         results.append(TrainResult(summary=run.summary, V=run.V, W=run.W, history=run.metrics, config=run.config))
     return results if many else results[0]

@@ -1,14 +1,18 @@
 """Run directories: every file written atomically (``training.io``), the manifest first, and
-``load_run`` to read a finished run back.
+``load_run`` to read a finished run back; every run file is read through one loader,
+``read_run_file``, so that a damaged one is one line naming it (``errors.RunFileError``).
 
 A run of one model (``train``) writes into its directory::
 
-    manifest.json   status (running / finished / diverged), config, device, versions, git commit,
-                    torch threads, timings
+    manifest.json   status, iteration, checkpoint_iteration, config, device, versions, git commit,
+                    torch threads, timings; rewritten at the start, at every checkpoint and at the
+                    end.  status: running (also after a SIGKILL, which no handler sees),
+                    interrupted (Ctrl-C), error (stopped by an exception), diverged, finished or
+                    failed (the run ended; failed: ``verdict.judge`` found its model unusable)
     metrics.jsonl   one JSON object per evaluation point, appended and fsynced line by line
     checkpoint.pt   model, optimiser, data-stream states, histories: what ``resume`` continues from
     params.pt       final ``{"V", "W", "param", "d"}`` (D x D tensors)
-    summary.json    the run's summary (``engine.TrainResult.summary``)
+    summary.json    the run's summary (``engine.TrainResult.summary``, with ``status`` and ``verdict``)
 
 A run of M > 1 models (``train_models``) writes ``manifest.json`` (with ``configs``, one per
 model) and ``checkpoint.pt`` at the top, and a directory of the first kind, without checkpoint,
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
+from .errors import RunFileError
 from .io import atomic_write_bytes, atomic_write_text
 
 CHECKPOINT_KEYS = ("configs", "iteration", "model", "optimizer", "streams", "histories", "train_seconds",
@@ -107,42 +112,115 @@ def write_torch(path: str, payload) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def read_manifest(out_dir: str) -> dict | None:
-    """``manifest.json`` of a run directory as a dict, None when missing or unreadable."""
+#: The statuses of a run that has ended: ``resume`` reads it back instead of training.
+ENDED = ("finished", "failed")
+
+
+def _short(exc: BaseException, limit: int = 120) -> str:
+    """The exception's type and the first sentence of its message, on one line."""
+    text = " ".join(str(exc).split()).split(". ")[0][:limit]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def read_run_file(path, *, missing_ok: bool = False):
+    """The content of one run file, by its kind: ``*.pt`` a ``torch.load`` (weights only, on the
+    CPU), ``*.json`` a JSON object (dict), ``*.jsonl`` a list of JSON objects (one per line).
+    The one loader of run files: params.pt, checkpoint.pt, summary.json, manifest.json,
+    metrics.jsonl.  A missing file is None with ``missing_ok``; anything else wrong (missing,
+    unreadable, empty, truncated, not the format, not an object) raises ``RunFileError``, one
+    line naming the file and the problem."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        if missing_ok:
+            return None
+        raise RunFileError(path, "the file is missing")
+    if os.path.isdir(path):
+        raise RunFileError(path, "it is a directory, expected a file")
     try:
-        with open(os.path.join(out_dir, "manifest.json"), encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise RunFileError(path, f"the file cannot be read ({exc.strerror or _short(exc)})") from None
+    name = os.path.basename(path)
+    if name.endswith(".jsonl"):
+        return _json_lines(path, data)
+    if not data:
+        raise RunFileError(path, "the file is empty (0 bytes)")
+    if name.endswith(".pt"):
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a torn or foreign file
+            raise RunFileError(path, f"truncated, or not a torch file of this toolkit ({_short(exc)})") from None
+    return _json_object(path, _text(path, data))
+
+
+def _text(path: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunFileError(path, f"not UTF-8 text (byte {exc.start}): not a file this toolkit wrote") from None
+
+
+def _json_object(path: str, text: str, line: int | None = None) -> dict:
+    where = "" if line is None else f"line {line} "
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        at = f" at line {exc.lineno} column {exc.colno}" if line is None else f" at column {exc.colno}"
+        if not text.strip():
+            raise RunFileError(path, "the file holds only white space") from None
+        raise RunFileError(path, f"{where}is not valid JSON ({exc.msg}{at}): truncated or edited") from None
+    if not isinstance(value, dict):
+        raise RunFileError(path, f"{where}holds a JSON {type(value).__name__}, expected an object")
+    return value
+
+
+def _json_lines(path: str, data: bytes) -> list:
+    rows = []
+    for number, line in enumerate(_text(path, data).split("\n"), 1):
+        if line.strip():
+            rows.append(_json_object(path, line, number))
+    return rows
+
+
+def load_manifest(out_dir) -> dict | None:
+    """``manifest.json`` of a run directory as a dict; None when there is none; ``RunFileError``
+    when it is damaged."""
+    return read_run_file(os.path.join(os.fspath(out_dir), "manifest.json"), missing_ok=True)
+
+
+def read_manifest(out_dir: str) -> dict | None:
+    """``manifest.json`` of a run directory as a dict, None when missing or damaged (for callers
+    that only look: ``load_manifest`` says what is wrong)."""
+    try:
+        return load_manifest(out_dir)
+    except RunFileError:
         return None
-    return manifest if isinstance(manifest, dict) else None
 
 
 def config_from(fields, where: str) -> TrainConfig:
-    """A validated ``TrainConfig`` from saved fields; ValueError naming ``where`` otherwise.  Fields
-    added to ``TrainConfig`` after the run was saved take their defaults."""
+    """A validated ``TrainConfig`` from the fields saved in the file ``where``; ``RunFileError``
+    naming it otherwise.  Fields added to ``TrainConfig`` after the run was saved take their
+    defaults."""
     if not isinstance(fields, dict):
-        raise ValueError(f"{where} holds no run config")
+        raise RunFileError(where, "it holds no run config")
     try:
         return TrainConfig(**fields).validate()
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where} holds a bad run config: {' '.join(str(exc).split())[:200]}") from None
+        raise RunFileError(where, f"it holds a bad run config: {' '.join(str(exc).split())[:200]}") from None
 
 
 def manifest_configs(manifest: dict, where: str) -> list[TrainConfig]:
     """The configs of every model of a run from its manifest (one for ``train``, M for
-    ``train_models``)."""
+    ``train_models``); ``where``: the manifest's path."""
     if isinstance(manifest.get("configs"), list):
         return [config_from(c, where) for c in manifest["configs"]]
     return [config_from(manifest.get("config"), where)]
 
 
 def load_checkpoint(path: str) -> dict:
-    """A checkpoint's state; ValueError when it is torn, foreign or incomplete."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a torn or foreign file
-        raise ValueError(f"checkpoint {path!r} cannot be read ({type(exc).__name__}): it is corrupt "
-                         f"or not a checkpoint of this toolkit") from None
+    """A checkpoint's state; ``RunFileError`` when it is missing, torn, foreign or incomplete."""
+    state = read_run_file(path)
     if isinstance(state, dict) and "configs" not in state and all(key in state for key in SINGLE_MODEL_KEYS):
         seed = state["config"].get("seed", 0) if isinstance(state["config"], dict) else 0
         state = dict(state, configs=[state["config"]], histories=[state["history"]],
@@ -151,8 +229,28 @@ def load_checkpoint(path: str) -> dict:
                      theory=[state["theory"]])
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
-        raise ValueError(f"checkpoint {path!r} is not a training checkpoint (missing {', '.join(missing)})")
+        raise RunFileError(path, f"not a training checkpoint of this toolkit (missing {', '.join(missing)})")
+    if not isinstance(state["configs"], list) or not state["configs"]:
+        raise RunFileError(path, "not a training checkpoint of this toolkit (no model configs)")
     return state
+
+
+def load_params(path: str, config: TrainConfig | None = None) -> tuple:
+    """``(V, W)`` of a ``params.pt``: (D, D) floating tensors, D = 2d + 2 (``config.d`` when
+    given); ``RunFileError`` naming the file otherwise."""
+    params = read_run_file(path)
+    if not isinstance(params, dict) or not all(isinstance(params.get(key), torch.Tensor) for key in ("V", "W")):
+        raise RunFileError(path, "not the parameters of a run (expected a dict with tensors V and W)")
+    V, W = params["V"], params["W"]
+    if V.dim() != 2 or V.shape != W.shape or V.shape[0] != V.shape[1] or not V.is_floating_point():
+        raise RunFileError(path, f"V and W must be square floating-point matrices of one shape, got "
+                                 f"{tuple(V.shape)} and {tuple(W.shape)}")
+    if config is not None and V.shape[0] != 2 * config.d + 2:
+        raise RunFileError(path, f"V is {V.shape[0]} x {V.shape[0]}, but the run's d = {config.d} needs "
+                                 f"{2 * config.d + 2} x {2 * config.d + 2}: the file belongs to another run")
+    if not (torch.isfinite(V).all() and torch.isfinite(W).all()):
+        raise RunFileError(path, "V or W holds non-finite entries")
+    return V, W
 
 
 @dataclass
@@ -172,26 +270,26 @@ class Run:
 
 def load_run(path) -> Run:
     """Read the run directory ``path`` of one model (a ``train`` run, or one model's directory
-    under ``models/`` of a ``train_models`` run).  ValueError (one line) when it is not one."""
+    under ``models/`` of a ``train_models`` run).  ValueError (one line) when it is not one;
+    ``RunFileError`` (a ValueError, one line naming the file and the problem) when one of its
+    files is damaged."""
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"path must be a run directory, got {path!r}")
     path = os.fspath(path)
-    manifest = read_manifest(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"{path!r} is not a run directory (" + ("a file" if os.path.exists(path) else "no such directory")
+                         + ")")
+    manifest = load_manifest(path)
     if manifest is None:
-        raise ValueError(f"{path!r} is not a run directory (no readable manifest.json)")
+        raise ValueError(f"{path!r} is not a run directory (no manifest.json)")
+    where = os.path.join(path, "manifest.json")
     if isinstance(manifest.get("configs"), list):
         raise ValueError(f"{path!r} holds {len(manifest['configs'])} models: load one of "
                          f"{os.path.join(path, 'models', '*')}")
-    config = config_from(manifest.get("config"), f"manifest.json in {path!r}")
-    V = W = summary = None
-    if os.path.isfile(os.path.join(path, "params.pt")):
-        params = torch.load(os.path.join(path, "params.pt"), map_location="cpu", weights_only=True)
-        V, W = params["V"], params["W"]
-    if os.path.isfile(os.path.join(path, "summary.json")):
-        with open(os.path.join(path, "summary.json"), encoding="utf-8") as f:
-            summary = json.load(f)
-    metrics = []
-    if os.path.isfile(os.path.join(path, "metrics.jsonl")):
-        with open(os.path.join(path, "metrics.jsonl"), encoding="utf-8") as f:
-            metrics = [json.loads(line) for line in f if line.strip()]
+    config = config_from(manifest.get("config"), where)
+    V = W = None
+    if os.path.exists(os.path.join(path, "params.pt")):
+        V, W = load_params(os.path.join(path, "params.pt"), config)
+    summary = read_run_file(os.path.join(path, "summary.json"), missing_ok=True)
+    metrics = read_run_file(os.path.join(path, "metrics.jsonl"), missing_ok=True) or []
     return Run(path=path, config=config, V=V, W=W, summary=summary, metrics=metrics, manifest=manifest)

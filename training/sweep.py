@@ -42,8 +42,9 @@ finished cell writes ``cell.json`` in its directory, and the driver rewrites
 atomically after every cell.  A rerun skips cells with a ``cell.json`` (or a finished
 ``summary.json``), resumes a cell killed mid-run from its checkpoint (``training.resume``), so a
 sweep whose driver was killed ends with the table of an uninterrupted one (bitwise for seeded CPU
-cells).  A cell that raises or diverges is recorded (``status`` failed / diverged, ``error``) and
-the sweep goes on; a cell whose worker died is retried (``retries`` times; a last attempt runs
+cells).  A cell that raises or diverges, or whose trained model fails the run's verdict
+(``training.verdict``: diverging on most prompts, or worse than predicting w = 0), is recorded
+(``status`` failed / diverged, ``error`` the reason) and the sweep goes on; a cell whose worker died is retried (``retries`` times; a last attempt runs
 alone, so that only the cell that kills its worker is blamed).
 """
 from __future__ import annotations
@@ -503,14 +504,16 @@ def _run_matches(cell_dir: str, config: TrainConfig) -> bool:
 
 
 def _finished_summary(cell_dir: str) -> dict | None:
-    from .rundir import read_manifest
+    """The summary of the run that ended in ``cell_dir`` (status finished or failed), None when
+    there is none or it is damaged (the cell is then trained again)."""
+    from .errors import RunFileError
+    from .rundir import ENDED, read_manifest, read_run_file
     manifest = read_manifest(cell_dir)
-    if manifest is None or manifest.get("status") != "finished":
+    if manifest is None or manifest.get("status") not in ENDED:
         return None
     try:
-        with open(os.path.join(cell_dir, "summary.json"), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        return read_run_file(os.path.join(cell_dir, "summary.json"))
+    except RunFileError:
         return None
 
 
@@ -539,8 +542,9 @@ def run_cell(task: dict) -> dict:
 
 def _run_cell(task: dict, started: float) -> dict:
     from .engine import resume, train
-    from .errors import TrainingDiverged
+    from .errors import NoCheckpointWarning, TrainingDiverged
     from .evaluate import theory_reference
+    from .verdict import summary_verdict
 
     config = TrainConfig(**task["config"])
     cell_dir = task["dir"]
@@ -563,10 +567,16 @@ def _run_cell(task: dict, started: float) -> dict:
                     summary = _finished_summary(cell_dir) if matches else None
                     if summary is None:
                         # a run of another config in the cell's directory is stale (a default of
-                        # TrainConfig changed since): it is replaced
+                        # TrainConfig changed since): it is replaced.  A resumed cell that restarts
+                        # from iteration 0 ends as an uninterrupted one (the restart costs time, not
+                        # numbers), so its NoCheckpointWarning is not one of the cell's warnings
+                        warnings.simplefilter("ignore", NoCheckpointWarning)
                         result = resume(cell_dir) if matches else train(run_config, overwrite=True)
                         summary = result.summary
                     reference = summary.get("theory")
+                    verdict = summary_verdict(summary)
+                    if verdict["status"] == "failed":
+                        status, error = "failed", verdict["message"]
                 except TrainingDiverged as exc:
                     status, error = "diverged", _one_line(exc)
                 except Exception as exc:           # the cell's failure is recorded; the sweep goes on

@@ -1,7 +1,7 @@
 """Reliability of the ``cotgd`` command line (issue 7): SIGKILL a training subprocess at
 different moments, resume it with ``cotgd train --resume DIR`` and compare bitwise with an
 uninterrupted run; determinism across processes; the manifest; corrupt, foreign and missing
-checkpoints; divergence; a table of bad arguments (exit 2, exactly one stderr line naming the
+checkpoints (exit 1); divergence; a table of bad arguments (exit 2, exactly one stderr line naming the
 option).
 
 Kinds of check: training (short CPU runs, subprocesses via ``python -m training.cli`` with one
@@ -275,9 +275,10 @@ def _config_weights_mismatch(path, other):
 @pytest.mark.parametrize("spoil", [_truncated, _random_bytes, _empty, _text, _foreign_torch_file,
                                    _other_runs_checkpoint, _config_weights_mismatch],
                          ids=lambda f: f.__name__.strip("_"))
-def test_bad_checkpoint_exits_2_with_one_line(spoil, reference, other_run, tmp_path, capsys):
-    """Argument check: a corrupt, foreign or inconsistent checkpoint makes ``--resume`` exit 2
-    with one line naming the checkpoint, no traceback, and no training."""
+def test_bad_checkpoint_exits_1_with_one_line(spoil, reference, other_run, tmp_path, capsys):
+    """File check: a corrupt, foreign or inconsistent checkpoint makes ``--resume`` exit 1 (the
+    run is damaged, the argument is fine) with one line naming the checkpoint, no traceback, and
+    no training."""
     ref, _ = reference
     out = tmp_path / "run"
     shutil.copytree(ref, out)
@@ -287,9 +288,9 @@ def test_bad_checkpoint_exits_2_with_one_line(spoil, reference, other_run, tmp_p
     except Exception as exc:  # noqa: BLE001 - report what escaped instead of a bare traceback
         pytest.fail(f"--resume raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
     err = capsys.readouterr().err
-    assert status == 2, err
+    assert status == 1, err
     assert_one_error_line(err)
-    assert "checkpoint" in err
+    assert f"cannot load {out / 'checkpoint.pt'}: " in err
 
 
 @pytest.mark.parametrize("what", ["empty directory", "directory of other files", "file"])

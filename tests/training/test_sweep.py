@@ -1,7 +1,8 @@
 """Sweeps (training/sweep.py, issue 13): grid parsing and its errors, a tiny sweep on local worker
 processes and on a Dask LocalCluster giving the same table (bitwise in the training columns), the
 theory's and training's columns against independent numbers, reruns that skip finished cells,
-cells that diverge or raise recorded while the others finish, a killed worker's cell retried.
+cells that diverge, raise or fail the run's verdict recorded while the others finish, a killed
+worker's cell retried.
 
 Kinds of check: argument checks (parsing), exact (the theory columns against theory / numerics),
 training (tiny CPU runs, one torch thread per worker; the columns against ``training.train`` run
@@ -235,6 +236,31 @@ def test_diverging_and_raising_cells_are_recorded_and_the_others_finish(tmp_path
     blocked.rmdir()
     retried = sweep(grid, tmp_path / "s", local_pool, retry_failed=True)
     assert retried.ran == 1 and retried.counts == {"done": 3, "failed": 0, "diverged": 1}
+
+
+def test_cell_whose_model_fails_the_verdict_is_recorded_failed_and_the_others_finish(tmp_path, local_pool):
+    """Training: of two 60-iteration cells of d 3, the one at lr 1 ends with a model worse than
+    predicting 0 (training.verdict): its row is 'failed' with the verdict's line as error, and
+    keeps its training columns; the cell at lr 0.1 is done.  A rerun keeps both records;
+    retry_failed reads the failed run back (it ended: nothing is retrained) and it stays failed."""
+    grid = {"name": "verdict", "grid": {"lr": [0.1, 1.0]},
+            "fixed": dict(TINY["fixed"], d=3, n=8, iters=60, batch=64, eval_every=30, eval_samples=2000)}
+    cells = parse_grid(grid).expand()
+    result = sweep(grid, tmp_path / "s", local_pool)
+    frame = result.table.set_index("cell")
+    good, bad = frame.loc[cells[0].name], frame.loc[cells[1].name]
+    assert good["status"] == "done" and pd.isna(good["error"])
+    assert bad["status"] == "failed"
+    assert bad["error"].startswith("training failed: the mean loss over the non-diverged prompts")
+    assert bad["final_eval_loss"] > 1.05 * 1.5 and bad["diverged_frac"] <= 0.5
+    assert result.counts == {"done": 1, "failed": 1, "diverged": 0}
+    assert load_results(tmp_path / "s").set_index("cell").loc[cells[1].name, "status"] == "failed"
+    params = tmp_path / "s" / "cells" / cells[1].name / "params.pt"
+    before = params.stat().st_mtime_ns
+    assert sweep(grid, tmp_path / "s", local_pool).ran == 0
+    retried = sweep(grid, tmp_path / "s", local_pool, retry_failed=True)
+    assert retried.ran == 1 and retried.counts == {"done": 1, "failed": 1, "diverged": 0}
+    assert params.stat().st_mtime_ns == before
 
 
 def kill_when_checkpointed(cell_dir, box: dict, deadline: float = 120.0) -> None:
