@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sympy
 
-from .validation import check_int
+from .validation import check_int, exact_operand
 
 
 def gd_step(w, S, w_star, eta, Xeps=None):
@@ -21,8 +21,10 @@ def gd_step(w, S, w_star, eta, Xeps=None):
     >>> gd_step(sympy.zeros(2, 1), S, ws, sympy.Rational(1, 2)).T
     Matrix([[1, 1/2]])
     """
+    w, S, w_star, eta = (exact_operand(name, v) for name, v in (("w", w), ("S", S), ("w_star", w_star), ("eta", eta)))
     if Xeps is None:
         return w - eta * S * (w - w_star)
+    Xeps = exact_operand("Xeps", Xeps)
     return w - eta * (S * (w - w_star) - Xeps)
 
 
@@ -44,6 +46,7 @@ def error_operator(S, eta, k):
     Matrix([[1/2 + 1/(2*2**k), -1/2 + 1/(2*2**k)]])
     """
     k = _check_steps(k)
+    S, eta = exact_operand("S", S), exact_operand("eta", eta)
     if isinstance(S, sympy.MatrixBase):
         return (sympy.eye(S.shape[0]) - eta * S) ** k
     return (sympy.Identity(S.shape[0]) - eta * S) ** k
@@ -66,6 +69,7 @@ def gd_closed_form(S, w_star, eta, k: int):
     >>> gd_closed_form(S, ws, sympy.Rational(1, 2), 1).T
     Matrix([[1, 1/2]])
     """
+    w_star = exact_operand("w_star", w_star)
     return w_star - error_operator(S, eta, k) * w_star
 
 
@@ -78,6 +82,7 @@ def gd_iterates_exact(S, w_star, eta, k: int) -> list:
     [0, 1/2, 3/4]
     """
     k = check_int("k", k, 0)
+    S, w_star, eta = exact_operand("S", S), exact_operand("w_star", w_star), exact_operand("eta", eta)
     w = sympy.zeros(S.shape[0], 1)
     iterates = [w]
     for _ in range(k):
@@ -285,6 +290,7 @@ def gd_noise_factor(eta, k: int, s) -> sympy.Expr:
     s**3/16 - s**2/2 + s
     """
     k = check_int("k", k, 0)
+    eta, s = exact_operand("eta", eta), exact_operand("s", s)
     b = sympy.Dummy("b")
     w = sympy.zeros(1, 1)
     S, zero, noise = sympy.Matrix([[s]]), sympy.zeros(1, 1), sympy.Matrix([[b]])

@@ -407,3 +407,23 @@ def exact_matrix(name: str, value) -> sympy.Matrix:
                                  f"{name}[{i}, {j}] = {v!r}") from None
         exact.append(exact_row)
     return sympy.Matrix(exact) if exact else sympy.zeros(0, 0)
+
+
+def exact_operand(name: str, value):
+    """A scalar or matrix operand of the GD algebra (``theory.gd``) by the number rule: a sympy
+    matrix expression of symbolic shape (``MatrixSymbol``, ``Identity``, ...) as it is, an explicit
+    sympy Matrix with its Float entries read by ``exact_real`` (unchanged when it has none), a
+    numpy array or nested list by ``exact_matrix`` (a 1-d one as a column), anything else by
+    ``exact_real``.
+
+    >>> exact_operand("eta", 0.5), exact_operand("S", [[0.5]])
+    (1/2, Matrix([[1/2]]))
+    """
+    if isinstance(value, sympy.MatrixBase):
+        return value.applyfunc(lambda e: exact_real(name, e)) if value.has(sympy.Float) else value
+    if isinstance(value, sympy.MatrixExpr):
+        return value
+    if isinstance(value, (list, tuple)) or (type(value).__module__ == "numpy" and getattr(value, "ndim", 0) >= 1):
+        return exact_matrix(name, value)
+    return exact_real(name, value)
+

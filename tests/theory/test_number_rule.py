@@ -149,6 +149,12 @@ ONE_NUMBER = {
     "reduced_loss_symbolic eta": (lambda x: theory.reduced_loss_symbolic(2, x), short_decimals()),
     "reduced_argmin_a eta": (lambda x: theory.reduced_argmin_a(2, x), short_decimals()),
     "stability_verdict eta": (lambda x: _stability(x), short_decimals()),
+    "gd_step eta": (lambda x: theory.gd_step(Matrix([0, 0]), Matrix([[2, 1], [1, 1]]), Matrix([1, 2]), x), short_decimals()),
+    "gd_step S entry": (lambda x: theory.gd_step(Matrix([0, 0]), SIGMA(x), Matrix([1, 2]), Rational(1, 3)), short_decimals()),
+    "error_operator eta": (lambda x: theory.error_operator(Matrix([[2, 1], [1, 1]]), x, 3), short_decimals()),
+    "gd_closed_form eta": (lambda x: theory.gd_closed_form(Matrix([[2, 1], [1, 1]]), Matrix([1, 2]), x, 3), short_decimals()),
+    "gd_iterates_exact eta": (lambda x: theory.gd_iterates_exact(Matrix([[2, 1], [1, 1]]), Matrix([1, 2]), x, 3), short_decimals()),
+    "gd_noise_factor eta": (lambda x: theory.gd_noise_factor(x, 3, Symbol("s")), short_decimals()),
 }
 
 
