@@ -166,8 +166,14 @@ def _finish(fig, path: str) -> str:
     return path
 
 
+#: Cells whose numbers the plots draw: finished, or trained to the end and judged failed by
+#: ``training.verdict`` (worse than predicting 0: a real measurement, e.g. GD past Theorem 4.2's
+#: bound); a cell that raised has no loss and drops out by ``final_eval_loss``.
+MEASURED = ("done", "failed")
+
+
 def _trained(frame):
-    return frame[(frame["status"] == "done") & frame["train"].astype(bool) & frame["final_eval_loss"].notna()]
+    return frame[frame["status"].isin(MEASURED) & frame["train"].astype(bool) & frame["final_eval_loss"].notna()]
 
 
 def pair_modes(frame):

@@ -330,3 +330,21 @@ def test_bench_sweep_reports_cells_per_minute_for_each_engine():
     details = figures["sweep_bench"]
     assert details["cells"] == 2 and details["parallel_speedup_matmul"] > 0
     assert set(details["sweep_seconds"]) == set(per)
+
+
+def test_plots_draw_cells_judged_failed_but_not_cells_that_raised():
+    """A cell trained to the end but judged failed (training.verdict: worse than predicting 0,
+    e.g. GD past Theorem 4.2's bound at n/d <= 1) is a measurement and stays in the phase
+    diagram; a cell that raised has no loss and drops out."""
+    from training.sweep_plot import _trained, pair_modes
+    rows = []
+    for mode, k, status, loss in (("cot", 2, "done", 0.5), ("nocot", 2, "done", 1.0),
+                                  ("cot", 4, "failed", 9.0), ("nocot", 4, "done", 1.0),
+                                  ("cot", 6, "failed", None), ("nocot", 6, "done", 1.0)):
+        rows.append({"mode": mode, "k": k, "d": 5, "n": 4, "status": status, "train": True,
+                     "final_eval_loss": loss, "theory_eval_loss": 0.4})
+    frame = pd.DataFrame(rows)
+    trained = _trained(frame)
+    assert sorted(trained[trained["mode"] == "cot"]["k"]) == [2, 4]
+    pairs = pair_modes(trained)
+    assert dict(zip(pairs["k"], pairs["ratio_trained"])) == {2: 0.5, 4: 9.0}
