@@ -821,7 +821,7 @@ def _warn_unstable(configs: list) -> None:
         verdict = step_stability(c)
         if c.mode == "cot" and not verdict["stable"]:
             warnings.warn(f"eta = {c.eta:g} is past the stable step {verdict['bound']:.4g} of the predicted "
-                          f"spectrum (theory.stable_eta_bound, d = {c.d}, n = {c.n}): GD, and a model that "
+                          f"spectrum ({verdict['rule']}): GD, and a model that "
                           f"learns it, diverges on many prompts", RuntimeWarning, stacklevel=3)
 
 

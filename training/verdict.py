@@ -98,7 +98,7 @@ def _causes(config, zero: float, same_prompts: dict | None, *, diverging: bool) 
                       f"try more --iters)")
     if config.mode == "cot":
         verdict = step_stability(config)
-        where = f"({verdict.get('rule') or f'theory.stable_eta_bound at d = {config.d}, n = {config.n}'})"
+        where = f"({verdict['rule']})"
         if verdict["stable"]:
             causes.append(f"eta = {config.eta:g} is within Theorem 4.2's stable step {verdict['bound']:.4g} {where}, "
                           f"so not the cause")
