@@ -295,18 +295,20 @@ def ood(runs: _Runs, path: str) -> str:
     ax = axes[0]
     scales = np.geomspace(0.2, 3.0, 9 if runs.quick else 17)
     boundary = scale_boundary(eta, d, n)
-    rows = {cot_label: [], nocot_label: [], "GD, step eta": []}
-    diverged = []
-    for c in scales:
-        sigma = c * np.eye(d)
-        m = evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples, seed=runs.seed + 5, sigma=sigma,
-                            device=runs.device)
-        rows[cot_label].append(m)
-        diverged.append(m["diverged_frac"])
-        rows[nocot_label].append(evaluate_params(nocot.V, nocot.W, d=d, n=n, k=k, samples=samples,
-                                                 seed=runs.seed + 5, sigma=sigma, mode="nocot", device=runs.device))
-        rows["GD, step eta"].append(numerics.eval_loss_mc(d, n, eta, k, samples=samples,
-                                                          seed=runs.seed + 5, sigma=sigma))
+
+    def reports(sigmas, seed: int) -> dict:
+        """The CoT model, the no-CoT model and GD with step eta on the same prompts, per Sigma."""
+        rows = {cot_label: [], nocot_label: [], "GD, step eta": []}
+        for sigma in sigmas:
+            rows[cot_label].append(evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples, seed=seed,
+                                                   sigma=sigma, device=runs.device))
+            rows[nocot_label].append(evaluate_params(nocot.V, nocot.W, d=d, n=n, k=k, samples=samples, seed=seed,
+                                                     sigma=sigma, mode="nocot", device=runs.device))
+            rows["GD, step eta"].append(numerics.eval_loss_mc(d, n, eta, k, samples=samples, seed=seed, sigma=sigma))
+        return rows
+
+    rows = reports([c * np.eye(d) for c in scales], runs.seed + 5)
+    diverged = [m["diverged_frac"] for m in rows[cot_label]]
     for (label, reps), style in zip(rows.items(), ("C0-o", "C3-s", "k--")):
         ax.plot(scales, [r["median"] for r in reps], style, ms=3, label=f"{label}, median")
         if label != "GD, step eta":
@@ -329,15 +331,7 @@ def ood(runs: _Runs, path: str) -> str:
 
     ax = axes[1]
     conditions = np.geomspace(1, 30, 7 if runs.quick else 11)
-    rows = {cot_label: [], nocot_label: [], "GD, step eta": []}
-    for cond in conditions:
-        sigma = ood_sigma(d, cond)
-        rows[cot_label].append(evaluate_params(cot.V, cot.W, d=d, n=n, k=k, samples=samples,
-                                               seed=runs.seed + 6, sigma=sigma, device=runs.device))
-        rows[nocot_label].append(evaluate_params(nocot.V, nocot.W, d=d, n=n, k=k, samples=samples,
-                                                 seed=runs.seed + 6, sigma=sigma, mode="nocot", device=runs.device))
-        rows["GD, step eta"].append(numerics.eval_loss_mc(d, n, eta, k, samples=samples,
-                                                          seed=runs.seed + 6, sigma=sigma))
+    rows = reports([ood_sigma(d, cond) for cond in conditions], runs.seed + 6)
     for (label, reps), style in zip(rows.items(), ("C0-o", "C3-s", "k--")):
         ax.plot(conditions, [r["median"] for r in reps], style, ms=3, label=f"{label}, median")
     unstable = [c for c in conditions if scale_boundary(eta, d, n, ood_sigma(d, c)) <= 1]
