@@ -456,7 +456,8 @@ def noise_curves(d: int, n: int, eta: float, noises=NOISE_LEVELS, *, k_max: int,
     each label-noise level s of ``noises`` at ``(d, n, eta)``:
 
     * ``exact``: the exact mean loss of k-step GD at k = 0 .. ``k_max``
-      (``numerics.gd_eval_loss_value``); ``k_star``, ``loss_at_k_star``: ``theory.best_cot_length``
+      (``numerics.gd_eval_loss_value``); ``k_star``, ``loss_at_k_star``, ``k_star_at_edge``:
+      ``theory.best_cot_length`` (at the edge: k* is k_max and the loss still falls there; drawn k* >=)
       over 0 .. k_max (``k_star_brute_force``: the argmin of ``exact``, the same k);
     * ``monte_carlo``: at each k of ``mc_ks`` the ``numerics.eval_loss_mc`` report (mean, se,
       median, q10, q90, diverged_frac; the same prompts at every k, seed ``seed``);
@@ -475,18 +476,16 @@ def noise_curves(d: int, n: int, eta: float, noises=NOISE_LEVELS, *, k_max: int,
     Returns ``{"d", "n", "eta", "k_max", "samples", "seed", "unstable_share_limit", "noise": [...]}``,
     JSON-ready."""
     import theory
-    from theory.validation import check_eta_exact
     mc_ks = sorted({int(k) for k in mc_ks})
     stable_ks = mc_ks if stable_ks is None else sorted({int(k) for k in stable_ks})
     if not mc_ks or mc_ks[0] < 0 or mc_ks[-1] > k_max or stable_ks[-1] > k_max or stable_ks[0] < 0:
         raise ValueError(f"mc_ks and stable_ks must lie in 0 .. k_max = {k_max}")
-    eta_exact = check_eta_exact("eta", eta)
     levels = []
     for j, s in enumerate(noises):
         s = float(s)
         var = s * s
         exact = [float(numerics.gd_eval_loss_value(d, n, eta, k, noise_var=var)) for k in range(k_max + 1)]
-        best = theory.best_cot_length(d, n, eta_exact, k_max, noise_var=exact_noise_var(s))
+        best = theory.best_cot_length(d, n, eta, k_max, noise_var=exact_noise_var(s))
         mc = []
         for k in mc_ks:
             r = numerics.eval_loss_mc(d, n, eta, k, samples=samples, seed=seed, noise_var=var)
@@ -508,7 +507,7 @@ def noise_curves(d: int, n: int, eta: float, noises=NOISE_LEVELS, *, k_max: int,
         limit = theory.gd_limit_loss(d, n, noise_var=exact_noise_var(s))
         levels.append({
             "s": s, "noise_var": var, "exact": exact,
-            "k_star": int(best.k_star), "loss_at_k_star": float(best.loss),
+            "k_star": int(best.k_star), "loss_at_k_star": float(best.loss), "k_star_at_edge": best.at_edge,
             "k_star_brute_force": int(np.argmin(exact)),
             "monte_carlo": mc, "median_argmin_k": mc[int(np.argmin([r["median"] for r in mc]))]["k"],
             "stable": stable, "meaningful_k_max": meaningful,
@@ -572,7 +571,8 @@ def noise(runs: _Runs, path: str) -> str:
                     yerr=[2 * (r["se"] or 0) for r in tr], fmt="D", color=color, ms=6, mec="k", mew=0.6,
                     capsize=2, lw=0.8)
         ax.plot(lv["k_star"], lv["loss_at_k_star"], "*", color=color, ms=15, mec="k", mew=0.7)
-        ax.annotate(f"k*={lv['k_star']}", (lv["k_star"], lv["loss_at_k_star"]), xytext=(0, -15),
+        edge = ">=" if lv.get("k_star_at_edge") else "="          # the argmin at k_max, loss still falling
+        ax.annotate(f"k*{edge}{lv['k_star']}", (lv["k_star"], lv["loss_at_k_star"]), xytext=(0, -15),
                     textcoords="offset points", ha="center", fontsize=8, color=color)
         if lv["bayes"]:
             ax.axhline(lv["bayes"]["mc"], color=color, ls="--", lw=0.9)
@@ -587,7 +587,8 @@ def noise(runs: _Runs, path: str) -> str:
         plt.Line2D([], [], color="k", marker="x", ls="none", ms=7, label="no-CoT optimum (Thm 3.1 with noise)"),
         plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.13,
                       label=f"unstable prompts (eta lmax(S) >= 2) carry >= {NOISE_UNSTABLE_SHARE:.0%} of the mean")]
-    handles += [plt.Line2D([], [], color=f"C{j}", lw=4, label=f"s = {lv['s']:g}: k* = {lv['k_star']}, "
+    handles += [plt.Line2D([], [], color=f"C{j}", lw=4,
+                           label=f"s = {lv['s']:g}: k* {'>=' if lv.get('k_star_at_edge') else '='} {lv['k_star']}, "
                            f"mean meaningful to k = {lv['meaningful_k_max']}")
                 for j, lv in enumerate(data["noise"])]
     ax.set_yscale("log")
