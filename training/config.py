@@ -4,7 +4,7 @@ defaults that depend on the parametrisation or the mode and the reasons for them
 
 Every place that needs the paper's setting (the CLI's defaults, ``cotgd verify``, the figures,
 the benchmark) reads ``PAPER``; the command line's ``train`` options are generated from
-``TrainConfig``'s fields (``training.cli``).
+``TrainConfig``'s fields (``training.app.cli``).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def _field(default, help: str, *, cli: bool = True, minimum: int | None = None, choices=None):
-    """A ``TrainConfig`` field with what the command line needs to offer it (``training.cli``
+    """A ``TrainConfig`` field with what the command line needs to offer it (``training.app.cli``
     generates the ``train`` options from these)."""
     return field(default=default, metadata={"help": help, "cli": cli, "minimum": minimum, "choices": choices})
 

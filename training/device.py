@@ -19,6 +19,8 @@ import warnings
 
 import torch
 
+from .errors import one_line
+
 # cuBLAS reads this when its first handle is created; setting it later has no effect.  Harmless
 # on a CPU.  A value the user set is kept.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -69,7 +71,7 @@ def _auto_device() -> torch.device:
         probe = torch.arange(8.0, device="cuda")
         float((probe * 2).sum())           # an allocation and a kernel, synchronised
     except Exception as exc:  # no kernel image, driver mismatch, out of memory, ...
-        message = " ".join(str(exc).split())[:160]
+        message = one_line(exc, 160)
         warnings.warn(f"torch sees a CUDA device but cannot use it ({type(exc).__name__}: {message}); "
                       f"running on the CPU", RuntimeWarning, stacklevel=3)
         return torch.device("cpu")

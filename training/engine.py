@@ -52,7 +52,7 @@ from .config import (DTYPES, TrainConfig, ood_sigma_matrices, resolved_clip, res
                      resolved_threads)
 from .data import Batch, make_batch, sample_prompts, seeded_generator, sigma_root
 from .device import device_record, reproducible, resolve_device, resume_device, run_settings
-from .errors import NoCheckpointWarning, RunExists, RunFileError, TrainingDiverged
+from .errors import NoCheckpointWarning, RunExists, RunFileError, TrainingDiverged, one_line
 from .evaluate import eval_generator, eval_losses, loss_reports, report_dict, step_stability, theory_reference
 from .io import atomic_write_text, remove_stale_temporaries
 from .kernels import objective
@@ -945,7 +945,7 @@ def resume(out_dir):
     try:
         engine.load_state(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        message = " ".join(str(exc).split())[:200]
+        message = one_line(exc, 200)
         raise RunFileError(path, f"it does not fit its config: {message}") from None
     threads = configs[0].threads if configs[0].threads is not None else state["threads"]
     with torch_threads(threads):

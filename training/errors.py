@@ -1,5 +1,17 @@
-"""Exceptions of the training package that the command line maps to exit statuses."""
+"""Exceptions of the training package that the command line maps to exit statuses, and
+``one_line``, the one way an error message is put on one line."""
 import os
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """The exception's message with its whitespace (newlines included) collapsed to single
+    spaces, cut at ``limit`` characters: the command line promises one line of error.
+
+    >>> one_line(ValueError("a\\n  b"))
+    'a b'
+    """
+    text = " ".join(str(exc).split())
+    return text if limit is None else text[:limit]
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,7 +1,7 @@
 """Every torch pass of the one-layer LSA ``f(Z) = Z + V Z (Z^T W Z) / n``, each written once
 (docs/theory.md section 3): the teacher-forced CoT loss with its gradient, one model step, the
 autoregressive rollout, the looped pass and the no-CoT pass.  Training and evaluation import them
-from here; ``training.baseline`` keeps the formula evaluated literally (the reference of the tests
+from here; ``training.app.baseline`` keeps the formula evaluated literally (the reference of the tests
 and the benchmark) and ``numerics.lsa`` the float64 reference.
 
 Sufficient statistics.  ``V``, ``W`` are (M, D, D) (M models).  A prompt enters only through the

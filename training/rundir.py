@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .errors import RunFileError
+from .errors import RunFileError, one_line
 from .io import atomic_write_bytes, atomic_write_text
 
 CHECKPOINT_KEYS = ("configs", "iteration", "model", "optimizer", "streams", "histories", "train_seconds",
@@ -118,7 +118,7 @@ ENDED = ("finished", "failed")
 
 def _short(exc: BaseException, limit: int = 120) -> str:
     """The exception's type and the first sentence of its message, on one line."""
-    text = " ".join(str(exc).split()).split(". ")[0][:limit]
+    text = one_line(exc).split(". ")[0][:limit]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -1,5 +1,5 @@
 """Command-line behaviour: bad input gives one line on stderr and exit status 2, never a
-traceback (issues 5 and 7).  In-process calls of ``training.cli.main`` plus one subprocess
+traceback (issues 5 and 7).  In-process calls of ``training.app.cli.main`` plus one subprocess
 call of the installed ``cotgd`` entry point."""
 import json
 import os
@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from training.cli import main
+from training.app.cli import main
 
 BAD = [
     (["train", "--d", "0"], "--d"),
@@ -72,7 +72,7 @@ def test_train_small_run_writes_summary(tmp_path, capsys):
 
 def test_console_script_runs_as_subprocess():
     """The entry point as a user calls it: a bad argument gives status 2 and no traceback."""
-    proc = subprocess.run([sys.executable, "-m", "training.cli", "train", "--d", "0"],
+    proc = subprocess.run([sys.executable, "-m", "training.app.cli", "train", "--d", "0"],
                           capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)) + "/..")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1

@@ -1,6 +1,6 @@
 """``cotgd evaluate RUN_DIR`` and ``cotgd reproduce ood --run DIR`` (issue 15): exit codes (bad
 input: one line on stderr, status 2), the JSON written by ``--json``, the table, the figure, and
-every option's help stating its default.  In-process calls of ``training.cli.main`` on tiny runs
+every option's help stating its default.  In-process calls of ``training.app.cli.main`` on tiny runs
 trained once per module."""
 import json
 import os
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from training import TrainConfig, train, train_models
-from training.cli import build_parser, main
+from training.app.cli import build_parser, main
 from training.suite import standard_suite
 
 TINY = dict(d=3, n=6, k=2, batch=32, iters=5, eval_every=5, eval_samples=200, theory_samples=500,

@@ -4,8 +4,8 @@ uninterrupted run; determinism across processes; the manifest; corrupt, foreign 
 checkpoints (exit 1); divergence; a table of bad arguments (exit 2, exactly one stderr line naming the
 option).
 
-Kinds of check: training (short CPU runs, subprocesses via ``python -m training.cli`` with one
-torch thread) and argument checks (in-process ``training.cli.main``).  The library's side is
+Kinds of check: training (short CPU runs, subprocesses via ``python -m training.app.cli`` with one
+torch thread) and argument checks (in-process ``training.app.cli.main``).  The library's side is
 tests/training/test_reliability.py.
 """
 import json
@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-import training.cli as cli
-from training.cli import main
+import training.app.cli as cli
+from training.app.cli import main
 from runlog import metrics_rows, stripped
 
 import training.engine as engine
@@ -54,7 +54,7 @@ def child_env() -> dict:
 
 
 def cotgd(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=ROOT, env=child_env(),
+    return subprocess.run([sys.executable, "-m", "training.app.cli", *args], cwd=ROOT, env=child_env(),
                           capture_output=True, text=True, timeout=900)
 
 
@@ -114,7 +114,7 @@ def test_manifest_of_a_command_line_run(reference):
 
 # ---------------------------------------------------------------------------- SIGKILL and resume
 def launch(out: Path, log) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "training.cli", *RUN, "--out", str(out)], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "training.app.cli", *RUN, "--out", str(out)], cwd=ROOT,
                             env=child_env(), stdout=subprocess.DEVNULL, stderr=log)
 
 

@@ -5,7 +5,7 @@ directory that is not a run is exit 2; ``--resume`` without a checkpoint says it
 iteration 0; a real Ctrl-C (SIGINT to a subprocess) leaves a manifest that says interrupted.
 
 Kinds of check: file checks on copies of one tiny finished run (in-process
-``training.cli.main``) and training (one subprocess of a few seconds)."""
+``training.app.cli.main``) and training (one subprocess of a few seconds)."""
 import json
 import os
 import shutil
@@ -19,7 +19,7 @@ import pytest
 
 from runlog import crash_at
 from threads import one_torch_thread  # noqa: F401  (an autouse fixture)
-from training.cli import main
+from training.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--d", "2", "--n", "5", "--k", "2", "--batch", "32", "--iters", "20", "--eval-every", "10",
@@ -117,7 +117,7 @@ def test_ctrl_c_leaves_an_interrupted_manifest(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-    argv = [sys.executable, "-m", "training.cli", "train", "--d", "3", "--n", "8", "--k", "3", "--batch", "64",
+    argv = [sys.executable, "-m", "training.app.cli", "train", "--d", "3", "--n", "8", "--k", "3", "--batch", "64",
             "--iters", "1000000", "--eval-every", "100000", "--checkpoint-every", "50", "--device", "cpu",
             "--out", str(out)]
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -3,8 +3,8 @@ ends with the table of an uninterrupted run (bitwise for these seeded CPU cells)
 worker behind; bad grids, engines and directories are one stderr line with exit status 2;
 ``cotgd sweep plot`` writes its PNGs and says which panels the table cannot give.
 
-Kinds of check: training (subprocesses via ``python -m training.cli``, one torch thread per
-worker) and argument checks (in-process ``training.cli.main``).  The library's side is
+Kinds of check: training (subprocesses via ``python -m training.app.cli``, one torch thread per
+worker) and argument checks (in-process ``training.app.cli.main``).  The library's side is
 tests/training/test_sweep.py.
 """
 import json
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from training.cli import main
+from training.app.cli import main
 from training.sweep import RUN_COLUMNS, load_results
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def child_env() -> dict:
 
 
 def cotgd(*args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training.cli", *map(str, args)], cwd=ROOT, env=child_env(),
+    return subprocess.run([sys.executable, "-m", "training.app.cli", *map(str, args)], cwd=ROOT, env=child_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -105,7 +105,7 @@ def test_driver_killed_mid_sweep_and_rerun_gives_the_uninterrupted_table(grid_fi
     finished cells, resumes the others and ends with the reference's table (every column but
     worker, seconds, attempts), bitwise."""
     out = tmp_path / "sweep"
-    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "sweep", "run", str(grid_file), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "training.app.cli", "sweep", "run", str(grid_file), "--out", str(out),
                              *engine], cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -4,14 +4,14 @@ saying that training failed and why; a normal short run and a sanity run too sho
 exit 0; the status is in summary.json and manifest.json; ``--resume`` of a failed run says so
 again.
 
-Kind of check: training (in-process ``training.cli.main``, CPU, one torch thread; the issue's
+Kind of check: training (in-process ``training.app.cli.main``, CPU, one torch thread; the issue's
 own paper-size run takes about 4 s, the tiny ones well under a second each)."""
 import json
 
 import pytest
 
 from threads import one_torch_thread  # noqa: F401  (an autouse fixture)
-from training.cli import main
+from training.app.cli import main
 
 TINY = ["--d", "3", "--n", "8", "--k", "3", "--batch", "64", "--eval-every", "30", "--eval-samples", "2000",
         "--theory-samples", "2000", "--structure-samples", "64", "--device", "cpu"]

@@ -2,7 +2,7 @@
 never overwritten silently, a finished run resumes to "nothing to do", an interrupted one says
 how to resume, a diverged one exits 1 naming it and Theorem 4.2's verdict on its step, the
 headline is never a bare inf, and covariances come in from .npy files.  In-process
-``training.cli.main``; tiny runs, a few seconds in all."""
+``training.app.cli.main``; tiny runs, a few seconds in all."""
 import json
 import os
 
@@ -11,7 +11,7 @@ import pytest
 
 import training.engine as engine
 from runlog import crash_at
-from training.cli import main
+from training.app.cli import main
 
 TINY = ["--d", "3", "--n", "8", "--k", "3", "--batch", "64", "--iters", "20", "--eval-every", "10",
         "--eval-samples", "500", "--theory-samples", "2000", "--structure-samples", "64", "--device", "cpu"]

@@ -1,4 +1,4 @@
-"""The benchmark's baseline (training/baseline.py) is the same computation as the project's
+"""The benchmark's baseline (training/app/baseline.py) is the same computation as the project's
 objective, so the speed ratio compares like with like; and ``run_bench`` reports every figure.
 No timed assertions: the benchmark only reports."""
 import json
@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from theory import Layout
-from training import bench
-from training.baseline import StraightforwardTrainer, straightforward_cot_loss, straightforward_gd_targets
+from training.app import bench
+from training.app.baseline import StraightforwardTrainer, straightforward_cot_loss, straightforward_gd_targets
 from training.data import gd_iterates, make_batch, sample_prompts, seeded_generator
 from training.model import LSA
 from training.kernels import cot_loss

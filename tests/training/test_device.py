@@ -49,7 +49,7 @@ import warnings  # noqa: E402
 import training.device as device_module  # noqa: E402
 from training import resume  # noqa: E402
 from training.engine import Engine, guard_gradients  # noqa: E402
-from training.selftest import host_sync_guard, run_selftest  # noqa: E402
+from training.app.selftest import host_sync_guard, run_selftest  # noqa: E402
 
 TINY = dict(d=2, n=5, k=2, batch=32, iters=12, eval_every=6, eval_samples=200, theory_samples=500,
             structure_samples=64, progress=False, device="cpu")

@@ -12,9 +12,9 @@ import torch
 
 from runlog import crash_at
 from training import TrainConfig, resume, train
-from training.cli import main
+from training.app.cli import main
 from training.engine import Engine, fused_path, loops_trained, sweep_configs, train_models
-from training.selftest import host_sync_guard
+from training.app.selftest import host_sync_guard
 
 TINY = dict(d=2, n=5, k=2, batch=32, iters=12, eval_every=6, eval_samples=300, theory_samples=1000,
             structure_samples=100, device="cpu", progress=False, clip_grad=1e-3)

@@ -11,7 +11,7 @@ import torch
 import numerics
 import theory
 from training import TrainConfig, train
-from training.cli import main
+from training.app.cli import main
 from training.data import (gd_iterates, gram_statistic, make_batch, noise_terms, sample_prompts,
                            seeded_generator)
 from training.evaluate import evaluate_params, theory_reference

@@ -11,8 +11,8 @@ import pytest
 import numerics
 import theory
 from training import PAPER
-from training import figures, verify
-from training.cli import main
+from training.app import figures, verify
+from training.app.cli import main
 
 NOISE_CHECKS = {
     "statistical.noise-gd-loss-mc-vs-exact": "statistical",

@@ -15,9 +15,9 @@ import pytest
 import numerics
 from training import TrainConfig
 from training.evaluate import sigma_spectrum, step_stability
-from training.figures import scale_boundary
+from training.app.figures import scale_boundary
 from training.suite import covariance_case, evaluate_case, suite_model, theorem_42
-from training.sweep_plot import boundary_scales
+from training.app.sweep_plot import boundary_scales
 
 Q5 = numerics.random_rotation(5, 4)[:, :3]
 SIGMAS = {                      # name: (Sigma, n, lambda_max, rank)

@@ -323,7 +323,7 @@ def test_killed_dask_worker_cell_is_rescheduled(tmp_path, dask_pool, slow_scale)
 def test_bench_sweep_reports_cells_per_minute_for_each_engine():
     """Speed figures only (no timed assertion): ``bench_sweep`` reports cells per minute for
     local-1, local-2 and dask-2 on identical cells, with its details."""
-    from training.sweep import bench_sweep
+    from training.app.sweep_bench import bench_sweep
     figures = bench_sweep(quick=True, cells=2, seconds=0.5)
     per = figures["sweep_cells_per_minute"]
     assert set(per) == {"local-1", "local-2", "dask-2"} and all(v > 0 for v in per.values())
@@ -336,7 +336,7 @@ def test_plots_draw_cells_judged_failed_but_not_cells_that_raised():
     """A cell trained to the end but judged failed (training.verdict: worse than predicting 0,
     e.g. GD past Theorem 4.2's bound at n/d <= 1) is a measurement and stays in the phase
     diagram; a cell that raised has no loss and drops out."""
-    from training.sweep_plot import _trained, pair_modes
+    from training.app.sweep_plot import _trained, pair_modes
     rows = []
     for mode, k, status, loss in (("cot", 2, "done", 0.5), ("nocot", 2, "done", 1.0),
                                   ("cot", 4, "failed", 9.0), ("nocot", 4, "done", 1.0),

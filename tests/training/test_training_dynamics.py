@@ -10,6 +10,7 @@ import torch
 import numerics
 from numerics.dynamics import (gradient_flow, reduced_coefficients_exact, reduced_hessian_value,
                                stage_times)
+from training.app.dynamics_plot import plot_dynamics, plot_sparse_dynamics
 from training.dynamics import (default_schedule, run_dynamics, run_sparse_dynamics,
                                sparse_eigenvalues, train_reduced)
 
@@ -24,7 +25,9 @@ MAX_DEVIATION = 0.07
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("dynamics")
-    return run_dynamics(**SMALL, out=str(out)), out
+    result = run_dynamics(**SMALL, out=str(out))
+    plot_dynamics(result, str(out / "dynamics.png"))
+    return result, out
 
 
 def test_reduced_training_follows_the_ode(small_run):
@@ -111,6 +114,7 @@ def test_sparse_model_reaches_the_gd_point_with_shared_eigenvectors(tmp_path):
     follows the reduced ODE in reduced time."""
     r = run_sparse_dynamics(d=4, n=8, k=4, eta=0.4, lr=0.08, steps=800, batch=500, pool=20000,
                             out=str(tmp_path))
+    plot_sparse_dynamics(r, str(tmp_path / "sparse_dynamics.png"))
     assert np.allclose(r["final_v"], -0.4, atol=0.01) and np.allclose(r["final_w"], 1.0, atol=0.01)
     assert r["max_offdiag"] < 0.1 and r["final_offdiag"] < 0.01
     v, w = np.array(r["v"]), np.array(r["w"])

@@ -1,4 +1,4 @@
-"""``cotgd verify`` as a registry of checks (training/verify.py): the symbolic, numeric and
+"""``cotgd verify`` as a registry of checks (training/app/verify.py): the symbolic, numeric and
 statistical sections pass with quick settings; ``only`` selects exactly the matching checks and
 trains nothing more than they need; a pattern matching nothing is a one-line error; a check that
 raises or measures a wrong value is a failed row; the report wraps long cells and never cuts them;
@@ -14,8 +14,8 @@ import pytest
 import numerics
 import theory
 from training import PAPER, resolve_device
-from training import verify
-from training.cli import main
+from training.app import verify
+from training.app.cli import main
 
 
 @pytest.fixture

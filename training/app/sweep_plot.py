@@ -42,7 +42,7 @@ def _pyplot():
 
 
 def _config_columns(frame) -> list:
-    from .sweep import config_fields
+    from ..sweep import config_fields
     return [c for c in config_fields() if c in frame.columns and c not in ("out", "progress")]
 
 
@@ -143,7 +143,7 @@ def dense_theory_ratio(frame):
     covariance and k within ``evaluate.EXACT_THEORY_MAX_K``."""
     import numerics
     import theory
-    from .evaluate import EXACT_THEORY_MAX_K
+    from ..evaluate import EXACT_THEORY_MAX_K
     if frame["d"].nunique() != 1 or frame["eta"].nunique() != 1 or frame["sigma"].notna().any():
         return None
     d, eta = int(frame["d"].iloc[0]), float(frame["eta"].iloc[0])
@@ -313,7 +313,7 @@ def boundary_scales(etas, d: int, n: int, sigma=None) -> np.ndarray:
     scale c* with ``c sigma`` (None: I) stable iff ``c < c*`` (``evaluate.stable_scale``, from
     ``theory.stability_verdict``; docs/theory.md section 7).  ``c* = bound / eta`` with one bound
     for all steps, so the verdict is computed once."""
-    from .evaluate import stable_scale
+    from ..evaluate import stable_scale
     etas = np.asarray(etas, dtype=float)
     return stable_scale(1.0, sigma, d, n) / etas
 
@@ -373,7 +373,7 @@ def plot_sweep(directory, out=None) -> tuple[list, list]:
     """Draw every panel the table of the sweep in ``directory`` allows into ``out`` (default:
     the sweep's directory).  Returns ``(paths written, notes on panels skipped)``; ValueError
     when no panel can be drawn (the notes say what each needs) or the table is missing."""
-    from .sweep import load_results
+    from ..sweep import load_results
     frame = load_results(directory)
     out = os.fspath(directory if out is None else out)
     os.makedirs(out, exist_ok=True)

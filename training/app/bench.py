@@ -28,7 +28,7 @@ behind ``cotgd bench``.  Figures only, no pass / fail.
 * ``looped_ms_per_iter``: the full looped model's training step at the paper's configuration,
   and its arithmetic bound (``bench_looped``);
 * ``sweep_cells_per_minute``: ``cotgd sweep``'s engines (local-1, local-2, dask-2) on identical
-  training cells (``sweep.bench_sweep``);
+  training cells (``sweep_bench.bench_sweep``);
 * ``mc_prompts_per_s``: ``numerics.eval_loss_mc`` at d 10, n 20, k 10 (float64, numpy), and for
   n = 20 .. 160.
 
@@ -52,13 +52,13 @@ import torch
 import numerics
 
 from .baseline import StraightforwardTrainer
-from .engine import sweep_workers, train, train_models
-from .rundir import load_average
-from .sweep import bench_sweep, format_bench_sweep
-from .data import sample_prompts
-from .device import resolve_device
-from .kernels import cot_rollout
-from .config import PAPER, TrainConfig
+from ..engine import sweep_workers, train, train_models
+from ..rundir import load_average
+from .sweep_bench import bench_sweep, format_bench_sweep
+from ..data import sample_prompts
+from ..device import resolve_device
+from ..kernels import cot_rollout
+from ..config import PAPER, TrainConfig
 from .figures import FIG3_KS
 
 #: The configuration every training figure uses: the paper's experiment (``training.PAPER``).
@@ -312,7 +312,7 @@ def format_bench(figures: dict) -> str:
              f"  config: CoT, full V W, d {f['config']['d']}, n {f['config']['n']}, k {f['config']['k']}, "
              f"eta {f['config']['eta']}, batch {f['config']['batch']}, Adam, float32",
              f"  train_ms_per_iter           {f['train_ms_per_iter']:10.3f}   (project training, engine.train)",
-             f"  baseline_ms_per_iter        {f['baseline_ms_per_iter']:10.3f}   (straightforward formula, training.baseline)",
+             f"  baseline_ms_per_iter        {f['baseline_ms_per_iter']:10.3f}   (straightforward formula, training.app.baseline)",
              f"  speedup_vs_baseline         {f['speedup_vs_baseline']:10.1f}x",
              f"    batches drawn inline (prefetch off): {f['train_ms_per_iter_no_prefetch']:.3f} ms/iter, "
              f"{f['speedup_vs_baseline_no_prefetch']:.1f}x"]

@@ -17,6 +17,8 @@ import math
 import os
 import sys
 
+from ..errors import one_line
+
 
 class UsageError(Exception):
     """A bad command-line argument: one line on stderr, exit status 2."""
@@ -59,7 +61,7 @@ def _device(text: str) -> str:
     if text not in ("auto", "cpu") and not (text == "cuda" or text.startswith("cuda:")):
         raise argparse.ArgumentTypeError(f"unknown device {text!r} (auto, cpu, cuda, cuda:N)")
     if text.startswith("cuda"):              # is it there?  (imports torch, only for CUDA requests)
-        from .device import resolve_device
+        from ..device import resolve_device
         try:
             resolve_device(text)
         except ValueError as exc:
@@ -155,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ood only: use this finished run's model instead of training (a cot run, optionally "
                         "a second --run with a nocot run; default: none, train the models)")
 
-    from .config import PAPER
+    from ..config import PAPER
     p = sub.add_parser("dynamics", help="reduced gradient flow vs training (Theorem 4.1)")
     p.add_argument("--d", type=_positive_int, default=PAPER.d)
     p.add_argument("--n", type=_positive_int, default=PAPER.n)
@@ -224,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _write_json(path: str, payload) -> None:
-    from .io import atomic_write_text
+    from ..io import atomic_write_text
     atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
 
 
@@ -239,7 +241,7 @@ def _json_default(value):
 def config_options() -> list:
     """The ``TrainConfig`` fields offered on the command line (metadata ``cli``), in order."""
     import dataclasses
-    from .config import TrainConfig
+    from ..config import TrainConfig
     return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli")]
 
 
@@ -277,7 +279,7 @@ def _covariance_file(text: str) -> list:
     try:
         value = np.load(text, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(f"cannot read a matrix from {text!r} ({_one_line(exc)[:80]})") from None
+        raise argparse.ArgumentTypeError(f"cannot read a matrix from {text!r} ({one_line(exc)[:80]})") from None
     if value.ndim != 2:
         raise argparse.ArgumentTypeError(f"{text!r} holds an array of shape {value.shape}, expected a d x d matrix")
     return value.astype(float).tolist()
@@ -322,8 +324,8 @@ def _check_paths(args) -> None:
 
 
 def _cmd_train(args) -> int:
-    from .engine import resume, train
-    from .rundir import read_manifest
+    from ..engine import resume, train
+    from ..rundir import read_manifest
     _check_train_args(args)
     if args.resume is not None:
         manifest = read_manifest(args.resume) or {}
@@ -339,7 +341,7 @@ def _cmd_train(args) -> int:
         print(headline(result.summary))
     if args.json_file:
         _write_json(args.json_file, results[0].summary if len(results) == 1 else [r.summary for r in results])
-    from .verdict import summary_verdict
+    from ..verdict import summary_verdict
     failed = [verdict["message"] for verdict in map(summary_verdict, (r.summary for r in results))
               if verdict["status"] == "failed"]
     for message in failed:                  # training.verdict: one line per failed model, exit 1
@@ -373,7 +375,7 @@ def headline(summary: dict) -> str:
 
 def _step_note(config) -> str:
     """``; eta = ... is past the stable step ...`` when Theorem 4.2 says so, else ''."""
-    from .evaluate import step_stability
+    from ..evaluate import step_stability
     verdict = step_stability(config)
     if config.mode != "cot" or verdict["stable"]:
         return ""
@@ -408,7 +410,7 @@ def _cmd_reproduce(args) -> int:
 def _cmd_evaluate(args) -> int:
     if args.figure is not None and (not args.figure.strip() or os.path.isdir(args.figure)):
         raise UsageError(f"argument --figure: expected a file name, got {args.figure!r}")
-    from .suite import evaluate_run, format_table
+    from ..suite import evaluate_run, format_table
     result = evaluate_run(args.run, suite=args.suite, sigmas=args.sigma or (), samples=args.samples,
                           seed=args.seed, theory_samples=args.theory_samples, step=args.step, device=args.device)
     print(format_table(result))
@@ -421,18 +423,24 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_dynamics(args) -> int:
-    from .dynamics import run_dynamics
+    from ..dynamics import run_dynamics
     options = {name: getattr(args, name) for name in ("lr", "steps", "a0", "b0")
                if getattr(args, name) is not None}
     result = run_dynamics(d=args.d, n=args.n, k=args.k, eta=args.eta, seed=args.seed,
                           device=args.device, out=args.out, **options)
+    if args.out:
+        from .dynamics_plot import plot_dynamics
+        plot_dynamics(result, os.path.join(args.out, "dynamics.png"))
     print(f"final a {result['final_a']:.6f} (theory {-args.eta}), final b {result['final_b']:.6f} (theory 1); "
           f"max relative deviation ODE vs training {result['max_relative_deviation']:.4f}; "
           f"stage times {json.dumps(result['stage_times'], default=_json_default)}")
     if args.sparse:
-        from .dynamics import run_sparse_dynamics
+        from ..dynamics import run_sparse_dynamics
         sparse = run_sparse_dynamics(d=args.d, n=args.n, k=args.k, eta=args.eta, seed=args.seed,
                                      device=args.device, out=args.out)
+        if args.out:
+            from .dynamics_plot import plot_sparse_dynamics
+            plot_sparse_dynamics(sparse, os.path.join(args.out, "sparse_dynamics.png"))
         print(f"sparse: final V31 eigenvalues in [{min(sparse['final_v']):.4f}, {max(sparse['final_v']):.4f}], "
               f"W13 eigenvalues in [{min(sparse['final_w']):.4f}, {max(sparse['final_w']):.4f}], "
               f"largest off-diagonal share {sparse['max_offdiag']:.3g}")
@@ -461,7 +469,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from .sweep import cli_sweep
+    from .sweep_cli import cli_sweep
     return cli_sweep(args)
 
 
@@ -475,30 +483,30 @@ def main(argv=None) -> int:
     import warnings
     with warnings.catch_warnings():        # each warning one line on stderr: "cotgd: warning: ..."
         warnings.simplefilter("default")
-        warnings.showwarning = lambda message, *rest, **kw: print(f"cotgd: warning: {_one_line(message)}",
+        warnings.showwarning = lambda message, *rest, **kw: print(f"cotgd: warning: {one_line(message)}",
                                                                   file=sys.stderr)
         return _main(argv)
 
 
 def _main(argv) -> int:
-    from .errors import RunFileError, TrainingDiverged
+    from ..errors import RunFileError, TrainingDiverged
     args = None
     try:
         args = build_parser().parse_args(argv)
         _check_paths(args)
         return COMMANDS[args.command](args)
     except UsageError as exc:
-        print(f"cotgd: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"cotgd: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except RunFileError as exc:            # a damaged run file: the run is at fault, not the arguments
-        print(f"cotgd: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"cotgd: error: {one_line(exc)}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as exc:   # OSError: an unusable path (FileNotFoundError, PermissionError, ...)
-        print(f"cotgd: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"cotgd: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
         note = _diverged_note(args)
-        print(f"cotgd: {_one_line(exc)}{note}", file=sys.stderr)
+        print(f"cotgd: {one_line(exc)}{note}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
@@ -507,7 +515,7 @@ def _main(argv) -> int:
         print(f"cotgd: interrupted{again}", file=sys.stderr)
         return 130
     except RuntimeError as exc:              # CUDA out of memory, no kernel image, driver errors
-        text = _one_line(exc)
+        text = one_line(exc)
         if "CUDA" not in text and "cuda" not in text and "cuBLAS" not in text:
             raise
         print(f"cotgd: the GPU failed: {text[:300]}; try --device cpu, a smaller --batch, or check the "
@@ -527,14 +535,9 @@ def _diverged_note(args) -> str:
 
 def _train_config(args):
     """The ``TrainConfig`` that ``cotgd train``'s arguments describe."""
-    from .config import TrainConfig
+    from ..config import TrainConfig
     return TrainConfig(**{f.name: getattr(args, f.name) for f in config_options()}, sigma=args.sigma,
                        out=args.out, ood_sigmas=None if not args.ood_sigma else dict(args.ood_sigma))
-
-
-def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line (the command line promises one line of error)."""
-    return " ".join(str(exc).split())
 
 
 def console() -> None:

@@ -44,10 +44,10 @@ import sympy
 
 import theory
 
-from . import PAPER, TrainConfig, evaluate_params, train, train_models
-from .evaluate import stable_scale
-from .data import exact_noise_var
-from .device import resolve_device
+from .. import PAPER, TrainConfig, evaluate_params, train, train_models
+from ..evaluate import stable_scale
+from ..data import exact_noise_var
+from ..device import resolve_device
 
 #: The kinds of check, in the order the report lists them.
 KINDS = ("symbolic", "numeric", "statistical", "training")

@@ -27,11 +27,11 @@ import numpy as np
 import numerics
 import theory
 
-from .config import PAPER
-from .data import exact_noise_var
+from ..config import PAPER
+from ..data import exact_noise_var
 
 
-#: The CoT lengths k of Figure 3 (docs/theory.md section 8); ``training.bench`` times its training too.
+#: The CoT lengths k of Figure 3 (docs/theory.md section 8); ``training.app.bench`` times its training too.
 FIG3_KS = (10, 20, 30, 40)
 
 
@@ -56,8 +56,8 @@ class _Runs:
 
     def get_all(self, mode: str, ks: tuple, ood: bool = False, param: str = "full", noise: float = 0.0) -> list:
         """The trained models of ``mode`` at each k of ``ks`` (``noise``: label noise s)."""
-        from .config import TrainConfig
-        from .engine import train_models
+        from ..config import TrainConfig
+        from ..engine import train_models
         noise = float(noise)
         missing = [k for k in ks if (mode, k, ood, param, noise) not in self.cache]
         if missing:
@@ -92,7 +92,7 @@ class _GivenRuns:
 
     def __init__(self, paths, seed: int, quick: bool, device: str = "cpu"):
         from types import SimpleNamespace
-        from .rundir import load_run
+        from ..rundir import load_run
         self.seed, self.quick, self.device, self.models, self.labels = seed, quick, device, {}, {}
         for path in paths:
             run = load_run(path)
@@ -277,14 +277,14 @@ def scale_boundary(eta: float, d: int, n: int, sigma=None) -> float:
     """Where the ood figure draws Theorem 4.2's boundary: the scale c* with ``c sigma`` (None: I)
     stable iff ``c < c*`` (``evaluate.stable_scale``, from ``theory.stability_verdict``;
     docs/theory.md section 7); a covariance is shaded unstable when ``c* <= 1``."""
-    from .evaluate import stable_scale
+    from ..evaluate import stable_scale
     return stable_scale(eta, sigma, d, n)
 
 
 def ood(runs: _Runs, path: str) -> str:
     """Beyond the paper: loss vs covariance scale and condition number (trained CoT and no-CoT,
     GD prediction, stability boundary), and loss vs k (exact finite d, Monte Carlo, MP limit)."""
-    from .evaluate import evaluate_params
+    from ..evaluate import evaluate_params
     plt = _plt()
     d, n, k, eta = runs.problem()
     cot, nocot = runs.get("cot", k), runs.get("nocot", k)
@@ -539,7 +539,7 @@ def noise(runs: _Runs, path: str) -> str:
     of the exact mean.  Right: Monte Carlo medians with the 10-90% band and the trained models'
     medians.  The numbers go to ``noise.json`` beside ``path``."""
     import json
-    from .io import atomic_write_text
+    from ..io import atomic_write_text
     plt = _plt()
     d, n, eta = PAPER.d, PAPER.n, PAPER.eta
     size = NOISE_SIZES["quick" if runs.quick else "full"]
@@ -630,7 +630,7 @@ def reproduce(figure: str, *, out: str, device: str = "cpu", seed: int = 0, quic
     ``out`` (the noise figure also writes its numbers, ``noise.json``); return the PNG paths.  Training runs land in ``out/runs/`` and are shared between figures.
     ``runs``: run directories whose models the 'ood' figure uses instead of training (a cot run,
     optionally a nocot run: ``_GivenRuns``); only for 'ood'."""
-    from .device import resolve_device
+    from ..device import resolve_device
     if figure != "all" and figure not in FIGURES:
         raise ValueError(f"figure must be one of {', '.join(FIGURES)} or all, got {figure!r}")
     if runs and figure != "ood":

@@ -1,5 +1,5 @@
 """A straightforward implementation of CoT training, written from the formula (docs/theory.md
-section 3), kept as the reference that ``training.bench`` times the project's training against.
+section 3), kept as the reference that ``training.app.bench`` times the project's training against.
 
 Per batch of prompts it does what the formula says, with nothing precomputed:
 
@@ -22,9 +22,9 @@ import torch
 from theory import Layout
 from theory.validation import check_int, check_positive_finite
 
-from .config import PAPER
-from .data import Prompts, sample_prompts, seeded_generator
-from .model import LSA
+from ..config import PAPER
+from ..data import Prompts, sample_prompts, seeded_generator
+from ..model import LSA
 
 
 def straightforward_gd_targets(X: torch.Tensor, y: torch.Tensor, eta: float, k: int) -> list:
@@ -72,7 +72,7 @@ def straightforward_cot_loss(V: torch.Tensor, W: torch.Tensor, prompts: Prompts,
 
 class StraightforwardTrainer:
     """CoT training of the full LSA with Adam, every step by ``straightforward_cot_loss`` on a
-    fresh batch (``data.sample_prompts``): the baseline of ``training.bench``.  Same model, init
+    fresh batch (``data.sample_prompts``): the baseline of ``training.app.bench``.  Same model, init
     and data stream as ``engine.train`` for the same seed (``seeded_generator(seed, 'init')`` and
     ``'data'``); ``step()`` does one iteration.  Defaults: the paper's setting, ``training.PAPER``."""
 

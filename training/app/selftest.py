@@ -80,8 +80,8 @@ def _bitwise(a, b) -> bool:
 
 
 def check_sync_free(device: str) -> Line:
-    from .config import TrainConfig
-    from .engine import Engine, sweep_configs
+    from ..config import TrainConfig
+    from ..engine import Engine, sweep_configs
     config = TrainConfig(**TINY, device=device, prefetch=False)
     fused = sweep_configs(dataclasses.replace(config, fused_models="fused"), seeds=[0, 1], etas=[0.3, 0.5], ks=[2, 3])
     steps = 5
@@ -106,8 +106,8 @@ def check_sync_free(device: str) -> Line:
 
 
 def check_same_config_twice(device: str) -> Line:
-    from .config import TrainConfig
-    from .engine import train
+    from ..config import TrainConfig
+    from ..engine import train
     a = train(TrainConfig(**TINY, device=device))
     b = train(TrainConfig(**TINY, device=device))
     same = _bitwise(a, b) and a.summary["final_eval_loss"] == b.summary["final_eval_loss"]
@@ -116,8 +116,8 @@ def check_same_config_twice(device: str) -> Line:
 
 
 def check_kill_and_resume(device: str) -> Line:
-    from .config import TrainConfig
-    from .engine import Engine, resume, train
+    from ..config import TrainConfig
+    from ..engine import Engine, resume, train
     with tempfile.TemporaryDirectory() as tmp:
         config = dict(TINY, device=device, checkpoint_every=10)
         whole = train(TrainConfig(**config, out=f"{tmp}/whole"))
@@ -146,9 +146,9 @@ def _deviation(a, b) -> float:
 
 
 def check_many_models(device: str) -> Line:
-    from .config import TrainConfig
-    from .device import resolve_device
-    from .engine import fused_path, sweep_configs, train, train_models
+    from ..config import TrainConfig
+    from ..device import resolve_device
+    from ..engine import fused_path, sweep_configs, train, train_models
     looped = TrainConfig(**dict(TINY, iters=20), device=device, mode="looped", param="full", clip_grad=1e-3)
     cot = TrainConfig(**dict(TINY, iters=20), device=device, clip_grad=1e-3)
     runs = [(looped, dict(seeds=[0, 1], ks=[2, 3])), (cot, dict(seeds=[0, 1], etas=[0.3, 0.5], ks=[2, 3]))]
@@ -170,8 +170,8 @@ def check_many_models(device: str) -> Line:
 def check_constructed_transformer(device: str) -> Line:
     import numerics
     import theory
-    from .evaluate import evaluate_params
-    from .structure import structure_metrics
+    from ..evaluate import evaluate_params
+    from ..structure import structure_metrics
     d, n, k, eta = 10, 20, 5, 0.4
     V, W = numerics.gd_params(d, eta)
     report = evaluate_params(V, W, d=d, n=n, k=k, samples=40_000, seed=3, device=device)
@@ -187,7 +187,7 @@ def check_constructed_transformer(device: str) -> Line:
 
 
 def check_dynamics(device: str) -> Line:
-    from .dynamics import run_dynamics
+    from ..dynamics import run_dynamics
     r = run_dynamics(d=4, n=8, k=4, eta=0.4, lr=0.02, steps=800, batch=2000, pool=40000, seed=0, device=device)
     ok = r["max_relative_deviation"] < 0.07 and abs(r["final_a"] + 0.4) < 0.005 and abs(r["final_b"] - 1) < 0.005
     return Line("reduced dynamics vs gradient-flow ODE (d 4)", f"max deviation {r['max_relative_deviation']:.3f}; "
@@ -212,7 +212,7 @@ def run_selftest(device: str = "auto", *, skip: tuple = ()) -> dict:
     """Run the checks (module docstring) on ``device`` except those named in ``skip`` (keys of
     ``CHECKS``); a check that raises is a failed line with its error.  Returns the JSON-ready
     report ``{"passed", "device", "device_record", "seconds", "lines": [...]}``."""
-    from .device import device_record, resolve_device
+    from ..device import device_record, resolve_device
     resolved = resolve_device(device)
     unknown = [name for name in skip if name not in CHECKS]
     if unknown:

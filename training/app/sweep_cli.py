@@ -1,0 +1,33 @@
+"""``cotgd sweep run|plot``: the command over ``training.sweep`` (the grid on an executor) and
+``sweep_plot`` (its phase diagrams)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..io import atomic_write_text
+from ..sweep import run_sweep
+
+def cli_sweep(args) -> int:
+    """``cotgd sweep run|plot`` (``training.cli``)."""
+    if args.sweep_command == "plot":
+        from .sweep_plot import plot_sweep
+        paths, notes = plot_sweep(args.dir, out=args.out)
+        for note in notes:
+            print(f"cotgd: {note}", file=sys.stderr)
+        for path in paths:
+            print(path)
+        return 0
+    result = run_sweep(args.grid, args.out, workers=args.workers, dask_workers=args.dask_local,
+                       scheduler=args.dask_scheduler, progress=args.progress, retries=args.retries,
+                       retry_failed=args.retry_failed)
+    c = result.counts
+    print(f"sweep {result.name}: {len(result.table)} cells ({c['done']} done, {c['failed']} failed, "
+          f"{c['diverged']} diverged); {result.ran} run now, {result.reused} reused; {result.seconds:.1f} s; "
+          f"{os.path.join(result.out, 'results.parquet')}")
+    if args.json_file:
+        atomic_write_text(args.json_file, json.dumps({"out": result.out, "cells": len(result.table), "ran": result.ran,
+                                                      "reused": result.reused, "counts": c,
+                                                      "seconds": result.seconds}, indent=2) + "\n")
+    return 0
