@@ -12,18 +12,13 @@ Data: a training set of ``pool`` prompts is drawn once (``TrainConfig.pool``); e
 takes the next ``batch`` prompts of a shuffled pass over it (every prompt once per pass).  The
 average gradient over a pass is the gradient of the training-set loss, whose coefficients are
 within ``~1/sqrt(pool)`` of the population ones; fresh minibatches within a pass keep each step
-cheap.  (A single fixed batch of a few thousand prompts biases the flow by several per cent;
-measured while choosing these defaults.)
+cheap, where a single fixed batch would bias the flow.
 
 ``max_relative_deviation`` is ``max_s ||(a, b)_train(s) - (a, b)_ode(lr s)|| / ||(a, b)_ode(lr s)||``
 (Euclidean norms) over every step ``s = 0 .. steps``: a pointwise relative error along the whole
-path, with the ODE's own position as the scale.
-
-What the flow does at the paper's d = 10, n = 20, k = 10, eta = 0.4 from ``(a0, b0) = (-0.01, 0.01)``:
-stage 1 (``t < 0.15``): ``a`` relaxes onto ``a*(b0) = -0.063`` (curvature ``E tr(S^2) = 15.5``)
-while ``b`` stays put; stage 2 (``0.15 < t < 10.8``): the loss sits on a plateau near 0.12 while
-``b`` climbs from 0.01 to 1 and ``a`` follows (a little behind ``a*(b)``) to ``-eta``; then linear
-convergence, ``L ~ exp(-3.49 t)``.  GD (seed 0, README) stays within 1.7% of this path.
+path, with the ODE's own position as the scale.  The flow's stages (``stage_times``) and what
+they look like at the paper's setting: README, "Training dynamics (Theorem 4.1)".  The figures:
+``training.app.dynamics_plot``.
 """
 from __future__ import annotations
 
