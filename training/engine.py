@@ -54,11 +54,12 @@ from .data import Batch, make_batch, sample_prompts, seeded_generator, sigma_roo
 from .device import device_record, reproducible, resolve_device, resume_device, run_settings
 from .errors import NoCheckpointWarning, RunExists, RunFileError, TrainingDiverged, one_line
 from .evaluate import eval_generator, eval_losses, loss_reports, report_dict, step_stability, theory_reference
-from .io import atomic_write_text, remove_stale_temporaries
+from .io import remove_stale_temporaries
 from .kernels import objective
 from .model import LSA
-from .rundir import (ENDED, RunDir, config_from, git_commit, load_checkpoint, load_manifest, load_run,
-                     manifest_configs, model_dir_name, read_manifest, read_run_file, to_json, versions, write_torch)
+from .rundir import (CHECKPOINT, ENDED, MANIFEST, PARAMS, RUN_FILES, SUMMARY, RunDir, config_from, git_commit,
+                     load_checkpoint, load_manifest, load_run, manifest_configs, model_dir_name, read_manifest,
+                     read_metrics, run_file, versions, write_checkpoint, write_manifest, write_params, write_summary)
 from .structure import STRUCTURE_KEYS, structure_metrics
 from .verdict import FAILED, FINISHED, judge
 
@@ -534,8 +535,8 @@ class Engine:
             if dirs is not None:
                 self.checkpoint()
                 for d, r in zip(dirs, results):
-                    d.write_torch("params.pt", {"V": r.V, "W": r.W, "param": r.config.param, "d": r.config.d})
-                    d.write_json("summary.json", r.summary)
+                    write_params(d.path, r.V, r.W, r.config)
+                    write_summary(d.path, r.summary)
                 statuses = [r.summary["status"] for r in results]
                 self._write_manifests(dirs, FAILED if FAILED in statuses else FINISHED, statuses)
         except TrainingDiverged:
@@ -603,12 +604,12 @@ class Engine:
         top = self.manifest(status)
         if error is not None:
             top["error"] = error
-        atomic_write_text(os.path.join(self.out, "manifest.json"), to_json(top))
+        write_manifest(self.out, top)
         if self.M > 1:
             for j, d in enumerate(dirs):
-                d.write_json("manifest.json", dict(top, config=self.configs[j].to_dict(), seed=self.configs[j].seed,
-                                                   configs=None, model_index=j, models=self.M,
-                                                   status=status if statuses is None else statuses[j]))
+                write_manifest(d.path, dict(top, config=self.configs[j].to_dict(), seed=self.configs[j].seed,
+                                            configs=None, model_index=j, models=self.M,
+                                            status=status if statuses is None else statuses[j]))
 
     def timings(self) -> dict:
         return {"seconds": self.seconds_before + self.elapsed(), "train_seconds": self.train_seconds,
@@ -619,7 +620,7 @@ class Engine:
         V, W = self.model.matrices()
         if not (torch.isfinite(V).all() and torch.isfinite(W).all()):
             raise TrainingDiverged(self.iteration, "non-finite parameters", checkpoint=self.checkpoint_iteration)
-        write_torch(os.path.join(self.out, "checkpoint.pt"), self.state())
+        write_checkpoint(self.out, self.state())
         self.checkpoint_iteration = self.iteration
         if self.dirs is not None:
             self._write_manifests(self.dirs, "running")      # the manifest follows the checkpoint
@@ -754,10 +755,6 @@ def _engine_threads(configs: list) -> int | None:
 
 
 # ------------------------------------------------------------------------------ entry points
-#: The files that make a directory a run directory.
-RUN_FILES = ("manifest.json", "checkpoint.pt", "params.pt", "summary.json", "metrics.jsonl")
-
-
 def held_run(out: str) -> str | None:
     """A one-line description of the run that directory ``out`` holds, or None when it holds
     none (missing, empty, or without any run file)."""
@@ -790,7 +787,7 @@ def _fresh_run_dir(out: str, engine: Engine, overwrite: bool) -> None:
     if os.path.isdir(os.path.join(out, "models")):
         shutil.rmtree(os.path.join(out, "models"))
     remove_stale_temporaries(out)
-    atomic_write_text(os.path.join(out, "manifest.json"), to_json(engine.manifest("running")))
+    write_manifest(out, engine.manifest("running"))
 
 
 def train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
@@ -900,8 +897,8 @@ def resume(out_dir):
     if not os.path.isdir(out_dir):
         raise FileNotFoundError(f"no checkpoint to resume: {out_dir!r} is " + (
             "a file, not a run directory" if os.path.exists(out_dir) else "no such directory"))
-    path = os.path.join(out_dir, "checkpoint.pt")
-    where = os.path.join(out_dir, "manifest.json")
+    path = run_file(out_dir, CHECKPOINT)
+    where = run_file(out_dir, MANIFEST)
     manifest = load_manifest(out_dir)
     remove_stale_temporaries(out_dir)
     ended = manifest is not None and manifest.get("status") in ENDED
@@ -964,7 +961,7 @@ def _repair_metrics(out_dir: str, manifest: dict, histories: list) -> None:
     line torn by a crash of another kind, e.g. power loss)."""
     for path, history in zip(_model_dirs(out_dir, manifest), histories):
         try:
-            rows = read_run_file(os.path.join(path, "metrics.jsonl"))
+            rows = read_metrics(path)
         except RunFileError:
             rows = None
         if rows is None or len(rows) != len(history):
@@ -980,9 +977,9 @@ def finished_results(out_dir) -> TrainResult | list:
     results = []
     for path in _model_dirs(out_dir, manifest):
         run = load_run(path)
-        for name, value in (("params.pt", run.V), ("summary.json", run.summary)):
+        for name, value in ((PARAMS, run.V), (SUMMARY, run.summary)):
             if value is None:
-                raise RunFileError(os.path.join(path, name), f"the file is missing, but the run is marked "
+                raise RunFileError(run_file(path, name), f"the file is missing, but the run is marked "
                                                              f"{manifest.get('status', 'finished')}")
         results.append(TrainResult(summary=run.summary, V=run.V, W=run.W, history=run.metrics, config=run.config))
     return results if many else results[0]

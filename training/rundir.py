@@ -17,6 +17,13 @@ A run of one model (``train``) writes into its directory::
 A run of M > 1 models (``train_models``) writes ``manifest.json`` (with ``configs``, one per
 model) and ``checkpoint.pt`` at the top, and a directory of the first kind, without checkpoint,
 per model under ``models/`` (``model_dir_name``), so that ``load_run`` reads any single model.
+
+This module owns those files: their names (``MANIFEST``, ``METRICS``, ``CHECKPOINT``, ``PARAMS``,
+``SUMMARY``; ``RUN_FILES``), their paths (``run_file``), their writers (``write_manifest``,
+``write_checkpoint``, ``write_params``, ``write_summary``, ``RunDir`` for the metrics) and their
+readers (``read_run_file`` and, by file, ``load_manifest`` / ``read_manifest``,
+``load_checkpoint``, ``load_params``, ``read_summary``, ``read_metrics``).  No other module
+spells a file name (tests/training/test_rundir.py).
 """
 from __future__ import annotations
 
@@ -33,6 +40,15 @@ import torch
 from .config import TrainConfig
 from .errors import RunFileError, one_line
 from .io import atomic_write_bytes, atomic_write_text
+
+#: The files of a run directory (module docstring), each named here and nowhere else.
+MANIFEST = "manifest.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+PARAMS = "params.pt"
+SUMMARY = "summary.json"
+#: The files that make a directory a run directory.
+RUN_FILES = (MANIFEST, CHECKPOINT, PARAMS, SUMMARY, METRICS)
 
 CHECKPOINT_KEYS = ("configs", "iteration", "model", "optimizer", "streams", "histories", "train_seconds",
                    "seconds", "acc", "loss_count", "last_loss", "skipped_total", "theory", "threads")
@@ -80,29 +96,27 @@ def model_dir_name(index: int, config: TrainConfig) -> str:
     return f"{index:02d}-seed{config.seed}-k{config.k}-eta{config.eta:g}"
 
 
+def run_file(run_dir, name: str) -> str:
+    """The path of the file ``name`` (one of ``RUN_FILES``) of the run directory ``run_dir``."""
+    if name not in RUN_FILES:
+        raise ValueError(f"name must be one of the run files {', '.join(RUN_FILES)}, got {name!r}")
+    return os.path.join(os.fspath(run_dir), name)
+
+
 class RunDir:
-    """The files of one model's run directory; metrics.jsonl is rewritten atomically from the
-    history at (re)start, then appended line by line (flush + fsync)."""
+    """The metrics of one model's run directory: ``metrics.jsonl`` is rewritten atomically from
+    the history at (re)start, then appended line by line (flush + fsync)."""
 
     def __init__(self, path, history: list):
         self.path = os.fspath(path)
         os.makedirs(self.path, exist_ok=True)
-        atomic_write_text(self.file("metrics.jsonl"), "".join(json.dumps(row) + "\n" for row in history))
-
-    def file(self, name: str) -> str:
-        return os.path.join(self.path, name)
+        atomic_write_text(run_file(self.path, METRICS), "".join(json.dumps(row) + "\n" for row in history))
 
     def append_metrics(self, row: dict) -> None:
-        with open(self.file("metrics.jsonl"), "a", encoding="utf-8") as f:
+        with open(run_file(self.path, METRICS), "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
-
-    def write_json(self, name: str, payload) -> None:
-        atomic_write_text(self.file(name), to_json(payload))
-
-    def write_torch(self, name: str, payload) -> None:
-        write_torch(self.file(name), payload)
 
 
 def write_torch(path: str, payload) -> None:
@@ -110,6 +124,26 @@ def write_torch(path: str, payload) -> None:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_manifest(run_dir, manifest: dict) -> None:
+    """``manifest.json`` of ``run_dir``, atomically (indented JSON, ``to_json``)."""
+    atomic_write_text(run_file(run_dir, MANIFEST), to_json(manifest))
+
+
+def write_summary(run_dir, summary: dict) -> None:
+    """``summary.json`` of ``run_dir``, atomically (indented JSON, ``to_json``)."""
+    atomic_write_text(run_file(run_dir, SUMMARY), to_json(summary))
+
+
+def write_checkpoint(run_dir, state: dict) -> None:
+    """``checkpoint.pt`` of ``run_dir`` (the engine's state, ``load_checkpoint``), atomically."""
+    write_torch(run_file(run_dir, CHECKPOINT), state)
+
+
+def write_params(run_dir, V: torch.Tensor, W: torch.Tensor, config: TrainConfig) -> None:
+    """``params.pt`` of ``run_dir``: ``{"V", "W", "param", "d"}`` (``load_params``), atomically."""
+    write_torch(run_file(run_dir, PARAMS), {"V": V, "W": W, "param": config.param, "d": config.d})
 
 
 #: The statuses of a run that has ended: ``resume`` reads it back instead of training.
@@ -186,7 +220,7 @@ def _json_lines(path: str, data: bytes) -> list:
 def load_manifest(out_dir) -> dict | None:
     """``manifest.json`` of a run directory as a dict; None when there is none; ``RunFileError``
     when it is damaged."""
-    return read_run_file(os.path.join(os.fspath(out_dir), "manifest.json"), missing_ok=True)
+    return read_run_file(run_file(out_dir, MANIFEST), missing_ok=True)
 
 
 def read_manifest(out_dir: str) -> dict | None:
@@ -196,6 +230,18 @@ def read_manifest(out_dir: str) -> dict | None:
         return load_manifest(out_dir)
     except RunFileError:
         return None
+
+
+def read_summary(run_dir, *, missing_ok: bool = False) -> dict | None:
+    """``summary.json`` of a run directory as a dict (``read_run_file``: None when missing with
+    ``missing_ok``, else ``RunFileError``)."""
+    return read_run_file(run_file(run_dir, SUMMARY), missing_ok=missing_ok)
+
+
+def read_metrics(run_dir, *, missing_ok: bool = False) -> list | None:
+    """The rows of ``metrics.jsonl`` of a run directory (``read_run_file``: None when missing
+    with ``missing_ok``, else ``RunFileError``)."""
+    return read_run_file(run_file(run_dir, METRICS), missing_ok=missing_ok)
 
 
 def config_from(fields, where: str) -> TrainConfig:
@@ -281,15 +327,15 @@ def load_run(path) -> Run:
                          + ")")
     manifest = load_manifest(path)
     if manifest is None:
-        raise ValueError(f"{path!r} is not a run directory (no manifest.json)")
-    where = os.path.join(path, "manifest.json")
+        raise ValueError(f"{path!r} is not a run directory (no {MANIFEST})")
+    where = run_file(path, MANIFEST)
     if isinstance(manifest.get("configs"), list):
         raise ValueError(f"{path!r} holds {len(manifest['configs'])} models: load one of "
                          f"{os.path.join(path, 'models', '*')}")
     config = config_from(manifest.get("config"), where)
     V = W = None
-    if os.path.exists(os.path.join(path, "params.pt")):
-        V, W = load_params(os.path.join(path, "params.pt"), config)
-    summary = read_run_file(os.path.join(path, "summary.json"), missing_ok=True)
-    metrics = read_run_file(os.path.join(path, "metrics.jsonl"), missing_ok=True) or []
+    if os.path.exists(run_file(path, PARAMS)):
+        V, W = load_params(run_file(path, PARAMS), config)
+    summary = read_summary(path, missing_ok=True)
+    metrics = read_metrics(path, missing_ok=True) or []
     return Run(path=path, config=config, V=V, W=W, summary=summary, metrics=metrics, manifest=manifest)

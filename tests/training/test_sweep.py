@@ -1,4 +1,4 @@
-"""Sweeps (training/sweep.py, issue 13): grid parsing and its errors, a tiny sweep on local worker
+"""Sweeps (training/sweep/, issue 13): grid parsing and its errors, a tiny sweep on local worker
 processes and on a Dask LocalCluster giving the same table (bitwise in the training columns), the
 theory's and training's columns against independent numbers, reruns that skip finished cells,
 cells that diverge, raise or fail the run's verdict recorded while the others finish, a killed

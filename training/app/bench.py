@@ -40,7 +40,6 @@ recorded: other processes on a small machine move every figure.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -53,7 +52,7 @@ import numerics
 
 from .baseline import StraightforwardTrainer
 from ..engine import sweep_workers, train, train_models
-from ..rundir import load_average
+from ..rundir import load_average, load_manifest
 from .sweep_bench import bench_sweep, format_bench_sweep
 from ..data import sample_prompts
 from ..device import resolve_device
@@ -96,8 +95,7 @@ def training_threads(device: str) -> int:
     threads setting), read from the manifest of a two-iteration run."""
     with tempfile.TemporaryDirectory() as tmp:
         train(_quiet_config(device, 2, batch=8, out=tmp))
-        with open(os.path.join(tmp, "manifest.json"), encoding="utf-8") as f:
-            return int(json.load(f)["torch_threads"])
+        return int(load_manifest(tmp)["torch_threads"])
 
 
 def _train_ms(config: TrainConfig) -> float:

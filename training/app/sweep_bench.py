@@ -6,7 +6,8 @@ import os
 import time
 
 from ..rundir import load_average
-from ..sweep import DaskExecutor, Grid, LocalExecutor, _task, _warm, _warm_cell, parse_grid, run_cell, run_sweep
+from ..sweep import (DaskExecutor, Grid, LocalExecutor, cell_task, parse_grid, run_cell, run_sweep, warm_cell,
+                     warm_imports)
 
 #: The identical cells ``bench_sweep`` times: CoT, full parameters, d 5, n 10, k 8, batch 500.
 BENCH_CELL = {"mode": "cot", "d": 5, "n": 10, "k": 8, "eta": 0.4, "batch": 500, "eval_samples": 2000,
@@ -35,7 +36,7 @@ def _cell_seconds(iters: int) -> float:
         grid = _bench_grid(iters, 1)
         cell = grid.expand()[0]
         t0 = time.perf_counter()
-        run_cell(_task(grid, cell, tmp, 1))
+        run_cell(cell_task(grid, cell, tmp, 1))
         return time.perf_counter() - t0
 
 
@@ -59,7 +60,7 @@ def parallel_speedup(seconds: float = 2.0, executor: "LocalExecutor | None" = No
     ex = LocalExecutor(2) if own else executor
     try:
         if own:
-            list(ex.executor.map(_warm, range(2)))
+            list(ex.executor.map(warm_imports, range(2)))
         one = ex.executor.submit(_spin, seconds).result()
         two = sum(f.result() for f in [ex.executor.submit(_spin, seconds) for _ in range(2)])
     finally:
@@ -103,7 +104,7 @@ def bench_sweep(device: str = "cpu", quick: bool = False, *, cells: int | None =
         for label, make in makers.items():
             t0 = time.perf_counter()
             engines[label] = make()
-            warm = [engines[label].executor.submit(_warm_cell, dict(BENCH_CELL)) for _ in range(2)]
+            warm = [engines[label].executor.submit(warm_cell, dict(BENCH_CELL)) for _ in range(2)]
             for future in warm:
                 future.result()
             startup[label] = time.perf_counter() - t0

@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..io import atomic_write_text
-from ..sweep import run_sweep
+from ..sweep import RESULTS_PARQUET, run_sweep
 
 def cli_sweep(args) -> int:
     """``cotgd sweep run|plot`` (``training.cli``)."""
@@ -25,7 +25,7 @@ def cli_sweep(args) -> int:
     c = result.counts
     print(f"sweep {result.name}: {len(result.table)} cells ({c['done']} done, {c['failed']} failed, "
           f"{c['diverged']} diverged); {result.ran} run now, {result.reused} reused; {result.seconds:.1f} s; "
-          f"{os.path.join(result.out, 'results.parquet')}")
+          f"{os.path.join(result.out, RESULTS_PARQUET)}")
     if args.json_file:
         atomic_write_text(args.json_file, json.dumps({"out": result.out, "cells": len(result.table), "ran": result.ran,
                                                       "reused": result.reused, "counts": c,
