@@ -1,18 +1,34 @@
 """The training loop, once, for M >= 1 models: ``train(config)`` trains one, ``train_models(base,
-seeds=, ks=, etas=)`` a sweep of M as one computation, ``resume(out_dir)`` continues either.
+seeds=, ks=, etas=)`` the grid of M models ``model_grid_configs`` gives as one computation,
+``resume(out_dir)`` continues either.
 
 An ``Engine`` holds M models that share everything but their seed, CoT length k and GD step eta:
-one ``LSA(models=M)`` with every model's (V, W), one optimiser, one prompt stream per seed.  Per
-iteration (``Engine.step``) each seed's prompts are drawn once (``PromptStream``; the GD targets
-once per (seed, eta) up to the seed's largest k), each model's loss and gradient is computed on
-its own detached (V, W) (``kernels.objective``; on a CPU on one worker thread per core), one
-backward pass through ``LSA.matrices`` collects them, a guard zeroes non-finite gradients (and
-clips), and the optimiser steps.  The losses are independent and Adam acts per entry, so model j
-follows exactly the run ``train`` would give it alone (tests/training/test_engine_models.py).
-With ``config.fused_models`` fused (the default on CUDA) the M models' losses and gradients come
-from one objective call instead, on their prompts stacked (M, B, ...) and each loss masked to the
-model's own k (``Engine._fused_grad``, docs/architecture.md section 5): model j then follows its
-single run to float rounding (tests/training/test_engine_fused.py).
+one ``LSA(models=M)`` with every model's (V, W), one optimiser, one ``data.PromptStream`` per
+seed (``data.prompt_streams``), read through a ``data.BatchFeed``.  Per iteration
+(``Engine.step``) each seed's prompts are drawn once (the GD targets once per (seed, eta), up to
+the seed's largest k); every model's loss and gradient is computed on the detached (V, W) by the
+run's gradient function; one backward pass through ``LSA.matrices`` collects the gradients, a
+guard zeroes non-finite ones (and clips, ``guard_gradients``), and the optimiser steps.
+
+The gradient function is one of two with the same arguments and result (``Gradients``), chosen
+once per run by ``gradient_path`` (``config.fused_models``, docs/architecture.md section 5):
+
+* ``loop_gradients`` (the default on a CPU): one ``kernels.objective`` call per model on its own
+  slice of (V, W), on ``worker_threads`` threads.  The losses are independent and Adam acts per
+  entry, so model j follows bitwise the run ``train`` gives it alone
+  (tests/training/test_engine_models.py).
+* ``fused_gradients`` (the default on CUDA): one objective call for all M, on their prompts
+  stacked (M, B, ...) with each loss masked to the model's own k; model j follows its single run
+  to float rounding (tests/training/test_engine_fused.py).
+
+>>> base = TrainConfig(d=2, n=5, k=2, batch=16, iters=3, eval_every=3, eval_samples=50,
+...                    theory_samples=200, structure_samples=20, device="cpu", progress=False)
+>>> runs = train_models(base, seeds=[0, 1], ks=[1, 2])
+>>> [(r.config.seed, r.config.k) for r in runs]
+[(0, 1), (0, 2), (1, 1), (1, 2)]
+>>> alone = train(runs[3].config)
+>>> torch.equal(runs[3].V, alone.V) and torch.equal(runs[3].W, alone.W)
+True
 
 Every ``eval_every`` iterations (``Engine.evaluate``) each model is evaluated on fresh prompts
 in and out of distribution (``evaluate``) and its structure measured (``structure``), one metrics
@@ -34,14 +50,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import platform
 import shutil
 import sys
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -50,7 +68,7 @@ from theory.validation import check_int, check_positive_finite
 
 from .config import (DTYPES, TrainConfig, ood_sigma_matrices, resolved_clip, resolved_lr,
                      resolved_threads)
-from .data import Batch, make_batch, sample_prompts, seeded_generator, sigma_root
+from .data import Batch, BatchFeed, prompt_streams, seeded_generator
 from .device import device_record, reproducible, resolve_device, resume_device, run_settings
 from .errors import NoCheckpointWarning, RunExists, RunFileError, TrainingDiverged, one_line
 from .evaluate import eval_generator, eval_losses, loss_reports, report_dict, step_stability, theory_reference
@@ -98,117 +116,6 @@ def guard_gradients(params: list, max_norm: float | None) -> torch.Tensor:
     return finite
 
 
-# ------------------------------------------------------------------------------ data
-class PromptStream:
-    """The training prompts of one seed, drawn from ``seeded_generator(seed, 'data')``: per
-    ``draw()`` a ``{eta: Batch}`` with the GD targets up to ``kmax`` for every step ``eta`` the
-    seed's models use (a model with fewer steps reads the first ``k + 1`` iterates, the very
-    numbers a shorter run computes).
-
-    Fresh prompts every draw by default; with ``config.pool`` a set of ``pool`` prompts is drawn
-    once and served in shuffled passes (each prompt once per pass, a remainder smaller than a
-    batch left out of that pass).  ``state()`` / ``load_state()`` make a stream resumable."""
-
-    def __init__(self, config: TrainConfig, etas: list, kmax: int, device: torch.device, dtype,
-                 sigma_sqrt: torch.Tensor | None):
-        self.config, self.etas, self.kmax, self.dtype, self.sigma_sqrt = config, etas, kmax, dtype, sigma_sqrt
-        self.generator = seeded_generator(config.seed, "data", device)
-        self.pool = None
-        if config.pool is not None:
-            self.pool = self._batches(config.pool)
-            self._new_pass()
-
-    def _batches(self, size: int) -> dict:
-        c = self.config
-        prompts = sample_prompts(size, c.d, c.n, generator=self.generator, sigma_sqrt=self.sigma_sqrt, noise=c.noise,
-                                 dtype=self.dtype)
-        return {eta: make_batch(prompts, eta, self.kmax) for eta in self.etas}
-
-    def _new_pass(self) -> None:
-        self.pass_state = self.generator.get_state()
-        self.perm = torch.randperm(self.config.pool, generator=self.generator, device=self.generator.device)
-        self.position = 0
-
-    def draw(self) -> dict:
-        if self.pool is None:
-            return self._batches(self.config.batch)
-        if self.position + self.config.batch > self.config.pool:
-            self._new_pass()
-        idx = self.perm[self.position:self.position + self.config.batch]
-        self.position += self.config.batch
-        return {eta: Batch(stat=b.stat[idx], w_star=b.w_star[idx], iterates=b.iterates[idx])
-                for eta, b in self.pool.items()}
-
-    def state(self) -> dict:
-        if self.pool is None:
-            return {"generator": self.generator.get_state()}
-        return {"generator": self.pass_state, "position": self.position}
-
-    def load_state(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        if self.pool is not None:
-            self._new_pass()
-            self.position = int(state["position"])
-
-
-class _Batches:
-    """The streams' batches in order: ``next()`` hands out ``{seed: {eta: Batch}}`` once per
-    iteration.  With ``prefetch`` the next one is drawn on a background thread while the current
-    step computes; the draws are the same, in the same order, from the same generators, so the
-    run is bitwise the same either way.  ``state()`` is the streams' state from which the first
-    batch not yet handed out is drawn: what a checkpoint stores."""
-
-    def __init__(self, streams: dict, prefetch: bool):
-        self.streams = streams
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cotgd-data") if prefetch else None
-        self.pending = None
-        self.state_before_pending = None
-
-    def draw(self) -> dict:
-        return {seed: stream.draw() for seed, stream in self.streams.items()}
-
-    def next(self, more: bool) -> dict:
-        """The next batches; with ``more`` (another will be asked for) start drawing those."""
-        if self.pending is None:
-            batches = self.draw()
-        else:
-            pending, self.pending = self.pending, None
-            batches = pending.result()
-        if more and self.pool is not None:
-            self.state_before_pending = self._state()
-            self.pending = self.pool.submit(self.draw)
-        return batches
-
-    def _state(self) -> dict:
-        return {seed: stream.state() for seed, stream in self.streams.items()}
-
-    def state(self) -> dict:
-        if self.pending is not None:
-            self.pending.result()               # the thread is done with the generators
-            return self.state_before_pending
-        return self._state()
-
-    def load_state(self, state: dict) -> None:
-        self.discard()
-        for seed, stream in self.streams.items():
-            stream.load_state(state[seed])
-
-    def discard(self) -> None:
-        """Wait for a draw in flight and undo it: the streams are back at ``state()``."""
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            with contextlib.suppress(Exception):     # a failed draw: its error is not this caller's
-                pending.result()
-            self.load_state(self.state_before_pending)
-
-    def shutdown(self) -> None:
-        """Discard a draw in flight and stop the thread; later batches are drawn inline."""
-        self.discard()
-        if self.pool is not None:
-            self.pool.shutdown()
-            self.pool = None
-
-
 # ------------------------------------------------------------------------------ the engine
 def _check_compatible(configs: list) -> None:
     base = configs[0].to_dict()
@@ -238,13 +145,110 @@ def loops_trained(config: TrainConfig, iteration: int) -> int:
     return min(config.k, 1 + (config.k - 1) * iteration // config.loop_curriculum)
 
 
+# ------------------------------------------------------------------------------ the two gradient paths
+class Gradients(NamedTuple):
+    """Every model's training loss ``loss`` (M,) and its gradient in its ``V`` and ``W``, each
+    (M, D, D); detached."""
+
+    loss: torch.Tensor
+    V: torch.Tensor
+    W: torch.Tensor
+
+
+def loop_gradients(V: torch.Tensor, W: torch.Tensor, batches: dict, configs: list, iteration: int, *,
+                   workers: Executor | None = None) -> Gradients:
+    """The M models' losses and gradients from one ``kernels.objective`` call per model: model j's
+    on its slice ``V[j:j+1]``, ``W[j:j+1]`` and its seed's batch for its eta cut to its k, with
+    ``loops_trained(configs[j], iteration)`` steps (loops), so that each is bitwise the one its
+    single run computes.  The calls run on ``workers`` (an executor; None: this thread), longest
+    k first.
+
+    The arguments, shared with ``fused_gradients`` (``gradient_path`` chooses between the two):
+    ``V``, ``W`` (M, D, D) detached; ``batches`` ``{seed: {eta: Batch}}`` (a ``data.BatchFeed``
+    item: each seed's GD targets up to its longest k); ``configs`` the M models' ``TrainConfig``s,
+    which differ only in seed, k and eta; ``iteration`` (0-based) for ``loops_trained``."""
+    def one(j: int) -> tuple:
+        c = configs[j]
+        full = batches[c.seed][c.eta]
+        batch = Batch(stat=full.stat, w_star=full.w_star, iterates=full.iterates[:, :c.k + 1])
+        Vj, Wj = V[j:j + 1].detach().requires_grad_(), W[j:j + 1].detach().requires_grad_()
+        loss = objective(c.mode, Vj, Wj, batch, c.n, loops_trained(c, iteration), window=c.loop_window)
+        return (loss.detach(), *torch.autograd.grad(loss.sum(), (Vj, Wj)))
+
+    order = sorted(range(len(configs)), key=lambda j: -configs[j].k)        # longest first: balanced workers
+    per_model = dict(zip(order, _mapped(workers, one, order)))
+    return Gradients(*(torch.cat([per_model[j][i] for j in range(len(configs))]) for i in range(3)))
+
+
+def fused_gradients(V: torch.Tensor, W: torch.Tensor, batches: dict, configs: list, iteration: int, *,
+                    workers: Executor | None = None) -> Gradients:
+    """The M models' losses and gradients, as ``loop_gradients`` (the same arguments; ``workers``
+    unused), from one ``kernels.objective`` call for all M (one forward and one backward pass,
+    docs/architecture.md section 5): the models' prompts stacked (``stacked_batch``), each
+    model's loss masked to its own ``loops_trained`` steps (loops) and normalised as its single
+    run's.  Each loss and gradient is then its single run's to float rounding, not bitwise: the
+    stacked products sum in another order.  No host-device synchronisation."""
+    c = configs[0]
+    ks = tuple(loops_trained(config, iteration) for config in configs)
+    kmax = max(ks)
+    batch = stacked_batch(batches, configs, kmax)
+    counts = None if all(k == kmax for k in ks) else _device_counts(ks, V.device)
+    Vf, Wf = V.detach().requires_grad_(), W.detach().requires_grad_()
+    loss = objective(c.mode, Vf, Wf, batch, c.n, kmax, window=c.loop_window, ks=counts)
+    return Gradients(loss.detach(), *torch.autograd.grad(loss.sum(), (Vf, Wf)))
+
+
+def stacked_batch(batches: dict, configs: list, kmax: int) -> Batch:
+    """The M models' batches as one: ``stat`` and ``w_star`` (M, B, ...) in model order (shared
+    (B, ...) when every model reads one seed's prompts), the GD iterates (M, B, kmax + 1, d) of
+    each model's (seed, eta) (a seed whose longest model is shorter padded with zeros; CoT only,
+    the other objectives do not read them)."""
+    first = [next(iter(batches[c.seed].values())) for c in configs]
+    if len(batches) == 1:
+        stat, w_star = first[0].stat, first[0].w_star
+    else:
+        stat, w_star = torch.stack([b.stat for b in first]), torch.stack([b.w_star for b in first])
+    if configs[0].mode != "cot":
+        return Batch(stat=stat, w_star=w_star, iterates=first[0].iterates)
+    its = []
+    for c in configs:
+        it = batches[c.seed][c.eta].iterates[:, :kmax + 1]
+        its.append(torch.nn.functional.pad(it, (0, 0, 0, kmax + 1 - it.shape[1])) if it.shape[1] <= kmax else it)
+    return Batch(stat=stat, w_star=w_star, iterates=torch.stack(its))
+
+
+@functools.lru_cache(maxsize=256)
+def _device_counts(ks: tuple, device: torch.device) -> torch.Tensor:
+    """``ks`` as an (M,) long tensor on ``device``, made once per tuple from fills (a tensor made
+    from a list would be a host-to-device copy: a synchronisation on CUDA).  Read only."""
+    return torch.stack([torch.full((), k, dtype=torch.long, device=device) for k in ks])
+
+
+def _mapped(workers: Executor | None, fn, items) -> list:
+    """``[fn(x) for x in items]``, on ``workers`` when given."""
+    if workers is None:
+        return [fn(x) for x in items]
+    return list(workers.map(fn, items))
+
+
 def fused_path(config: TrainConfig, models: int, device: torch.device) -> bool:
     """Whether a run of ``models`` models on ``device`` computes their losses and gradients in one
     objective call (``config.fused_models``: 'fused', or 'auto' on CUDA) rather than one call per
-    model; a run of one model is its single run either way (docs/architecture.md section 5)."""
+    model; a run of one model is its single run either way (docs/architecture.md section 5).
+
+    >>> config = TrainConfig()
+    >>> fused_path(config, 4, torch.device("cpu")), fused_path(config, 4, torch.device("cuda"))
+    (False, True)
+    """
     if models == 1 or config.fused_models == "loop":
         return False
     return config.fused_models == "fused" or torch.device(device).type == "cuda"
+
+
+def gradient_path(config: TrainConfig, models: int, device: torch.device):
+    """The gradient function of a run of ``models`` models on ``device``: ``fused_gradients``
+    where ``fused_path`` says so, else ``loop_gradients``."""
+    return fused_gradients if fused_path(config, models, device) else loop_gradients
 
 
 def structure_step(config: TrainConfig, theory: dict | None) -> float | None:
@@ -279,15 +283,9 @@ class Engine:
         self.dtype = DTYPES[b.dtype]
         self.model = self._initial_model()
         self.optimizer = _optimizer(b, self.model.parameters())
-        sigma_sqrt = sigma_root(b.sigma, b.d, dtype=self.dtype, device=self.device)
-        seeds = list(dict.fromkeys(c.seed for c in configs))
-        self.streams = {s: PromptStream(dataclasses.replace(b, seed=s), list(dict.fromkeys(
-                            c.eta for c in configs if c.seed == s)), max(c.k for c in configs if c.seed == s),
-                            self.device, self.dtype, sigma_sqrt) for s in seeds}
-        self.batches = _Batches(self.streams, b.prefetch and self.device.type == "cpu" and b.pool is None)
-        self.order = sorted(range(self.M), key=lambda j: -configs[j].k)     # longest first: balanced workers
-        self.fused = fused_path(b, self.M, self.device)
-        self._counts: dict = {}            # per-model step counts on the device, by tuple (``_step_counts``)
+        self.streams = prompt_streams(self.configs, self.device, self.dtype)
+        self.batches = BatchFeed(self.streams, b.prefetch and self.device.type == "cpu" and b.pool is None)
+        self.gradients = gradient_path(b, self.M, self.device)    # loop_gradients or fused_gradients
         self.workers: ThreadPoolExecutor | None = None
         self.ood = ood_sigma_matrices(b)
         self.iteration = 0
@@ -330,13 +328,8 @@ class Engine:
     def step(self) -> None:
         batches = self.batches.next(more=self.iteration + 1 < self.base.iters)
         V, W = self.model.matrices()
-        Vd, Wd = V.detach(), W.detach()
-        if self.fused:
-            losses, gV, gW = self._fused_grad(Vd, Wd, batches)
-        else:
-            grads = dict(self._map(lambda j: (j, self._model_grad(j, Vd, Wd, batches)), self.order))
-            losses = torch.cat([grads[j][0] for j in range(self.M)])
-            gV, gW = (torch.cat([grads[j][i] for j in range(self.M)]) for i in (1, 2))
+        losses, gV, gW = self.gradients(V.detach(), W.detach(), batches, self.configs, self.iteration,
+                                        workers=self.workers)
         self.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward([V, W], [gV, gW])
         finite = guard_gradients(list(self.model.parameters()), resolved_clip(self.base))
@@ -350,63 +343,9 @@ class Engine:
         if self.on_step is not None:
             self.on_step(self, loss)
 
-    def _model_grad(self, j: int, V: torch.Tensor, W: torch.Tensor, batches: dict) -> tuple:
-        """Model j's loss (1,) and its gradient in its (V, W), each (1, D, D): the numbers its
-        single run computes."""
-        c = self.configs[j]
-        full = batches[c.seed][c.eta]
-        batch = Batch(stat=full.stat, w_star=full.w_star, iterates=full.iterates[:, :c.k + 1])
-        Vj, Wj = V[j:j + 1].detach().requires_grad_(), W[j:j + 1].detach().requires_grad_()
-        loss = objective(c.mode, Vj, Wj, batch, c.n, loops_trained(c, self.iteration), window=c.loop_window)
-        gV, gW = torch.autograd.grad(loss.sum(), (Vj, Wj))
-        return loss.detach(), gV, gW
-
-    def _fused_grad(self, V: torch.Tensor, W: torch.Tensor, batches: dict) -> tuple:
-        """Every model's loss (M,) and gradient in its (V, W), each (M, D, D), from one objective
-        call (one forward and one backward pass, docs/architecture.md section 5): the models'
-        prompts stacked (``_stacked_batch``), each model's loss masked to its own steps (loops)
-        ``loops_trained`` and normalised as its single run's, so that each loss and gradient is
-        its single run's to float rounding.  No host-device synchronisation."""
-        c = self.base
-        ks = tuple(loops_trained(config, self.iteration) for config in self.configs)
-        kmax = max(ks)
-        batch = self._stacked_batch(batches, kmax)
-        counts = None if all(k == kmax for k in ks) else self._step_counts(ks)
-        Vf, Wf = V.detach().requires_grad_(), W.detach().requires_grad_()
-        loss = objective(c.mode, Vf, Wf, batch, c.n, kmax, window=c.loop_window, ks=counts)
-        gV, gW = torch.autograd.grad(loss.sum(), (Vf, Wf))
-        return loss.detach(), gV, gW
-
-    def _stacked_batch(self, batches: dict, kmax: int) -> Batch:
-        """The models' batches as one: ``stat`` and ``w_star`` (M, B, ...) in model order (shared
-        (B, ...) when every model reads one seed's prompts), the GD iterates (M, B, kmax + 1, d)
-        of each model's (seed, eta) (a seed whose longest model is shorter padded with zeros; CoT
-        only, the other objectives do not read them)."""
-        first = [next(iter(batches[c.seed].values())) for c in self.configs]
-        if len(self.streams) == 1:
-            stat, w_star = first[0].stat, first[0].w_star
-        else:
-            stat, w_star = torch.stack([b.stat for b in first]), torch.stack([b.w_star for b in first])
-        if self.base.mode != "cot":
-            return Batch(stat=stat, w_star=w_star, iterates=first[0].iterates)
-        its = []
-        for c in self.configs:
-            it = batches[c.seed][c.eta].iterates[:, :kmax + 1]
-            its.append(torch.nn.functional.pad(it, (0, 0, 0, kmax + 1 - it.shape[1])) if it.shape[1] <= kmax else it)
-        return Batch(stat=stat, w_star=w_star, iterates=torch.stack(its))
-
-    def _step_counts(self, ks: tuple) -> torch.Tensor:
-        """``ks`` as an (M,) long tensor on the device, made once per tuple from fills (a tensor
-        made from a list would be a host-to-device copy: a synchronisation on CUDA)."""
-        if ks not in self._counts:
-            self._counts[ks] = torch.stack([torch.full((), k, dtype=torch.long, device=self.device) for k in ks])
-        return self._counts[ks]
-
     def _map(self, fn, items) -> list:
         """``[fn(x) for x in items]``, on the worker threads when there are several."""
-        if self.workers is None:
-            return [fn(x) for x in items]
-        return list(self.workers.map(fn, items))
+        return _mapped(self.workers, fn, items)
 
     # -- evaluation point
     def evaluate(self) -> list:
@@ -496,7 +435,7 @@ class Engine:
     def _run(self) -> list:
         from tqdm import tqdm
         b = self.base
-        workers = sweep_workers(b, self.M)
+        workers = worker_threads(b, self.M)
         if workers > 1:
             self.workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cotgd-model")
         dirs = None
@@ -730,11 +669,16 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(before)
 
 
-def sweep_workers(base: TrainConfig, models: int) -> int:
-    """Worker threads of a run of ``models`` models on ``base.device``: on a CPU the models'
-    losses and gradients are independent, so they run on ``base.threads`` workers (None: every
-    core this process may use), at most one per model, each with one torch thread (``cotgd
-    bench`` measures the gain).  One model, or CUDA: one (the device runs the products)."""
+def worker_threads(base: TrainConfig, models: int) -> int:
+    """The worker threads of one engine of ``models`` models on ``base.device`` (threads inside
+    one process, not the processes of ``training.sweep``): on a CPU the models' losses and
+    gradients (loop path) and evaluations are independent, so they run on ``base.threads``
+    workers (None: every core this process may use), at most one per model, each with one torch
+    thread.  One model, or CUDA: one (the device runs the products).
+
+    >>> worker_threads(TrainConfig(device="cpu", threads=4), 2), worker_threads(TrainConfig(device="cpu"), 1)
+    (2, 1)
+    """
     if models == 1 or resolve_device(base.device).type != "cpu":
         return 1
     cores = base.threads if base.threads is not None else len(_usable_cores())
@@ -751,7 +695,7 @@ def _usable_cores() -> list:
 def _engine_threads(configs: list) -> int | None:
     """Torch threads of a run: one per worker when the models run on several workers, else the
     config's (``config.resolved_threads``)."""
-    return 1 if sweep_workers(configs[0], len(configs)) > 1 else resolved_threads(configs[0])
+    return 1 if worker_threads(configs[0], len(configs)) > 1 else resolved_threads(configs[0])
 
 
 # ------------------------------------------------------------------------------ entry points
@@ -822,11 +766,15 @@ def _warn_unstable(configs: list) -> None:
                           f"learns it, diverges on many prompts", RuntimeWarning, stacklevel=3)
 
 
-def sweep_configs(base: TrainConfig, *, seeds=None, ks=None, etas=None) -> list[TrainConfig]:
-    """The configs of a sweep: ``base`` with every combination of ``seeds``, ``etas`` and ``ks``
-    (in that nesting order; None keeps base's single value), each without a run directory of
-    its own.  Raises ValueError naming the bad argument (not a non-empty list of distinct valid
-    values)."""
+def model_grid_configs(base: TrainConfig, *, seeds=None, ks=None, etas=None) -> list[TrainConfig]:
+    """The configs of the models of one many-model run (``train_models``, one ``Engine``):
+    ``base`` with every combination of ``seeds``, ``etas`` and ``ks`` (in that nesting order;
+    None keeps base's single value), each without a run directory of its own.  Raises
+    ValueError naming the bad argument (not a non-empty list of distinct valid values).
+
+    >>> [(c.seed, c.k) for c in model_grid_configs(TrainConfig(), seeds=[0, 1], ks=[2, 3])]
+    [(0, 2), (0, 3), (1, 2), (1, 3)]
+    """
     if not isinstance(base, TrainConfig):
         raise ValueError(f"base must be a TrainConfig, got {type(base).__name__}")
     base.validate()
@@ -854,18 +802,19 @@ def _values(name: str, values, default, check) -> list:
 def train_models(base: TrainConfig, *, seeds=None, ks=None, etas=None, overwrite: bool = False) -> list[TrainResult]:
     """Train every combination of ``seeds`` x ``etas`` x ``ks`` (None: base's value) of the run
     ``base`` as one computation (module docstring) and return one ``TrainResult`` per model, in
-    ``sweep_configs`` order.  Model j ends where ``train(sweep_configs(...)[j])`` ends (same init,
-    prompts, gradients and updates: bitwise on the loop path, to float rounding on the fused one,
-    ``base.fused_models``, the default on CUDA), and its summary has the same keys, plus ``models`` (M) and
-    ``model_index``; ``seconds``, ``train_seconds`` and ``ms_per_iteration`` are the whole run's.
+    ``model_grid_configs`` order.  Model j ends where ``train(model_grid_configs(...)[j])`` ends
+    (same init, prompts, gradients and updates: bitwise on the loop path, to float rounding on
+    the fused one, ``base.fused_models``, the default on CUDA), and its summary has the same
+    keys, plus ``models`` (M) and ``model_index``; ``seconds``, ``train_seconds`` and
+    ``ms_per_iteration`` are the whole run's.
 
     ``base.out``: the run directory (``rundir``: one directory per model under ``models/``, one
     checkpoint for all; ``resume`` continues it; a directory holding a run is refused unless
-    ``overwrite``).  Threads: ``sweep_workers(base, M)`` workers
-    with one torch thread each; with a single worker, torch threads as ``train``; the caller's
-    thread count is restored.  Raises ValueError for a bad argument and ``TrainingDiverged``
-    when a model's parameters become non-finite."""
-    configs = sweep_configs(base, seeds=seeds, ks=ks, etas=etas)
+    ``overwrite``).  Threads: ``worker_threads(base, M)`` workers with one torch thread each;
+    with a single worker, torch threads as ``train``; the caller's thread count is restored.
+    Raises ValueError for a bad argument and ``TrainingDiverged`` when a model's parameters
+    become non-finite."""
+    configs = model_grid_configs(base, seeds=seeds, ks=ks, etas=etas)
     if len(configs) == 1:
         return [train(dataclasses.replace(configs[0], out=base.out), overwrite=overwrite)]
     engine = Engine(configs, out=base.out)
@@ -874,6 +823,22 @@ def train_models(base: TrainConfig, *, seeds=None, ks=None, etas=None, overwrite
         if base.out is not None:
             _fresh_run_dir(base.out, engine, overwrite)
         return engine.run()
+
+
+def _deprecated(old: str, new):
+    """``new`` under its former name ``old``, warning (DeprecationWarning) at each call."""
+    def alias(*args, **kwargs):
+        warnings.warn(f"training.engine.{old} is deprecated; use {new.__name__}", DeprecationWarning, stacklevel=2)
+        return new(*args, **kwargs)
+    alias.__name__ = alias.__qualname__ = old
+    alias.__doc__ = f"Deprecated name of ``{new.__name__}``."
+    return alias
+
+
+#: Deprecated names of ``model_grid_configs`` and ``worker_threads`` ("sweep" names only the grid
+#: of processes of ``training.sweep``).
+sweep_configs = _deprecated("sweep_configs", model_grid_configs)
+sweep_workers = _deprecated("sweep_workers", worker_threads)
 
 
 def resume(out_dir):

@@ -12,15 +12,25 @@ its columns ``c_l = (0, 0, w_l, 1)``, non-zero on the CoT rows ``wo`` only (``th
     c_i + V r_i,   r_i = (stat q_xy,  (1/n) sum_{l <= i} (c_l . q_wo) c_l),   q = W[:, wo] c_i,
 
 and only its w-block is read: ``w_{i+1} = w_i + V[w] r_i``.  A step costs the same for any n.
-Every loss returns a vector (M,): one value per model.
+Every loss returns a vector (M,): one value per model.  The GD construction (``numerics.gd_params``)
+predicts every teacher-forced step exactly, so its CoT loss is zero to rounding:
+
+>>> import numerics
+>>> from training.data import sample_batch, seeded_generator
+>>> batch = sample_batch(8, d=2, n=5, eta=0.4, k=3, generator=seeded_generator(0, "data"), dtype=torch.float64)
+>>> V, W = (torch.as_tensor(A).unsqueeze(0) for A in numerics.gd_params(2, 0.4))
+>>> loss = objective("cot", V, W, batch, n=5, k=3)
+>>> tuple(loss.shape), bool(loss < 1e-25)
+((1,), True)
 
 Per-model prompts.  ``stat`` may also be (M, B, d+1, d+1) and the iterates (M, B, k+1, d): model m
 reads its own prompts and targets (a many-model run whose models differ in seed or eta, in one
 call: docs/architecture.md section 5).  The CoT and looped losses then take ``ks`` (M,), each
 model's own number of steps (loops), at most the k of the shapes: model m's loss is the loss of
 a call with its own prompts and k alone (the mean over its own steps; the steps past them are
-masked out), to rounding (sums run in another order; tests/training/test_kernels.py).  The
-shared shapes compute bitwise the numbers they did before the per-model ones existed.
+masked out), to rounding (sums run in another order; tests/training/test_kernels.py).  Calls with
+shared (B, ...) shapes and no ``ks`` take the shared path (one product per prompt for all M
+models); per-model shapes or ``ks`` take the per-model path (one per model and prompt).
 """
 from __future__ import annotations
 

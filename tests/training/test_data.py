@@ -1,5 +1,8 @@
 """Prompts, statistics and GD targets (training/data.py).  Numeric float64 checks against numerics,
-plus one statistical check of the covariance (within 4 standard errors)."""
+plus one statistical check of the covariance (within 4 standard errors), and the training prompt
+streams."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -72,3 +75,40 @@ def test_bad_sizes_raise():
         sample_prompts(0, 2, 3, generator=_gen())
     with pytest.raises(ValueError, match="eta"):
         make_batch(sample_prompts(2, 2, 3, generator=_gen()), -1.0, 2)
+
+
+def test_prompt_streams_one_per_seed_with_each_eta_up_to_its_longest_k():
+    """Exact: ``prompt_streams`` gives one stream per seed (in order of first appearance), with the
+    etas of that seed's models and targets up to its largest k; a model with fewer steps reads the
+    first k + 1 of them, bitwise the targets of a stream of its own k; a seed's draws are those of
+    ``sample_batch`` on its data generator."""
+    from training import TrainConfig
+    from training.data import prompt_streams
+    base = TrainConfig(d=2, n=5, batch=8, device="cpu")
+    configs = [dataclasses.replace(base, seed=s, eta=e, k=k) for s, e, k in ((3, 0.3, 1), (0, 0.5, 4), (3, 0.5, 2))]
+    streams = prompt_streams(configs, "cpu", torch.float64)
+    assert list(streams) == [3, 0]
+    assert (streams[3].etas, streams[3].kmax, streams[0].etas, streams[0].kmax) == ([0.3, 0.5], 2, [0.5], 4)
+    draw = streams[3].draw()
+    short = prompt_streams([configs[0]], "cpu", torch.float64)[3].draw()[0.3]
+    assert torch.equal(draw[0.3].iterates[:, :2], short.iterates) and torch.equal(draw[0.3].stat, short.stat)
+    ref = sample_batch(8, 2, 5, 0.5, 2, generator=seeded_generator(3, "data"), dtype=torch.float64)
+    assert torch.equal(draw[0.5].stat, ref.stat) and torch.equal(draw[0.5].iterates, ref.iterates)
+
+
+def test_pool_serves_each_prompt_once_per_pass_and_resumes():
+    """Exact: with a pool of 10 and batches of 4, a pass serves 8 distinct prompts of the pool
+    (the remainder of 2 left out); a stream restored from ``state()`` mid-pass draws what the
+    original draws next."""
+    from training.data import PromptStream
+    stream = PromptStream(1, batch=4, d=2, n=5, etas=[0.4], kmax=1, pool=10, dtype=torch.float64)
+    pool = stream.pool[0.4].w_star
+    first = [stream.draw()[0.4].w_star for _ in range(2)]
+    rows = torch.cat(first)
+    assert len({tuple(r.tolist()) for r in rows}) == 8
+    assert all(any(torch.equal(r, p) for p in pool) for r in rows)
+    saved = stream.state()
+    ahead = [stream.draw()[0.4].w_star for _ in range(3)]
+    again = PromptStream(1, batch=4, d=2, n=5, etas=[0.4], kmax=1, pool=10, dtype=torch.float64)
+    again.load_state(saved)
+    assert all(torch.equal(a, again.draw()[0.4].w_star) for a in ahead)

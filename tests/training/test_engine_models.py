@@ -9,7 +9,7 @@ import torch
 
 from runlog import crash_at
 from training import TrainConfig, evaluate_params, load_run, resume, train
-from training.engine import sweep_configs, sweep_workers, train_models
+from training.engine import model_grid_configs, train_models, worker_threads
 
 TINY = dict(d=2, n=5, k=2, batch=32, iters=12, eval_every=6, eval_samples=300, theory_samples=1000,
             structure_samples=100, device="cpu", progress=False)
@@ -45,7 +45,7 @@ def test_batched_models_equal_their_single_runs(param, dtype):
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_worker_threads_change_no_number(threads):
-    """Training, exact: a sweep on one worker and on three worker threads (more than the models
+    """Training, exact: a many-model run on one worker and on three worker threads (more than the models
     of a seed, fewer than all models) gives bitwise the models of their single runs, and
     restores the caller's torch thread count."""
     before = torch.get_num_threads()
@@ -54,16 +54,27 @@ def test_worker_threads_change_no_number(threads):
     _assert_same_as_single_runs(results)
 
 
-def test_sweep_workers():
+def test_worker_threads():
     """One worker per model at most; ``threads`` sets the count, None takes every usable core."""
-    assert sweep_workers(TrainConfig(**TINY, threads=4), 2) == 2
-    assert sweep_workers(TrainConfig(**TINY, threads=1), 12) == 1
-    assert 1 <= sweep_workers(TrainConfig(**TINY), 12) <= 12
+    assert worker_threads(TrainConfig(**TINY, threads=4), 2) == 2
+    assert worker_threads(TrainConfig(**TINY, threads=1), 12) == 1
+    assert 1 <= worker_threads(TrainConfig(**TINY), 12) <= 12
+
+
+def test_deprecated_names_warn_and_answer_as_the_new_ones():
+    """``engine.sweep_configs`` and ``engine.sweep_workers`` are ``model_grid_configs`` and
+    ``worker_threads`` under their deprecated names: a DeprecationWarning naming the new one."""
+    from training import engine
+    base = TrainConfig(**TINY, threads=4)
+    with pytest.warns(DeprecationWarning, match="model_grid_configs"):
+        assert engine.sweep_configs(base, ks=[1, 2]) == model_grid_configs(base, ks=[1, 2])
+    with pytest.warns(DeprecationWarning, match="worker_threads"):
+        assert engine.sweep_workers(base, 3) == worker_threads(base, 3) == 3
 
 
 @pytest.mark.parametrize("mode", ["nocot", "looped"])
 def test_batched_other_modes_equal_their_single_runs(mode):
-    """Training, exact: no-CoT and looped sweeps over seeds and k (k = loops for looped)."""
+    """Training, exact: no-CoT and looped runs of many models over seeds and k (k = loops for looped)."""
     _assert_same_as_single_runs(train_models(TrainConfig(**TINY, mode=mode), seeds=[1, 2], ks=[1, 2]))
 
 
@@ -125,7 +136,7 @@ def test_models_may_differ_only_in_seed_k_eta():
 @pytest.mark.parametrize("kwargs, name", [
     ({"seeds": []}, "seeds"), ({"seeds": [0, 0]}, "seeds"), ({"seeds": [-1]}, "seeds"), ({"seeds": 3}, "seeds"),
     ({"ks": [0]}, "ks"), ({"ks": [2.5]}, "ks"), ({"etas": [0.0]}, "etas"), ({"etas": [float("nan")]}, "etas")])
-def test_bad_sweep_arguments_are_named(kwargs, name):
+def test_bad_grid_arguments_are_named(kwargs, name):
     """Bad input: ValueError naming the argument."""
     with pytest.raises(ValueError, match=name):
         train_models(TrainConfig(**TINY), **kwargs)
@@ -134,6 +145,6 @@ def test_bad_sweep_arguments_are_named(kwargs, name):
 def test_bad_base_config_is_named():
     """Bad input: the base config is validated like train's."""
     with pytest.raises(ValueError, match="base"):
-        sweep_configs({"d": 2})
+        model_grid_configs({"d": 2})
     with pytest.raises(ValueError, match="batch"):
-        sweep_configs(TrainConfig(**{**TINY, "batch": 0}))
+        model_grid_configs(TrainConfig(**{**TINY, "batch": 0}))

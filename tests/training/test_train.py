@@ -9,6 +9,7 @@ import torch
 
 from training import TrainConfig, TrainingDiverged, resume, train
 from training.config import resolved_lr
+from training.data import BatchFeed
 from runlog import crash_at
 
 import training.engine as engine
@@ -123,11 +124,11 @@ class _RandnStream:
 
 
 def test_prefetched_batches_and_checkpoint_state():
-    """Training, exact: ``_Batches`` hands out the streams' draws in order; while the next draw
+    """Training, exact: ``data.BatchFeed`` hands out the streams' draws in order; while the next draw
     is in flight the state a checkpoint stores is the one before it, and ``discard`` puts the
     generator back there."""
     g, ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    batches = engine._Batches({0: _RandnStream(g)}, prefetch=True)
+    batches = BatchFeed({0: _RandnStream(g)}, prefetch=True)
     for _ in range(3):
         expected_state = ref.get_state()
         assert torch.equal(batches.state()[0]["generator"], expected_state)
@@ -141,8 +142,7 @@ def test_prefetched_batches_and_checkpoint_state():
 def test_a_failed_background_draw_raises_its_own_error_once():
     """Training: an error inside a prefetched draw reaches the caller of ``next`` as itself,
     and shutting down afterwards neither raises it again nor hangs."""
-    batches = engine._Batches({0: _RandnStream(torch.Generator().manual_seed(0), 4, fail_at=2)},
-                                    prefetch=True)
+    batches = BatchFeed({0: _RandnStream(torch.Generator().manual_seed(0), 4, fail_at=2)}, prefetch=True)
     batches.next(more=True)
     with pytest.raises(MemoryError, match="no room"):
         batches.next(more=True)
