@@ -75,8 +75,8 @@ from .evaluate import eval_generator, eval_losses, loss_reports, report_dict, st
 from .io import remove_stale_temporaries
 from .kernels import objective
 from .model import LSA
-from .rundir import (CHECKPOINT, ENDED, MANIFEST, PARAMS, RUN_FILES, SUMMARY, RunDir, config_from, git_commit,
-                     load_checkpoint, load_manifest, load_run, manifest_configs, model_dir_name, read_manifest,
+from .rundir import (CHECKPOINT, ENDED, MANIFEST, MODELS_DIR, PARAMS, RUN_FILES, SUMMARY, RunDir, config_from, git_commit,
+                     load_checkpoint, load_manifest, load_run, manifest_configs, model_dir, model_dir_name, read_manifest,
                      read_metrics, run_file, versions, write_checkpoint, write_manifest, write_params, write_summary)
 from .structure import STRUCTURE_KEYS, structure_metrics
 from .verdict import FAILED, FINISHED, judge
@@ -510,7 +510,7 @@ class Engine:
     def _run_dirs(self) -> list:
         if self.M == 1:
             return [RunDir(self.out, self.histories[0])]
-        return [RunDir(os.path.join(self.out, "models", model_dir_name(j, c)), self.histories[j])
+        return [RunDir(model_dir(self.out, j, c), self.histories[j])
                 for j, c in enumerate(self.configs)]
 
     def _record(self, rows: list, dirs: list | None) -> None:
@@ -728,8 +728,8 @@ def _fresh_run_dir(out: str, engine: Engine, overwrite: bool) -> None:
     for name in RUN_FILES:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(out, name))
-    if os.path.isdir(os.path.join(out, "models")):
-        shutil.rmtree(os.path.join(out, "models"))
+    if os.path.isdir(os.path.join(out, MODELS_DIR)):
+        shutil.rmtree(os.path.join(out, MODELS_DIR))
     remove_stale_temporaries(out)
     write_manifest(out, engine.manifest("running"))
 
@@ -917,7 +917,7 @@ def resume(out_dir):
 
 def _model_dirs(out_dir: str, manifest: dict) -> list:
     if isinstance(manifest.get("configs"), list):
-        return [os.path.join(out_dir, "models", name) for name in manifest.get("models", [])]
+        return [os.path.join(out_dir, MODELS_DIR, name) for name in manifest.get("models", [])]
     return [out_dir]
 
 

@@ -91,6 +91,15 @@ def git_commit() -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
+#: The folder of a many-model run that holds one run directory per model.
+MODELS_DIR = "models"
+
+
+def model_dir(out, index: int, config: TrainConfig) -> str:
+    """The run directory of model ``index`` inside the many-model run ``out``."""
+    return os.path.join(out, MODELS_DIR, model_dir_name(index, config))
+
+
 def model_dir_name(index: int, config: TrainConfig) -> str:
     """The directory of model ``index`` of a many-model run, e.g. ``03-seed1-k20-eta0.4``."""
     return f"{index:02d}-seed{config.seed}-k{config.k}-eta{config.eta:g}"
@@ -147,7 +156,9 @@ def write_params(run_dir, V: torch.Tensor, W: torch.Tensor, config: TrainConfig)
 
 
 #: The statuses of a run that has ended: ``resume`` reads it back instead of training.
-ENDED = ("finished", "failed")
+#: The manifest and summary statuses of a run that ended (``training.verdict`` decides which).
+FINISHED, FAILED = "finished", "failed"
+ENDED = (FINISHED, FAILED)
 
 
 def _short(exc: BaseException, limit: int = 120) -> str:

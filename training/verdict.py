@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import math
 
+from .rundir import ENDED, FAILED, FINISHED
+
 #: Runs with fewer iterations are too short to be judged by their loss (module docstring).
 MIN_JUDGED_ITERS = 50
 #: A final loss more than this share above the zero predictor's exact loss fails the run.
 ZERO_MARGIN = 0.05
 #: A final model diverging on more than this share of the evaluation prompts fails the run.
 MAX_DIVERGED_FRAC = 0.5
-#: The statuses of a run that ended (``manifest.json`` and ``summary.json``).
-FINISHED, FAILED = "finished", "failed"
 
 
 def zero_predictor_loss(config) -> float:
@@ -120,9 +120,9 @@ def summary_verdict(summary: dict) -> dict:
     """A finished run's verdict from its summary: the recorded one (``summary["verdict"]``,
     written with ``status``), or for a summary written before runs had one, ``judge`` on its
     ``eval``, ``config``, ``iterations`` and ``theory_same_prompts``."""
-    if summary.get("status") in (FINISHED, FAILED) and isinstance(summary.get("verdict"), dict):
+    if summary.get("status") in ENDED and isinstance(summary.get("verdict"), dict):
         return summary["verdict"]
-    from .rundir import config_from
-    config = config_from(summary.get("config"), "summary.json")
+    from .rundir import SUMMARY, config_from
+    config = config_from(summary.get("config"), SUMMARY)
     return judge(config, summary.get("eval") or {}, iterations=int(summary.get("iterations") or config.iters),
                  same_prompts=summary.get("theory_same_prompts"))
