@@ -13,30 +13,57 @@ continues either; ``load_run`` reads a run directory back.  The layout (docs/arc
 * ``evaluate``: losses and the theory's reference values; ``suite``: the OOD suite of
   ``cotgd evaluate``; ``structure``: scale-free invariants;
 * ``dynamics``: the reduced gradient flow laid over training (Theorem 4.1);
-* apps: ``cli`` (the ``cotgd`` command), ``verify``, ``selftest``, ``figures``, ``bench``,
-  ``baseline``.
-"""
-from .config import PAPER, PaperSetting, TrainConfig
-from .data import Batch, Prompts, gd_iterates, make_batch, sample_batch, sample_prompts, sigma_root
-from .device import resolve_device
-from .dynamics import run_dynamics, run_sparse_dynamics, train_reduced
-from .engine import Engine, TrainResult, resume, sweep_configs, train, train_models
-from .errors import TrainingDiverged
-from .evaluate import evaluate_params, theory_reference
-from .kernels import (cot_loss, cot_rollout, final_estimate, looped_estimate, looped_loss, nocot_estimate,
-                      nocot_loss, objective, teacher_forced_predictions, teacher_forced_step)
-from .model import LSA, lsa
-from .rundir import Run, load_run
-from .suite import Case, evaluate_run, evaluate_suite, standard_suite
-from .structure import (block_norms, functional_deviation, offdiag_energy, structure_metrics, v31_w13,
-                        w24_v31)
+* apps (``training.app``): ``cli`` (the ``cotgd`` command), ``verify``, ``selftest``, ``figures``,
+  ``bench``, ``baseline``.
 
-__all__ = [
-    "Batch", "Case", "Engine", "LSA", "PAPER", "PaperSetting", "Prompts", "Run", "TrainConfig", "TrainResult",
-    "TrainingDiverged", "block_norms", "cot_loss", "cot_rollout", "evaluate_params", "evaluate_run", "evaluate_suite", "final_estimate",
-    "functional_deviation", "gd_iterates", "load_run", "looped_estimate", "looped_loss", "lsa", "make_batch",
-    "nocot_estimate", "nocot_loss", "objective", "offdiag_energy", "resolve_device", "resume", "run_dynamics",
-    "run_sparse_dynamics", "sample_batch", "sample_prompts", "sigma_root", "standard_suite", "structure_metrics", "sweep_configs",
-    "teacher_forced_predictions", "teacher_forced_step", "theory_reference", "train", "train_models",
-    "train_reduced", "v31_w13", "w24_v31",
-]
+Importing the package is cheap: each public name below is imported from the module that owns it
+on first use (PEP 562), so ``cotgd --help`` loads neither torch nor sympy; ``from training import
+train`` works as it always did.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+# cuBLAS reads this when its first handle is created; setting it later has no effect.  Set here,
+# when the package is imported and so before any CUDA work of its modules (training.device
+# reports it).  Harmless on a CPU.  A value the user set is kept.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+#: The public names, by the module that owns each.
+_OWNERS = {
+    "config": ("PAPER", "PaperSetting", "TrainConfig"),
+    "data": ("Batch", "Prompts", "gd_iterates", "make_batch", "sample_batch", "sample_prompts", "sigma_root"),
+    "device": ("resolve_device",),
+    "dynamics": ("run_dynamics", "run_sparse_dynamics", "train_reduced"),
+    "engine": ("Engine", "TrainResult", "resume", "sweep_configs", "train", "train_models"),
+    "errors": ("TrainingDiverged",),
+    "evaluate": ("evaluate_params", "theory_reference"),
+    "kernels": ("cot_loss", "cot_rollout", "final_estimate", "looped_estimate", "looped_loss", "nocot_estimate",
+                "nocot_loss", "objective", "teacher_forced_predictions", "teacher_forced_step"),
+    "model": ("LSA", "lsa"),
+    "rundir": ("Run", "load_run"),
+    "suite": ("Case", "evaluate_run", "evaluate_suite", "standard_suite"),
+    "structure": ("block_norms", "functional_deviation", "offdiag_energy", "structure_metrics", "v31_w13",
+                  "w24_v31"),
+}
+_OWNER = {name: module for module, names in _OWNERS.items() for name in names}
+
+__all__ = sorted(_OWNER)
+
+
+def __getattr__(name: str):
+    """A public name, imported from its module on first use (then kept in the package); one of
+    those modules (``training.engine`` after ``import training``), imported."""
+    if name in _OWNERS:
+        return importlib.import_module(f".{name}", __name__)
+    module = _OWNER.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))

@@ -6,8 +6,8 @@ compute capability, CUDA version) for manifests and checkpoints; ``resume_device
 device a checkpointed run continues on.  ``reproducible`` pins, for the length of a run, what
 would otherwise change its numbers: the float32 matmul precision (a caller's
 ``torch.set_float32_matmul_precision('high')`` would switch CUDA runs to TF32) and, on CUDA,
-deterministic algorithms (cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG``, set here at import, before
-any CUDA work).
+deterministic algorithms (cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG``, set when the ``training``
+package is imported, before any CUDA work: ``training/__init__.py``).
 """
 from __future__ import annotations
 
@@ -20,10 +20,6 @@ import warnings
 import torch
 
 from .errors import one_line
-
-# cuBLAS reads this when its first handle is created; setting it later has no effect.  Harmless
-# on a CPU.  A value the user set is kept.
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 #: The float32 matmul precision inside every run (no TF32).
 MATMUL_PRECISION = "highest"

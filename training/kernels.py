@@ -38,9 +38,8 @@ import torch
 
 from theory import Layout
 
+from .config import MODES
 from .data import Batch
-
-MODES = ("cot", "nocot", "looped")
 
 #: Training-time divergence threshold of the looped map (``looped_estimate``): an entry of
 #: ``Z Z^T / n`` above 1e6 means the prompt has diverged (in distribution they are O(d)); one more

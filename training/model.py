@@ -18,7 +18,7 @@ import numerics
 from theory import Layout
 from theory.validation import check_int, check_positive_finite
 
-PARAMS = ("full", "sparse", "isotropic")
+from .config import PARAMS
 
 #: Default init scale of each parametrisation (``init_scale=None``).  ``full``: the standard
 #: deviation of every entry; ``sparse``: the largest eigenvalue of ``W13(0)`` (and of ``-V31(0)``);

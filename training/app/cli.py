@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
+from ..config import PAPER, check_field, config_fields, field_kind, identity_scale, parse_field
 from ..errors import one_line
 
 
@@ -37,36 +37,47 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _parsed(convert, accept, expected: str):
-    """An argparse ``type``: ``convert(text)`` when it works and ``accept``s the value, else one
-    clear error line naming what was expected."""
+def _checked(convert, check: str, *bound):
+    """An argparse ``type``: the text read by ``convert`` and checked by ``check`` of
+    ``theory.validation`` (the toolkit's one statement of each rule, imported on first use);
+    a text ``convert`` cannot read is handed to the check as it is, which refuses it."""
     def parse(text: str):
+        from theory import validation
         try:
             value = convert(text)
         except ValueError:
-            value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+            value = text
+        try:
+            getattr(validation, check)("the value", value, *bound)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(one_line(exc)) from None
         return value
+    parse.__name__ = convert.__name__
     return parse
 
 
-_positive_int = _parsed(int, lambda v: v >= 1, "a positive integer")
-_nonnegative_int = _parsed(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _parsed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
-_finite_float = _parsed(float, math.isfinite, "a finite number")
+_positive_int = _checked(int, "check_int", 1)
+_nonnegative_int = _checked(int, "check_int", 0)
+_positive_float = _checked(float, "check_positive_finite")
+_finite_float = _checked(float, "check_finite")
 
 
-def _device(text: str) -> str:
-    if text not in ("auto", "cpu") and not (text == "cuda" or text.startswith("cuda:")):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r} (auto, cpu, cuda, cuda:N)")
-    if text.startswith("cuda"):              # is it there?  (imports torch, only for CUDA requests)
-        from ..device import resolve_device
+def _field_type(name: str):
+    """An argparse ``type`` for ``TrainConfig`` field ``name``: the text read by
+    ``config.parse_field`` and checked by ``config.check_field`` (the field's own declaration);
+    a refusal is the config's one-line message."""
+    def parse(text: str):
         try:
-            resolve_device(text)
+            return check_field(name, parse_field(name, text))
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+            raise argparse.ArgumentTypeError(one_line(exc)) from None
+    parse.__name__ = name
+    return parse
+
+
+#: ``--device`` of every command: the rule of ``TrainConfig.device`` (auto, cpu, cuda, cuda:N; a
+#: CUDA device must be there, which imports torch only for a CUDA name).
+_device = _field_type("device")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,12 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ood only: use this finished run's model instead of training (a cot run, optionally "
                         "a second --run with a nocot run; default: none, train the models)")
 
-    from ..config import PAPER
     p = sub.add_parser("dynamics", help="reduced gradient flow vs training (Theorem 4.1)")
-    p.add_argument("--d", type=_positive_int, default=PAPER.d)
-    p.add_argument("--n", type=_positive_int, default=PAPER.n)
-    p.add_argument("--k", type=_positive_int, default=PAPER.k)
-    p.add_argument("--eta", type=_positive_float, default=PAPER.eta)
+    for name in ("d", "n", "k", "eta"):                  # TrainConfig's fields, checked as there
+        p.add_argument(f"--{name}", type=_field_type(name), default=getattr(PAPER, name))
     p.add_argument("--lr", type=_positive_float, default=None)
     p.add_argument("--steps", type=_positive_int, default=None)
     p.add_argument("--a0", type=_finite_float, default=None)
@@ -240,29 +248,29 @@ def _json_default(value):
 
 def config_options() -> list:
     """The ``TrainConfig`` fields offered on the command line (metadata ``cli``), in order."""
-    import dataclasses
-    from ..config import TrainConfig
-    return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli")]
+    return [f for f in config_fields().values() if f.metadata["cli"]]
+
+
+#: The metavar of an option by the kind of its field.
+_METAVARS = {"int": "N", "float": "X"}
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per ``config_options()`` field, ``--name-with-dashes``, with the field's
-    default, help text, choices and range: the command line cannot drift from ``TrainConfig``."""
+    default, help text, choices and check (``_field_type``): the command line cannot drift from
+    ``TrainConfig``."""
     for f in config_options():
         meta, flag = f.metadata, "--" + f.name.replace("_", "-")
-        kind = str(f.type).split("|")[0].strip()
+        kind = field_kind(f.name)[0]
         options = {"default": f.default, "help": meta["help"]}
         if meta["choices"]:
             options.update(choices=list(meta["choices"]))
-        elif f.name == "device":
-            options.update(type=_device)
         elif kind == "bool":
             options.update(action=argparse.BooleanOptionalAction)
-        elif kind == "int":
-            low = meta["minimum"] if meta["minimum"] is not None else 0
-            options.update(type=_positive_int if low >= 1 else _nonnegative_int, metavar="N")
-        elif kind == "float":
-            options.update(type=_positive_float, metavar="X")
+        elif kind in ("int", "float", "str"):
+            options.update(type=_field_type(f.name))
+            if kind in _METAVARS:
+                options.update(metavar=_METAVARS[kind])
         else:
             raise TypeError(f"TrainConfig.{f.name}: no command-line type for {f.type!r}")
         parser.add_argument(flag, **options)
@@ -286,7 +294,7 @@ def _covariance_file(text: str) -> list:
 
 
 def _ood_covariance(text: str) -> tuple:
-    """``NAME=FILE.npy`` or ``NAME=c`` (c > 0 meaning c I)."""
+    """``NAME=FILE.npy`` or ``NAME=c`` (meaning c I: ``config.identity_scale``)."""
     name, sep, value = text.partition("=")
     if not sep or not name.strip() or not value:
         raise argparse.ArgumentTypeError(f"expected NAME=FILE.npy or NAME=c, got {text!r}")
@@ -294,9 +302,10 @@ def _ood_covariance(text: str) -> tuple:
         c = float(value)
     except ValueError:
         return name.strip(), _covariance_file(value)
-    if not (math.isfinite(c) and c > 0):
-        raise argparse.ArgumentTypeError(f"expected a scale c > 0 in {text!r}")
-    return name.strip(), c
+    try:
+        return name.strip(), identity_scale(name.strip(), c)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(one_line(exc)) from None
 
 
 def _check_train_args(args) -> None:
@@ -451,9 +460,9 @@ def _cmd_dynamics(args) -> int:
 
 
 def _cmd_selftest(args) -> int:
-    from .selftest import format_selftest, run_selftest
-    report = run_selftest(args.device, skip=tuple(args.skip))
-    print(format_selftest(report))
+    from .selftest import format_line, format_selftest, run_selftest
+    report = run_selftest(args.device, skip=tuple(args.skip), on_line=lambda line: print(format_line(line), flush=True))
+    print(format_selftest(report, lines=False))
     if args.json_file:
         _write_json(args.json_file, report)
     return 0 if report["passed"] else 1
