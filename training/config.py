@@ -404,11 +404,3 @@ def _ood_matrices(name: str, value, d: int) -> dict:
         raise ValueError(f"{name} must be a dict {{name: sigma}}, got {value!r}")
     return {str(key): covariance(f"{name}[{key!r}]", sigma, d) for key, sigma in value.items()}
 
-
-def __getattr__(name: str):
-    """``DTYPES``, ``{name: torch dtype}``, for ``training.engine`` until it looks the dtype up
-    where it makes its tensors (``getattr(torch, config.dtype)``); imports torch on first use."""
-    if name == "DTYPES":
-        import torch
-        return {dtype: getattr(torch, dtype) for dtype in DTYPE_NAMES}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -66,7 +66,7 @@ import torch
 import numerics
 from theory.validation import check_int, check_positive_finite
 
-from .config import (DTYPES, TrainConfig, ood_sigma_matrices, resolved_clip, resolved_lr,
+from .config import (TrainConfig, ood_sigma_matrices, resolved_clip, resolved_lr,
                      resolved_threads)
 from .data import Batch, BatchFeed, prompt_streams, seeded_generator
 from .device import device_record, reproducible, resolve_device, resume_device, run_settings
@@ -280,7 +280,7 @@ class Engine:
         self.on_step = on_step
         b = self.base
         self.device = resolve_device(b.device) if device is None else torch.device(device)
-        self.dtype = DTYPES[b.dtype]
+        self.dtype = getattr(torch, b.dtype)
         self.model = self._initial_model()
         self.optimizer = _optimizer(b, self.model.parameters())
         self.streams = prompt_streams(self.configs, self.device, self.dtype)

@@ -19,7 +19,8 @@ from theory.validation import check_int, check_positive_finite, covariance_and_r
 
 from .data import derived_seed, exact_noise_var, gram_statistic, sample_prompts, seeded_generator, sigma_root
 from .device import resolve_device
-from .kernels import MODES, final_estimate
+from .config import check_field
+from .kernels import final_estimate
 
 #: Prompts per evaluation chunk: bounds the (M, chunk, D, D) running statistic.
 EVAL_CHUNK = 8192
@@ -111,8 +112,7 @@ def evaluate_params(V, W, *, d: int, n: int, k: int, samples: int, seed: int, si
     d = check_int("d", d)
     n = check_int("n", n)
     k = check_int("k", k, 0)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    check_field("mode", mode)
     V, W, single = as_models(V, W)
     if V.shape[-1] != 2 * d + 2:
         raise ValueError(f"V must be {2 * d + 2} x {2 * d + 2} for d = {d}, got {tuple(V.shape[-2:])}")

@@ -18,7 +18,7 @@ import numerics
 from theory import Layout
 from theory.validation import check_int, check_positive_finite
 
-from .config import PARAMS
+from .config import check_field
 
 #: Default init scale of each parametrisation (``init_scale=None``).  ``full``: the standard
 #: deviation of every entry; ``sparse``: the largest eigenvalue of ``W13(0)`` (and of ``-V31(0)``);
@@ -55,8 +55,7 @@ class LSA(torch.nn.Module):
         super().__init__()
         self.d = check_int("d", d)
         self.M = check_int("models", models)
-        if param not in PARAMS:
-            raise ValueError(f"param must be one of {', '.join(PARAMS)}, got {param!r}")
+        check_field("param", param)
         self.param = param
         self.layout = Layout(self.d)
         scale = DEFAULT_INIT_SCALE[param] if init_scale is None else check_positive_finite("init_scale", init_scale)

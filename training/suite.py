@@ -85,7 +85,7 @@ from .data import derived_seed, exact_noise_var
 from .device import resolve_device
 from .evaluate import (EXACT_THEORY_MAX_K, SigmaSpectrum, as_models, eval_generator, eval_losses, loss_reports,
                        predicted_stability, report_dict, sigma_spectrum)
-from .kernels import MODES
+from .config import check_field
 from .structure import w24_v31
 
 #: Seed of the random eigenbases of the standard suite (``numerics.random_rotation``): skewed uses
@@ -266,8 +266,7 @@ def suite_model(V, W, *, mode: str, n: int, k: int, step: float | None = None,
     """A ``SuiteModel`` from parameters; ``step=None`` takes the learned step ``w24_v31``
     (module docstring; on ``range(sigma)`` for a singular training covariance ``sigma``), which
     must be a positive number."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    check_field("mode", mode)
     V, W, single = as_models(V, W)
     if not single:
         raise ValueError(f"the suite evaluates one model: V, W must be (D, D), got {tuple(V.shape)}")

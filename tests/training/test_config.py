@@ -48,14 +48,17 @@ def test_every_public_name_of_the_package_is_its_owners():
 
 
 def test_modes_params_and_dtypes_are_the_configs():
-    """One definition: the kernels' MODES and the model's PARAMS are the config's; dtypes are
-    names, their torch objects looked up by name."""
+    """One definition: the kernels' MODES are the config's and the model checks its param by the
+    config's field rule; dtypes are names, their torch objects looked up by name."""
     import torch
 
     import training.kernels as kernels
     import training.model as model
-    assert kernels.MODES is MODES and model.PARAMS is PARAMS
-    assert config.DTYPES == {name: getattr(torch, name) for name in config.DTYPE_NAMES}
+    assert kernels.MODES is MODES and not hasattr(model, "PARAMS")
+    with pytest.raises(ValueError, match=f"^param must be one of {', '.join(PARAMS)}, got 'dense'$"):
+        model.LSA(2, "dense", generator=torch.Generator().manual_seed(0))
+    assert all(isinstance(getattr(torch, name), torch.dtype) for name in config.DTYPE_NAMES)
+    assert not hasattr(config, "DTYPES")
     assert config_fields()["dtype"].metadata["choices"] == config.DTYPE_NAMES
 
 

@@ -34,15 +34,14 @@ naming the table and the field.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import os
 from dataclasses import dataclass, field
 
-from ..config import TrainConfig
+from ..config import TrainConfig, config_fields, covariance, identity_scale, parse_field
+from ..errors import one_line
 
 #: Attempts after the first for a cell whose worker died (``retries`` in the grid, ``--retries``).
 RETRIES = 2
@@ -117,37 +116,13 @@ def _show(value) -> str:
     return json.dumps(value) if isinstance(value, (str, list, dict)) else repr(value)
 
 
-def config_fields() -> dict:
-    """``{name: dataclasses.Field}`` of ``TrainConfig``."""
-    return {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-
-def _field_kind(f) -> str:
-    return str(f.type).split("|")[0].strip()
-
-
-def _normalise(name: str, value, where: str):
-    """A TOML value as the field expects it: ints where a float is meant become floats (so
-    ``eta = 1`` and ``eta = 1.0`` are the same cell), numbers inside matrices and tables too."""
-    f = config_fields()[name]
-    kind = _field_kind(f)
-    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if name in LIST_FIELDS + TABLE_FIELDS:
-        return _floats(value)
-    return value
-
-
-def _floats(value):
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, list):
-        return [_floats(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _floats(v) for k, v in value.items()}
-    return value
+def _field(name: str, value, where: str):
+    """A grid-file value of field ``name`` as ``TrainConfig`` holds it (``config.parse_field``:
+    ``eta = 1`` and ``eta = 1.0`` are one cell); ValueError naming ``where``."""
+    try:
+        return parse_field(name, value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {one_line(exc)}") from None
 
 
 def make_config(fields: dict, where: str = "cell") -> TrainConfig:
@@ -155,15 +130,13 @@ def make_config(fields: dict, where: str = "cell") -> TrainConfig:
     ``sigma = 1`` the default identity, None; ``checkpoint_every`` defaults to ``eval_every``,
     and ``CELL_DEFAULTS`` apply); ValueError naming ``where`` and the field."""
     known = config_fields()
-    fields = {k: (_normalise(k, v, where) if k in known else v) for k, v in fields.items()}
+    fields = {k: (_field(k, v, where) if k in known else v) for k, v in fields.items()}
     sigma = fields.get("sigma")
     if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
         d = fields.get("d", TrainConfig.d)
         if isinstance(d, int) and not isinstance(d, bool) and d >= 1:
-            if not (math.isfinite(sigma) and sigma >= 0):
-                raise ValueError(f"{where}: sigma must be a d x d matrix or a number c >= 0 (c I), got {sigma!r}")
-            fields["sigma"] = None if sigma == 1 else [[float(sigma) if i == j else 0.0 for j in range(d)]
-                                                      for i in range(d)]
+            scale = identity_scale(f"{where}: sigma", sigma)       # the rule "a number c means c I"
+            fields["sigma"] = None if scale == 1 else covariance(f"{where}: sigma", scale, d)
     fields.setdefault("checkpoint_every", fields.get("eval_every", TrainConfig.eval_every))
     for key, value in CELL_DEFAULTS.items():
         fields.setdefault(key, value)
@@ -171,7 +144,7 @@ def make_config(fields: dict, where: str = "cell") -> TrainConfig:
         config = TrainConfig(**fields, progress=False)
         config.validate()
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {' '.join(str(exc).split())}") from None
+        raise ValueError(f"{where}: {one_line(exc)}") from None
     return config
 
 
@@ -248,7 +221,7 @@ def parse_grid(table: dict, *, name: str = "sweep", source: str | None = None) -
                              f"(a single value goes in [fixed])")
         if not values:
             raise ValueError(f"[grid] {key}: the list of values is empty")
-        axes[key] = [_normalise(key, v, f"[grid] {key}") for v in values]
+        axes[key] = [_field(key, v, f"[grid] {key}") for v in values]
     fixed_fields = {}
     for key, value in fixed.items():
         _check_field("[fixed]", key)
@@ -257,7 +230,7 @@ def parse_grid(table: dict, *, name: str = "sweep", source: str | None = None) -
         if isinstance(value, list) and key not in LIST_FIELDS:
             raise ValueError(f"[fixed] {key}: expected a single value, got the list {_show(value)} "
                              f"(a list of values goes in [grid])")
-        fixed_fields[key] = _normalise(key, value, f"[fixed] {key}")
+        fixed_fields[key] = _field(key, value, f"[fixed] {key}")
     cells = table.get("cells", [])
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
         raise ValueError("cells must be an array of tables ([[cells]])")
@@ -268,7 +241,7 @@ def parse_grid(table: dict, *, name: str = "sweep", source: str | None = None) -
             _check_field(f"[[cells]] entry {i + 1}", key)
             if isinstance(value, list) and key not in LIST_FIELDS:
                 raise ValueError(f"[[cells]] entry {i + 1} {key}: expected a single value, got the list {_show(value)}")
-            fields[key] = _normalise(key, value, f"[[cells]] {key}")
+            fields[key] = _field(key, value, f"[[cells]] {key}")
         explicit.append(fields)
     g = Grid(name=name, grid=axes, fixed=fixed_fields, cells=explicit, train=train, retries=retries,
              raw=table, source=source)
