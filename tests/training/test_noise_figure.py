@@ -29,8 +29,8 @@ def no_training(monkeypatch):
     def refuse(config, **kwargs):
         raise AssertionError(f"trained a {config.mode} model")
 
-    monkeypatch.setattr(verify, "train", refuse)
-    monkeypatch.setattr(verify, "train_models", refuse)
+    monkeypatch.setattr(verify.registry, "train", refuse)
+    monkeypatch.setattr(verify.registry, "train_models", refuse)
 
 
 # ---------------------------------------------------------------- verify: registration and selection
@@ -109,8 +109,8 @@ def test_noisy_models_train_as_one_run(monkeypatch, tmp_path):
         calls.append((config.mode, config.param, config.noise, tuple(ks), config.iters, config.out))
         return [SimpleNamespace(k=k) for k in ks]
 
-    monkeypatch.setattr(verify, "train_models", fake_train_models)
-    monkeypatch.setattr(verify, "train", lambda config, **kw: pytest.fail("train called"))
+    monkeypatch.setattr(verify.registry, "train_models", fake_train_models)
+    monkeypatch.setattr(verify.registry, "train", lambda config, **kw: pytest.fail("train called"))
     settings = verify.VerifySettings(quick=True, out=str(tmp_path))
     models = verify.train_models_for_verify(settings, ("cot_noise",))
     assert calls == [("cot", "full", 1.0, (5, 10), PAPER.iters, str(tmp_path / "cot-full-noise1"))]

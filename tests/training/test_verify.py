@@ -1,4 +1,4 @@
-"""``cotgd verify`` as a registry of checks (training/app/verify.py): the symbolic, numeric and
+"""``cotgd verify`` as a registry of checks (training/app/verify/): the symbolic, numeric and
 statistical sections pass with quick settings; ``only`` selects exactly the matching checks and
 trains nothing more than they need; a pattern matching nothing is a one-line error; a check that
 raises or measures a wrong value is a failed row; the report wraps long cells and never cuts them;
@@ -32,8 +32,8 @@ def no_training(monkeypatch):
         calls.append(config.mode)
         raise AssertionError(f"trained {config.mode} models")
 
-    monkeypatch.setattr(verify, "train", must_not_train)
-    monkeypatch.setattr(verify, "train_models", must_not_train_models)
+    monkeypatch.setattr(verify.registry, "train", must_not_train)
+    monkeypatch.setattr(verify.registry, "train_models", must_not_train_models)
     yield calls
     assert calls == [], f"trained {calls}"
 
@@ -41,8 +41,10 @@ def no_training(monkeypatch):
 @pytest.fixture
 def registry(monkeypatch):
     """A private copy of the registry: checks registered in a test vanish afterwards."""
-    monkeypatch.setattr(verify, "REGISTRY", dict(verify.REGISTRY))
-    return verify.REGISTRY
+    private = dict(verify.REGISTRY)
+    monkeypatch.setattr(verify.registry, "REGISTRY", private)
+    monkeypatch.setattr(verify, "REGISTRY", private)
+    return private
 
 
 def _names(report) -> list:
@@ -232,7 +234,7 @@ def test_run_verify_trains_only_the_models_the_checks_need(monkeypatch):
         trained.append((config.mode, config.param, config.seed, config.device))
         return getattr(stand_in, config.mode)
 
-    monkeypatch.setattr(verify, "train", fake_train)
+    monkeypatch.setattr(verify.registry, "train", fake_train)
     report = verify.run_verify(quick=True, device="cpu", seed=4, only="cot-loss,*cot-structure-v31*,gd-closed-form")
     assert trained == [("cot", "full", 4, "cpu")]
     assert _names(report) == ["symbolic.gd-closed-form", "training.cot-loss-vs-gd-independent-mc",
@@ -244,7 +246,7 @@ def test_a_model_that_fails_to_train_fails_its_checks_only(monkeypatch):
     def diverging(config, **kwargs):
         raise RuntimeError(f"{config.mode} diverged")
 
-    monkeypatch.setattr(verify, "train", diverging)
+    monkeypatch.setattr(verify.registry, "train", diverging)
     report = verify.run_verify(quick=True, device="cpu", only="nocot-at,gd-closed-form")
     assert [c["passed"] for c in report["checks"]] == [True, False]
     assert "nocot model did not train: RuntimeError: nocot diverged" in report["checks"][1]["measured"]
@@ -252,10 +254,10 @@ def test_a_model_that_fails_to_train_fails_its_checks_only(monkeypatch):
 
 def test_quick_training_configs():
     settings = verify.VerifySettings(quick=True, seed=2, device="cpu", out="/tmp/v")
-    looped = verify._train_config(settings, "looped")
+    looped = verify.train_config(settings, "looped")
     assert (looped.mode, looped.param, looped.iters, looped.batch, looped.seed) == ("looped", "sparse", 300, 200, 2)
     assert looped.out == "/tmp/v/looped-sparse"
-    cot = verify._train_config(verify.VerifySettings(), "cot")
+    cot = verify.train_config(verify.VerifySettings(), "cot")
     assert (cot.d, cot.n, cot.k, cot.eta, cot.iters, cot.batch, cot.out) == (
         PAPER.d, PAPER.n, PAPER.k, PAPER.eta, PAPER.iters, PAPER.batch, None)
 
@@ -313,7 +315,8 @@ def test_cli_exit_0_on_pass_writes_json(no_training, tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.rstrip().splitlines()[-1].endswith("ALL PASS")
     report = json.loads(js.read_text())
-    assert set(report) == {"passed", "quick", "device", "seed", "seconds", "checks"}
+    assert set(report) == {"passed", "quick", "device", "seed", "seconds", "checks", "skipped", "model_seconds"}
+    assert report["skipped"] == [] and report["model_seconds"] == {}
     assert report["device"] == str(resolve_device("auto")) and report["passed"] is True
     assert set(report["checks"][0]) == {"name", "kind", "measured", "expected", "tolerance", "passed", "detail"}
     assert json.loads((out / "verify.json").read_text())["checks"] == report["checks"]
@@ -348,3 +351,99 @@ def test_full_looped_check_fails_on_each_target():
         summary = dict(good, eval=dict(good["eval"], **{key: value}))
         rows = verify.looped_full_vs_best_gd_step(verify.TrainedModels(looped_full=SimpleNamespace(summary=summary)))
         assert rows[0].passed is False, key
+
+
+# ---------------------------------------------------------------- full-run-only checks, scheduling, progress
+def test_quick_skips_the_full_looped_check_and_says_so(no_training, capsys):
+    entry = verify.REGISTRY["training.looped-full-vs-best-gd-step-same-prompts"]
+    assert entry.full_only and [e.name for e in verify.REGISTRY.values() if e.full_only] == [entry.name]
+    report = verify.run_verify(quick=True, device="cpu", only="looped-full,gd-closed-form")
+    assert _names(report) == ["symbolic.gd-closed-form"] and report["passed"]
+    assert report["skipped"] == [{"name": entry.name, "kind": "training", "reason": verify.FULL_ONLY_REASON}]
+    text = verify.format_report(report)
+    assert re.search(rf"^{re.escape(entry.name)}\s+training\s+-\s+-\s+-\s+SKIP\s+full run only", text, re.M)
+    assert text.splitlines()[-1] == (f"1/1 checks passed in {report['seconds']:.1f} s (quick, device cpu), 1 skipped "
+                                     "(full run only: cotgd verify without --quick): ALL PASS")
+    assert "(full run only)" in verify.format_check_list("looped-full")
+    assert main(["verify", "--quick", "--device", "cpu", "--only", "looped-full"]) == 0
+    assert "SKIP" in capsys.readouterr().out
+
+
+def test_full_run_trains_the_full_looped_model(monkeypatch):
+    stand_in = _stand_in_models()
+    trained = []
+
+    def fake_train(config, **kwargs):
+        trained.append((config.mode, config.param, config.iters, config.batch))
+        return stand_in.looped_full
+
+    monkeypatch.setattr(verify.registry, "train", fake_train)
+    report = verify.run_verify(quick=False, device="cpu", only="looped-full", progress=False)
+    assert trained == [("looped", "full", PAPER.iters, PAPER.batch)]
+    assert _names(report) == ["training.looped-full-vs-best-gd-step-same-prompts"] and report["passed"]
+    assert report["skipped"] == [] and set(report["model_seconds"]) == {"looped_full"}
+
+
+def test_models_train_side_by_side_and_checks_run_as_they_finish(monkeypatch, registry):
+    """Two models train at the same time (each waits at a barrier for the other), and the check
+    that needs only the first runs before the second has finished (the second waits for it)."""
+    import threading
+    stand_in = _stand_in_models()
+    both_training = threading.Barrier(2, timeout=60)
+    cot_checked = threading.Event()
+    seen = []
+
+    def fake_train(config, **kwargs):
+        both_training.wait()
+        if config.mode == "nocot":
+            seen.append(cot_checked.wait(timeout=60))
+        return getattr(stand_in, config.mode)
+
+    @verify.check("training.test-cot-only", kind="training", needs=("cot",))
+    def cot_only(models):
+        """Needs the CoT model alone."""
+        cot_checked.set()
+        return verify.result(1, 1, "exact", True)
+
+    monkeypatch.setattr(verify.registry, "train", fake_train)
+    monkeypatch.setattr(verify.registry, "training_workers", lambda models: min(2, models))
+    report = verify.run_verify(quick=True, device="cpu", only="test-cot-only,nocot-at", progress=False)
+    assert seen == [True] and report["passed"], report
+    assert _names(report) == ["training.nocot-at-thm31-floor-exact", "training.test-cot-only"]   # registry order
+
+
+def test_progress_prints_a_line_per_check_as_it_finishes(registry, no_training):
+    import io
+    stream = io.StringIO()
+    before = []
+
+    @verify.check("symbolic.test-looks-back", kind="symbolic")
+    def looks_back():
+        """Records what the progress stream held when it ran."""
+        before.append(stream.getvalue())
+        return verify.result(1, 1, "exact", True)
+
+    report = verify.run_verify(quick=True, device="cpu", only="wishart,test-looks-back", progress=stream)
+    assert "PASS symbolic.wishart-third-moment" in before[0]           # printed before the next check ran
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and re.match(r"\[1/2 +\d+\.\d s\] PASS symbolic.wishart-third-moment \(\d+\.\d\d s\)$",
+                                        lines[0])
+    assert lines[1].startswith("[2/2") and "PASS symbolic.test-looks-back" in lines[1] and report["passed"]
+
+
+def test_parallel_training_is_bitwise_the_sequential_training(monkeypatch):
+    """Models trained side by side on worker threads end bitwise where each ends trained alone
+    (tiny configurations of two modes; seconds)."""
+    import torch
+    tiny = dict(d=3, n=8, k=3, iters=30, batch=64)
+    monkeypatch.setitem(verify.MODEL_SPECS, "cot", {"mode": "cot", "param": "full", **tiny})
+    monkeypatch.setitem(verify.MODEL_SPECS, "nocot", {"mode": "nocot", "param": "full", **tiny})
+    settings = verify.VerifySettings(quick=True, seed=1, device="cpu")
+    monkeypatch.setattr(verify.registry, "training_workers", lambda models: 2)
+    together = verify.train_models_for_verify(settings, ("cot", "nocot"))
+    alone = {name: verify.registry.train(verify.train_config(settings, name)) for name in ("cot", "nocot")}
+    for name, result in alone.items():
+        mine = getattr(together, name)
+        assert torch.equal(mine.V, result.V) and torch.equal(mine.W, result.W), name
+        assert mine.summary["final_eval_loss"] == result.summary["final_eval_loss"]
+    assert set(together.seconds) == {"cot", "nocot"} and not together.errors

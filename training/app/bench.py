@@ -30,7 +30,11 @@ behind ``cotgd bench``.  Figures only, no pass / fail.
 * ``sweep_cells_per_minute``: ``cotgd sweep``'s engines (local-1, local-2, dask-2) on identical
   training cells (``sweep_bench.bench_sweep``);
 * ``mc_prompts_per_s``: ``numerics.eval_loss_mc`` at d 10, n 20, k 10 (float64, numpy), and for
-  n = 20 .. 160.
+  n = 20 .. 160;
+* ``help_seconds``: wall seconds of ``cotgd --help`` in a subprocess (interpreter start, imports,
+  argument parser), best of ``HELP_REPS``; ``verify_quick_seconds`` (full bench only): wall
+  seconds of ``cotgd verify --quick`` in a subprocess, its CPU seconds and exit status in
+  ``verify_quick`` (``bench_commands``).
 
 Timing: every figure is a median over repetitions, and the two sides of a ratio are measured in
 the same process, interleaved, after a warm-up, with the same torch thread count: the one the
@@ -43,6 +47,8 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -221,6 +227,56 @@ def bench_monte_carlo(plan: dict) -> dict:
     return {"mc_prompts_per_s": by_n[PAPER.n], "mc_prompts_per_s_by_n": by_n}
 
 
+#: ``help_seconds`` is the best of this many runs of ``cotgd --help``.
+HELP_REPS = 3
+
+
+def run_cotgd(args: list) -> dict:
+    """``cotgd ARGS`` in a subprocess (this interpreter, the toolkit it imports): ``{"seconds"
+    (wall), "cpu_seconds" (the child's user + system; None where ``resource`` is missing),
+    "exit_status", "last_line" (of its stdout)}``."""
+    try:
+        import resource
+        usage = lambda: sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), f) for f in ("ru_utime", "ru_stime"))
+    except ImportError:                          # not Unix
+        usage = lambda: None
+    code = "import sys; sys.argv = ['cotgd', *sys.argv[1:]]; from training.app.cli import console; console()"
+    cpu, t0 = usage(), time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    seconds, after = time.perf_counter() - t0, usage()
+    lines = proc.stdout.strip().splitlines()
+    return {"seconds": seconds, "cpu_seconds": None if cpu is None else after - cpu,
+            "exit_status": proc.returncode, "last_line": lines[-1] if lines else ""}
+
+
+def bench_commands(device: str, quick: bool) -> dict:
+    """The command line's own times, each in a subprocess (``run_cotgd``): ``help_seconds``
+    (``cotgd --help``, best of ``HELP_REPS``) and, unless ``quick``, ``verify_quick_seconds``
+    (``cotgd verify --quick --device DEVICE``: every check but the full-run-only one, training
+    included) with its CPU seconds, exit status and summary line in ``verify_quick``."""
+    helps = [run_cotgd(["--help"]) for _ in range(HELP_REPS)]
+    if any(h["exit_status"] != 0 for h in helps):
+        raise RuntimeError(f"cotgd --help exited with status {helps[0]['exit_status']}")
+    out = {"help_seconds": min(h["seconds"] for h in helps), "help_seconds_samples": [h["seconds"] for h in helps]}
+    if not quick:
+        verify = run_cotgd(["verify", "--quick", "--device", device])
+        out["verify_quick_seconds"] = verify["seconds"]
+        out["verify_quick"] = verify
+    return out
+
+
+def format_commands(figures: dict) -> list:
+    """The lines of ``bench_commands``' figures in ``format_bench``."""
+    lines = [f"  help_seconds                {figures['help_seconds']:10.2f}   (cotgd --help in a subprocess, "
+             f"best of {len(figures['help_seconds_samples'])})"]
+    if "verify_quick_seconds" in figures:
+        v = figures["verify_quick"]
+        cpu = "" if v["cpu_seconds"] is None else f"{v['cpu_seconds']:.0f} s CPU, "
+        lines.append(f"  verify_quick_seconds        {figures['verify_quick_seconds']:10.1f}   (cotgd verify --quick in a "
+                     f"subprocess: {cpu}exit status {v['exit_status']}; {v['last_line']})")
+    return lines
+
+
 def bench_batched(device: str, plan: dict) -> dict:
     """Figure 3's 12 models (k 10, 20, 30, 40 x seeds 0, 1, 2) as one ``train_models`` run (its
     default workers, ``engine.sweep_workers``) vs each k trained alone (seed 0, ``train``'s
@@ -269,8 +325,9 @@ def bench_batched(device: str, plan: dict) -> dict:
 def run_bench(device: str = "cpu", quick: bool = False) -> dict:
     """Every speed figure of the module docstring as a JSON-ready dict (numbers in ms, us or
     prompts per second; mappings keyed by k or n).  ``device``: 'cpu', 'cuda', 'auto'; ``quick``:
-    fewer repetitions and shorter timed runs (about 15 s instead of about 1 min on 2 CPU
-    cores; more when other processes hold the cores)."""
+    fewer repetitions and shorter timed runs, and no ``cotgd verify --quick`` run (about 15 s
+    instead of about 1 min plus verify's half minute on 2 CPU cores; more when other processes
+    hold the cores)."""
     if quick not in (True, False):
         raise ValueError(f"quick must be True or False, got {quick!r}")
     dev = resolve_device(device)
@@ -292,6 +349,7 @@ def run_bench(device: str = "cpu", quick: bool = False) -> dict:
         torch.set_num_threads(before)
     if dev.type == "cpu":
         figures["train_ms_per_iter_by_threads"] = bench_threads(device, plan)
+    figures.update(bench_commands(device, quick))
     figures.update({
         "torch_threads": threads, "device": device, "quick": quick, "config": dict(BENCH_CONFIG, mode="cot", param="full",
                                                                                     optimizer="Adam", dtype="float32"),
@@ -339,6 +397,8 @@ def format_bench(figures: dict) -> str:
                  f"{lp['arithmetic_bound_ms']:.0f} ms arithmetic)")
     lines.append(f"  mc_prompts_per_s            {f['mc_prompts_per_s']:10.3g}   (numerics.eval_loss_mc, d 10, n 20, k 10)")
     lines.append("    by n: " + ", ".join(f"n {n}: {v:.3g}" for n, v in f["mc_prompts_per_s_by_n"].items()))
+    if "help_seconds" in f:
+        lines.extend(format_commands(f))
     if "sweep_cells_per_minute" in f:
         lines.append(format_bench_sweep(f))
     m = f["machine"]

@@ -16,7 +16,9 @@ Each check trains or evaluates small models on the chosen device and compares nu
 * ``constructed transformer``: Theorem 3.2's (V, W) evaluated on the device against the exact
   k-step GD loss (within 4 standard errors) and its structure metrics against eta;
 * ``reduced dynamics``: training of the isotropic model against the gradient-flow ODE;
-* ``verify --quick``: every check of ``cotgd verify``.
+* ``verify --quick``: every check of ``cotgd verify`` (but the full-run-only one).
+
+Each check's line is printed as soon as the check ends (``run_selftest(on_line=...)``).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import dataclasses
 import sys
 import tempfile
 import time
+from typing import Callable
 
 import torch
 
@@ -81,9 +84,9 @@ def _bitwise(a, b) -> bool:
 
 def check_sync_free(device: str) -> Line:
     from ..config import TrainConfig
-    from ..engine import Engine, sweep_configs
+    from ..engine import Engine, model_grid_configs
     config = TrainConfig(**TINY, device=device, prefetch=False)
-    fused = sweep_configs(dataclasses.replace(config, fused_models="fused"), seeds=[0, 1], etas=[0.3, 0.5], ks=[2, 3])
+    fused = model_grid_configs(dataclasses.replace(config, fused_models="fused"), seeds=[0, 1], etas=[0.3, 0.5], ks=[2, 3])
     steps = 5
     for engine in (Engine([config]), Engine(fused)):     # one model; a fused step of 8 (seeds, k, eta)
         engine.step()                                    # warm-up: lazy initialisations may sync
@@ -148,13 +151,13 @@ def _deviation(a, b) -> float:
 def check_many_models(device: str) -> Line:
     from ..config import TrainConfig
     from ..device import resolve_device
-    from ..engine import fused_path, sweep_configs, train, train_models
+    from ..engine import fused_path, model_grid_configs, train, train_models
     looped = TrainConfig(**dict(TINY, iters=20), device=device, mode="looped", param="full", clip_grad=1e-3)
     cot = TrainConfig(**dict(TINY, iters=20), device=device, clip_grad=1e-3)
     runs = [(looped, dict(seeds=[0, 1], ks=[2, 3])), (cot, dict(seeds=[0, 1], etas=[0.3, 0.5], ks=[2, 3]))]
     same, deviation, models = [], 0.0, 0
     for base, grid in runs:
-        singles = [train(c) for c in sweep_configs(base, **grid)]
+        singles = [train(c) for c in model_grid_configs(base, **grid)]
         loop = train_models(dataclasses.replace(base, fused_models="loop"), **grid)
         fused = train_models(dataclasses.replace(base, fused_models="fused"), **grid)
         same += [_bitwise(r, single) for r, single in zip(loop, singles)]
@@ -196,11 +199,12 @@ def check_dynamics(device: str) -> Line:
 
 def check_verify(device: str) -> Line:
     from .verify import run_verify
-    report = run_verify(quick=True, device=device)
+    report = run_verify(quick=True, device=device, progress=False)
     failed = [c["name"] for c in report["checks"] if not c["passed"]]
     passed = len(report["checks"]) - len(failed)
-    return Line("cotgd verify --quick", f"{passed}/{len(report['checks'])} passed" + (f"; failed {failed}" if failed else ""),
-                "all pass", report["passed"])
+    skipped = f"; {len(report['skipped'])} full-run only, skipped" if report["skipped"] else ""
+    return Line("cotgd verify --quick", f"{passed}/{len(report['checks'])} passed{skipped}"
+                + (f"; failed {failed}" if failed else ""), "all pass", report["passed"])
 
 
 CHECKS = {"sync": check_sync_free, "twice": check_same_config_twice, "resume": check_kill_and_resume,
@@ -208,10 +212,12 @@ CHECKS = {"sync": check_sync_free, "twice": check_same_config_twice, "resume": c
           "verify": check_verify}
 
 
-def run_selftest(device: str = "auto", *, skip: tuple = ()) -> dict:
+def run_selftest(device: str = "auto", *, skip: tuple = (), on_line: Callable | None = None) -> dict:
     """Run the checks (module docstring) on ``device`` except those named in ``skip`` (keys of
-    ``CHECKS``); a check that raises is a failed line with its error.  Returns the JSON-ready
-    report ``{"passed", "device", "device_record", "seconds", "lines": [...]}``."""
+    ``CHECKS``); a check that raises is a failed line with its error.  ``on_line(line)`` is
+    called with each line (a dict, as in the report) as soon as its check ends (``cotgd
+    selftest`` prints it: ``format_line``).  Returns the JSON-ready report ``{"passed",
+    "device", "device_record", "seconds", "lines": [...]}``."""
     from ..device import device_record, resolve_device
     resolved = resolve_device(device)
     unknown = [name for name in skip if name not in CHECKS]
@@ -227,16 +233,24 @@ def run_selftest(device: str = "auto", *, skip: tuple = ()) -> dict:
         except Exception as exc:  # a failing check is a FAIL line, never a crash of the self-test
             line = Line(name, f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}", "no error", False)
         line.seconds = time.perf_counter() - t0
-        lines.append(line)
-    return {"passed": all(line.passed for line in lines), "device": str(resolved),
+        lines.append(dataclasses.asdict(line))
+        if on_line is not None:
+            on_line(lines[-1])
+    return {"passed": all(line["passed"] for line in lines), "device": str(resolved),
             "device_record": device_record(resolved), "seconds": time.perf_counter() - start,
-            "lines": [dataclasses.asdict(line) for line in lines]}
+            "lines": lines}
 
 
-def format_selftest(report: dict) -> str:
-    """One line per check: PASS/FAIL, name, measured, expected, seconds; then the verdict."""
-    out = [f"{'PASS' if line['passed'] else 'FAIL'}  {line['name']}: {line['measured']} "
-           f"(expected {line['expected']}; {line['seconds']:.1f} s)" for line in report["lines"]]
+def format_line(line: dict) -> str:
+    """One check's line: PASS/FAIL, name, measured, expected, seconds."""
+    return (f"{'PASS' if line['passed'] else 'FAIL'}  {line['name']}: {line['measured']} "
+            f"(expected {line['expected']}; {line['seconds']:.1f} s)")
+
+
+def format_selftest(report: dict, *, lines: bool = True) -> str:
+    """One line per check (``format_line``; left out with ``lines=False``, when they were printed
+    as they finished), then the verdict."""
+    out = [format_line(line) for line in report["lines"]] if lines else []
     record = report["device_record"]
     passed = sum(line["passed"] for line in report["lines"])
     out.append(f"{passed}/{len(report['lines'])} passed on {record['device']} ({record['name']}) in "
