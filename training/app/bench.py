@@ -325,9 +325,9 @@ def bench_batched(device: str, plan: dict) -> dict:
 def run_bench(device: str = "cpu", quick: bool = False) -> dict:
     """Every speed figure of the module docstring as a JSON-ready dict (numbers in ms, us or
     prompts per second; mappings keyed by k or n).  ``device``: 'cpu', 'cuda', 'auto'; ``quick``:
-    fewer repetitions and shorter timed runs, and no ``cotgd verify --quick`` run (about 15 s
-    instead of about 1 min plus verify's half minute on 2 CPU cores; more when other processes
-    hold the cores)."""
+    fewer repetitions and shorter timed runs (about 15 s instead of about 1 min on 2 CPU
+    cores; more when other processes hold the cores), and no ``cotgd verify --quick`` run (about
+    20 s of the full bench on 2 idle CPU cores)."""
     if quick not in (True, False):
         raise ValueError(f"quick must be True or False, got {quick!r}")
     dev = resolve_device(device)
