@@ -57,7 +57,7 @@ import torch
 import numerics
 
 from .baseline import StraightforwardTrainer
-from ..engine import sweep_workers, train, train_models
+from ..engine import worker_threads, train, train_models
 from ..rundir import load_average, load_manifest
 from .sweep_bench import bench_sweep, format_bench_sweep
 from ..data import sample_prompts
@@ -75,7 +75,7 @@ MC_NS = (20, 40, 80, 160)
 FIG3_SEEDS = (0, 1, 2)
 
 #: Repetitions and time budgets (seconds per timed run; iteration counts follow from a pilot run,
-#: within [lo, hi]): ``quick`` takes about 15 s on the 2-core test machine, the default about 1 min.
+#: within [lo, hi]); the whole bench's duration is in the README.
 PLAN = {
     True: {"reps": 3, "train_s": 0.3, "baseline_s": 0.3, "rollout_reps": 3, "mc_samples": 20_000, "mc_reps": 3,
            "batched_reps": 2, "batched_s": 1.5, "single_s": 0.3, "thread_reps": 2, "thread_s": 0.3},
@@ -279,11 +279,11 @@ def format_commands(figures: dict) -> list:
 
 def bench_batched(device: str, plan: dict) -> dict:
     """Figure 3's 12 models (k 10, 20, 30, 40 x seeds 0, 1, 2) as one ``train_models`` run (its
-    default workers, ``engine.sweep_workers``) vs each k trained alone (seed 0, ``train``'s
+    default workers, ``engine.worker_threads``) vs each k trained alone (seed 0, ``train``'s
     default threads), interleaved: ms per iteration and their ratios; also the sweep on one
     worker, which shows what the workers add."""
     base = _quiet_config(device, 2)
-    workers = sweep_workers(base, len(FIG3_KS) * len(FIG3_SEEDS))
+    workers = worker_threads(base, len(FIG3_KS) * len(FIG3_SEEDS))
     pilot = train_models(base, seeds=FIG3_SEEDS, ks=FIG3_KS)[0].summary["ms_per_iteration"]
     batched_iters = _iters(pilot, plan["batched_s"], 2, 100)
     fused_pilot = train_models(_quiet_config(device, 2, fused_models="fused"), seeds=FIG3_SEEDS,
@@ -325,9 +325,7 @@ def bench_batched(device: str, plan: dict) -> dict:
 def run_bench(device: str = "cpu", quick: bool = False) -> dict:
     """Every speed figure of the module docstring as a JSON-ready dict (numbers in ms, us or
     prompts per second; mappings keyed by k or n).  ``device``: 'cpu', 'cuda', 'auto'; ``quick``:
-    fewer repetitions and shorter timed runs (about 15 s instead of about 1 min on 2 CPU
-    cores; more when other processes hold the cores), and no ``cotgd verify --quick`` run (about
-    20 s of the full bench on 2 idle CPU cores)."""
+    fewer repetitions and shorter timed runs (``PLAN``), and no ``cotgd verify --quick`` run."""
     if quick not in (True, False):
         raise ValueError(f"quick must be True or False, got {quick!r}")
     dev = resolve_device(device)
