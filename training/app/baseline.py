@@ -13,7 +13,7 @@ Per batch of prompts it does what the formula says, with nothing precomputed:
 
 Batched over prompts (and over the model axis M), as anyone writing it in torch would; a step
 costs O(k D (n + k)^2) per prompt against O(k D^2) for ``kernels.cot_loss``.  Tests check that
-its loss equals ``kernels.cot_loss`` on the same data (tests/training/test_bench.py).
+its loss equals ``kernels.cot_loss`` on the same data (tests/training/app/test_bench.py).
 """
 from __future__ import annotations
 
