@@ -161,6 +161,16 @@ def _tolist(x) -> list:
     return [None if not math.isfinite(v) else float(v) for v in np.asarray(x, dtype=float).ravel()]
 
 
+def _finished(result: dict, start: float, out: str | None, name: str) -> dict:
+    """``result`` with its total ``seconds`` since ``start``, written as JSON to ``out/name``
+    (when ``out`` is given)."""
+    result["seconds"] = time.perf_counter() - start
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        atomic_write_text(os.path.join(out, name), json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def _coefficient_summary(coeffs: dict) -> dict:
     return {"method": coeffs["method"], "samples": coeffs["samples"],
             "A": coeffs["A"], "B": coeffs["B"], "C": coeffs["C"],
@@ -256,11 +266,7 @@ def run_dynamics(*, d: int = PAPER.d, n: int = PAPER.n, k: int = PAPER.k, eta: f
                    "threads": threads},
         "train_seconds": run["seconds"],
     }
-    result["seconds"] = time.perf_counter() - start
-    if out is not None:
-        os.makedirs(out, exist_ok=True)
-        atomic_write_text(os.path.join(out, "dynamics.json"), json.dumps(result, indent=2) + "\n")
-    return result
+    return _finished(result, start, out, "dynamics.json")
 
 
 # ----------------------------------------------------------------------------- sparse model
@@ -363,8 +369,4 @@ def run_sparse_dynamics(*, d: int = PAPER.d, n: int = PAPER.n, k: int = PAPER.k,
                    "optimizer": "SGD (no momentum)", "time": "t = lr * step, tau = t / d"},
         "train_seconds": run["seconds"],
     }
-    result["seconds"] = time.perf_counter() - start
-    if out is not None:
-        os.makedirs(out, exist_ok=True)
-        atomic_write_text(os.path.join(out, "sparse_dynamics.json"), json.dumps(result, indent=2) + "\n")
-    return result
+    return _finished(result, start, out, "sparse_dynamics.json")
