@@ -1,5 +1,5 @@
 """Run directories in tests (tests/training/test_reliability.py, tests/training/test_train.py,
-tests/training/test_engine_models.py and tests/cli/test_cli_reliability.py): a crash at a given
+tests/training/test_engine.py and tests/cli/test_cli_reliability.py): a crash at a given
 iteration, the metrics rows, and any run record made comparable across runs by dropping
 wall-clock fields and the directory's path."""
 import json

@@ -16,7 +16,7 @@ once per run by ``gradient_path`` (``config.fused_models``, docs/architecture.md
 * ``loop_gradients`` (the default on a CPU): one ``kernels.objective`` call per model on its own
   slice of (V, W), on ``worker_threads`` threads.  The losses are independent and Adam acts per
   entry, so model j follows bitwise the run ``train`` gives it alone
-  (tests/training/test_engine_models.py).
+  (tests/training/test_engine.py).
 * ``fused_gradients`` (the default on CUDA): one objective call for all M, on their prompts
   stacked (M, B, ...) with each loss masked to the model's own k; model j follows its single run
   to float rounding (tests/training/test_engine_fused.py).

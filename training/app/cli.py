@@ -1,13 +1,17 @@
 """The ``cotgd`` command line: a thin layer over the library.
 
-    cotgd verify     every check of the paper (symbolic, numeric, statistical, training, OOD)
-    cotgd train      train one model (CoT / no-CoT / looped) and write its run directory
-    cotgd reproduce  the paper's figures (and the OOD and label-noise figures) as PNG
-    cotgd dynamics   the reduced gradient-flow ODE laid over real training (Theorem 4.1)
-    cotgd selftest   prove the toolkit on this device (sync-free steps, bitwise resume, ...)
-    cotgd bench      speed figures (training step, rollout, many models, Monte Carlo)
+    cotgd verify      every check of the paper (symbolic, numeric, statistical, training, OOD)
+    cotgd train       train one model (CoT / no-CoT / looped) and write its run directory
+    cotgd evaluate    a trained run's model on the out-of-distribution suite (Theorem 4.2)
+    cotgd reproduce   the paper's figures (and the OOD, looped and label-noise figures) as PNG
+    cotgd dynamics    the reduced gradient-flow ODE laid over real training (Theorem 4.1)
+    cotgd selftest    prove the toolkit on this device (sync-free steps, bitwise resume, ...)
+    cotgd sweep run   a grid of cells on local processes or a Dask cluster, resumable
+    cotgd sweep plot  its phase diagrams
+    cotgd bench       speed figures (training step, rollout, many models, Monte Carlo, sweeps)
 
-Bad arguments print one line on stderr and exit with status 2; a diverged training run exits 1.
+Bad arguments print one line on stderr and exit with status 2; a run that diverged or failed
+(``training.verdict``), or a damaged run file, exits 1.
 """
 from __future__ import annotations
 
