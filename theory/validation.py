@@ -12,6 +12,7 @@ from __future__ import annotations
 import decimal
 import math
 import numbers
+import sys
 
 import sympy
 
@@ -301,6 +302,10 @@ def exact_real(name: str, value):
     bad = ValueError(f"{name} must be a finite real number, got {value!r}")
     if isinstance(value, (bool, str, bytes, complex)) or value is None:
         raise bad
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and type(value).__module__ != "numpy" and hasattr(value, "__array__") \
+            and not isinstance(value, sympy.Basic):
+        value = numpy.asarray(value)                        # e.g. a torch scalar: read in its dtype
     if type(value).__module__ == "numpy":
         if getattr(value, "ndim", 0) != 0:
             raise ValueError(f"{name} must be a real number, got an array of shape {value.shape}")
@@ -384,6 +389,10 @@ def exact_matrix(name: str, value) -> sympy.Matrix:
     [2/5,   3]])
     """
     kind = type(value).__name__
+    numpy = sys.modules.get("numpy")            # loaded whenever a user holds an array of any kind
+    if numpy is not None and type(value).__module__ != "numpy" and hasattr(value, "__array__") \
+            and not isinstance(value, sympy.MatrixBase):
+        value = numpy.asarray(value)            # e.g. a torch tensor: its entries keep their dtype
     if isinstance(value, sympy.MatrixBase):
         rows = value.tolist()
     elif type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 2:

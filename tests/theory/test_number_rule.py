@@ -292,3 +292,20 @@ def test_strings_are_refused_in_parameters_too():
     _, W = gd_transformer_params(2, Rational(1, 3))
     with pytest.raises(ValueError, match=r"^V must be a matrix of real numbers .*V\[0, 0\] = '1/3'$"):
         prove_lsa_step([["1/3"] * 6] * 6, W)
+
+
+def test_torch_tensors_are_read_in_their_own_dtype():
+    """Exact: a torch scalar or matrix (a learned model's parameters) is read as its dtype's
+    shortest decimal (torch float32 0.4 -> 2/5), like numpy's, so the paper's construction in
+    float32 torch tensors is proved against the float32 step 0.4."""
+    torch = pytest.importorskip("torch")
+    assert exact_real("eta", torch.tensor(0.4)) == Rational(2, 5)
+    assert exact_real("eta", torch.tensor(0.4, dtype=torch.float64)) == Rational(2, 5)
+    assert exact_real("k", torch.tensor(3)) == 3
+    assert exact_matrix("V", torch.tensor([[0.4, 1.0]])) == Matrix([[Rational(2, 5), 1]])
+    V, W = gd_transformer_params(2, Rational(2, 5))
+    Vt, Wt = (torch.tensor(np.array(M.tolist(), dtype=float), dtype=torch.float32) for M in (V, W))
+    assert prove_lsa_step_is_gd(Vt, Wt, torch.tensor(0.4)) and lsa_step_size(Vt, Wt) == Rational(2, 5)
+    assert gd_eval_loss(10, 20, torch.tensor(0.4), 5) == gd_eval_loss(10, 20, Rational(2, 5), 5)
+    with pytest.raises(ValueError, match="^eta must be a real number, got an array"):
+        exact_real("eta", torch.tensor([0.4, 0.5]))
