@@ -405,13 +405,14 @@ def unstable_fraction(step: float, case: Case, d: int, n: int, *, samples: int, 
 def nocot_expected(case: Case, model: SuiteModel, exact_sigma) -> float:
     """Exact mean loss on the case of Theorem 3.1's optimum for the model's training distribution,
     ``Gamma^{-1} X y / n`` with ``Gamma = theory.nocot_gamma(d, n, sigma, noise_var=noise^2)``
-    (``eta_1 X y / n`` for Sigma = I without noise): ``theory.linear_prediction_loss`` with the
-    case's label noise, times ``w_scale^2``."""
+    (``eta_1 X y / n`` for Sigma = I without noise; ``A = -V31`` of ``theory.nocot_params``):
+    ``theory.linear_prediction_loss`` with the case's label noise, times ``w_scale^2``."""
     d, n = model.d, model.n
     Sigma = exact_sigma if exact_sigma is not None else sympy.eye(d)
     trained_on = sigma_spectrum(model.sigma, d, name="the model's training sigma").exact
-    gamma = theory.nocot_gamma(d, n, trained_on, noise_var=exact_noise_var(model.noise))
-    A = gamma.inv() if isinstance(gamma, sympy.MatrixBase) else sympy.eye(d) / gamma
+    V, _ = theory.nocot_params(d, n, trained_on, noise_var=exact_noise_var(model.noise))
+    layout = theory.Layout(d)
+    A = -V[layout.w, layout.x]
     c2 = case.w_scale ** 2
     return c2 * float(theory.linear_prediction_loss(n, Sigma, A, noise_var=relative_noise_var(case)))
 
