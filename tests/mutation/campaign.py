@@ -1,0 +1,214 @@
+"""The mutation-testing campaign of the training layer (mutmut, one module at a time).
+
+    python tests/mutation/campaign.py                      # every module of map.toml, in its order
+    python tests/mutation/campaign.py suite evaluate       # some modules
+    python tests/mutation/campaign.py --ref HEAD           # a committed tree instead of the work tree
+    python tests/mutation/campaign.py --report-only        # re-read the last results
+
+For each module of ``tests/mutation/map.toml`` it copies the repository (the work tree's tracked
+and untracked-but-not-ignored files, or ``git archive REF``) to ``WORKDIR/<module>`` (default
+``$TMPDIR/cotgd-mutation``, outside the repository, so no mutant ever reaches the normal test
+run), writes mutmut's settings for that module into the copy's pyproject.toml (the module's
+files to mutate, its tests from the map, the skipped message lines) and runs ``nice -n 19
+mutmut run --max-children N`` there with CI=true (derandomized hypothesis, reduced slow tests).
+Then it counts per module: generated, killed, equivalent (listed in
+``tests/mutation/equivalent.txt`` with a one-line reason), survived, and writes each surviving
+mutant's diff to ``WORKDIR/<module>/survivors.txt`` and all counts to ``WORKDIR/report.json``.
+
+Exit status 0 when every module's campaign ran; the counts are the report, not a gate (the gate
+in CI is ``tests/mutation/sample.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import tomllib
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+MAP = HERE / "map.toml"
+EQUIVALENT = HERE / "equivalent.txt"
+# mutmut's exit codes -> status (mutmut.stats.status_by_exit_code)
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+          36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout",
+          37: "caught by type check", None: "not checked"}
+
+
+def load_map() -> dict:
+    return tomllib.loads(MAP.read_text())
+
+
+def load_equivalents() -> dict[str, str]:
+    """``name | reason`` per line; '#' starts a comment."""
+    out = {}
+    for line in EQUIVALENT.read_text().splitlines():
+        line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line.strip()
+        if not line:
+            continue
+        name, _, reason = line.partition("|")
+        if not reason.strip():
+            raise SystemExit(f"{EQUIVALENT.name}: no reason given for {name.strip()}")
+        out[name.strip()] = reason.strip()
+    return out
+
+
+def copy_tree(dest: Path, ref: str | None) -> None:
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    if ref:
+        with tempfile.TemporaryFile() as tar:
+            subprocess.run(["git", "-C", str(ROOT), "archive", ref], stdout=tar, check=True)
+            tar.seek(0)
+            with tarfile.open(fileobj=tar) as t:
+                t.extractall(dest, filter="data")
+        return
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for f in filter(None, files):
+        src = ROOT / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+
+
+def toml_list(items) -> str:
+    return "[" + ", ".join(json.dumps(str(i)) for i in items) + "]"
+
+
+def configure(dest: Path, module: dict, skip_lines: list[str]) -> list[str]:
+    """Write [tool.mutmut] for one module; returns the tests that exist in the copy."""
+    tests = [t for t in module["tests"] if (dest / t.split("::")[0]).exists()]
+    missing = sorted(set(module["tests"]) - set(tests))
+    for t in missing:
+        print(f"  (not in this tree, left out: {t})", flush=True)
+    py = dest / "pyproject.toml"
+    text = re.sub(r"\n\[tool\.mutmut\][^\[]*", "\n", py.read_text())
+    text += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["training", "theory", "numerics"]\n'
+        f"only_mutate = {toml_list(module['source'])}\n"
+        f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        f"do_not_mutate_patterns = {toml_list(skip_lines)}\n"
+        'process_isolation = "forkserver"\n'
+    )
+    py.write_text(text)
+    return tests
+
+
+def results(dest: Path, sources: list[str]) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for src in sources:
+        meta = dest / "mutants" / (src + ".meta")
+        if meta.exists():
+            out.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return out
+
+
+def diffs(dest: Path, names: list[str]) -> str:
+    """Each mutant's diff, by mutmut's own differ, run inside the copy."""
+    if not names:
+        return ""
+    code = ("import sys\nfrom mutmut.__main__ import find_mutant\n"
+            "from mutmut.mutation.diff_apply import get_diff_for_mutant\n"
+            "for n in sys.argv[1:]:\n"
+            "    print('#', n); print(get_diff_for_mutant(n, path=find_mutant(n).path))\n")
+    r = subprocess.run([sys.executable, "-c", code, *names], cwd=dest, capture_output=True, text=True, check=False)
+    return r.stdout + r.stderr
+
+
+def summarise(name: str, codes: dict, equivalents: dict) -> dict:
+    counts = {"generated": len(codes), "killed": 0, "equivalent": 0, "survived": 0, "other": 0}
+    survivors, stale = [], []
+    for mutant, code in sorted(codes.items()):
+        status = STATUS.get(code, "suspicious")
+        if status in ("killed", "timeout", "caught by type check"):
+            counts["killed"] += 1
+            if mutant in equivalents:
+                stale.append(mutant)
+        elif mutant in equivalents:
+            counts["equivalent"] += 1
+        elif status == "survived" or status == "no tests":
+            counts["survived"] += 1
+            survivors.append(mutant)
+        else:
+            counts["other"] += 1
+            survivors.append(mutant)
+    live = counts["generated"] - counts["equivalent"]
+    counts["killed_of_non_equivalent"] = round(counts["killed"] / live, 4) if live else None
+    counts["survivors"] = survivors
+    counts["equivalent_but_killed"] = stale
+    return counts
+
+
+def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
+    dest = args.workdir / name
+    t0 = time.monotonic()
+    if not args.report_only:
+        print(f"== {name}: copying the tree to {dest}", flush=True)
+        copy_tree(dest, args.ref)
+        tests = configure(dest, module, skip_lines)
+        print(f"   mutating {', '.join(module['source'])} against {len(tests)} test selections", flush=True)
+        env = dict(os.environ, CI="true", PYTHONDONTWRITEBYTECODE="1")
+        with open(dest / "mutmut.log", "w") as log:
+            rc = subprocess.run(["nice", "-n", str(args.nice), "mutmut", "run", "--max-children",
+                                 str(args.children)], cwd=dest, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, check=False).returncode
+        if rc != 0:
+            print(f"   mutmut exited {rc}; see {dest / 'mutmut.log'}", flush=True)
+    codes = results(dest, module["source"])
+    summary = summarise(name, codes, equivalents)
+    summary["seconds"] = round(time.monotonic() - t0, 1) if not args.report_only else None
+    (dest / "survivors.txt").write_text(diffs(dest, summary["survivors"]))
+    print(f"   {name}: {summary['generated']} generated, {summary['killed']} killed, "
+          f"{summary['equivalent']} equivalent, {summary['survived']} survived, {summary['other']} other "
+          f"({summary['killed_of_non_equivalent']} of non-equivalent killed)"
+          + (f" in {summary['seconds']} s" if summary["seconds"] is not None else ""), flush=True)
+    return summary
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("modules", nargs="*", help="modules of map.toml (default: all, in its order)")
+    p.add_argument("--ref", help="mutate `git archive REF` instead of the work tree")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cotgd-mutation")
+    p.add_argument("--children", type=int, default=2, help="parallel mutant runs (default 2)")
+    p.add_argument("--nice", type=int, default=19)
+    p.add_argument("--report-only", action="store_true", help="re-count the results in WORKDIR")
+    args = p.parse_args(argv)
+    spec = load_map()
+    mods = spec["modules"]
+    names = args.modules or list(mods)
+    unknown = [n for n in names if n not in mods]
+    if unknown:
+        p.error(f"unknown modules {unknown}; map.toml has {list(mods)}")
+    equivalents = load_equivalents()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    report_path = args.workdir / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    t0 = time.monotonic()
+    for n in names:
+        report[n] = run_module(n, mods[n], spec.get("skip_lines", []), args, equivalents)
+        report_path.write_text(json.dumps(report, indent=1))
+    print(f"campaign: {round(time.monotonic() - t0)} s; report {report_path}")
+    print("| module | generated | killed | equivalent | survived | killed of non-equivalent |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for n, s in report.items():
+        print(f"| {n} | {s['generated']} | {s['killed']} | {s['equivalent']} | {s['survived'] + s['other']} "
+              f"| {s['killed_of_non_equivalent']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
