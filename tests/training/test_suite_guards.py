@@ -1,0 +1,53 @@
+"""Guards from the mutation campaign (tests/mutation): the suite's expected losses when a case
+scales w* and has label noise at once.
+
+With ``w* ~ N(0, c^2 I)`` and noise of variance ``v``, GD's error after k steps is
+``(I - eta S)^k (-w*)`` plus a noise term that does not depend on w*, so the loss is
+``c^2 L(noise 0) + (L(noise v) - L(noise 0))``: the w* part scales by c^2, the noise part does
+not (docs/theory.md section 16).  The numbers here come from theory.gd_eval_loss written that
+way, not from the suite's own rescaling."""
+import numpy as np
+import pytest
+import sympy
+
+import numerics
+import theory
+from training.suite import Case, evaluate_case, scale_w_case, suite_model
+
+D, N, K, ETA = 3, 6, 3, 0.3
+
+
+def decomposed(c, s, sigma=None, k=K):
+    """The exact loss of k GD steps with w* ~ N(0, c^2 I) and label noise s, by the
+    decomposition of the module docstring."""
+    clean = theory.gd_eval_loss(D, N, sympy.Rational(3, 10), k, sigma=sigma)
+    noisy = theory.gd_eval_loss(D, N, sympy.Rational(3, 10), k, sigma=sigma, noise_var=sympy.Rational(s) ** 2)
+    return float(c * c * clean + (noisy - clean))
+
+
+@pytest.fixture(scope="module")
+def gd_model():
+    return suite_model(*numerics.gd_params(D, ETA), mode="cot", n=N, k=K)
+
+
+@pytest.mark.parametrize("c", [2.0, 0.5])
+def test_scaled_w_with_label_noise_expected_loss_is_exact(gd_model, c):
+    """Sigma = I: the exact path.  Monte Carlo of the theory's own model agrees within 4 SE."""
+    row = evaluate_case(gd_model, scale_w_case(c, noise=1.0), samples=20000, theory_samples=500)
+    assert row["expected_method"].startswith("exact theory.gd_eval_loss")
+    assert row["expected_loss"] == pytest.approx(decomposed(c, 1), rel=1e-12)
+    assert abs(row["mean"] - row["expected_loss"]) < 4 * row["se"]
+
+
+def test_scaled_w_with_label_noise_on_a_skewed_sigma_monte_carlo_matches_exact(gd_model):
+    """A non-isotropic Sigma takes the Monte Carlo path; its estimate lies within 4 SE of the
+    exact decomposition, and the one-step (exact) path equals it too."""
+    sigma = np.diag([0.5, 1.0, 1.5])
+    exact_sigma = sympy.diag(sympy.Rational(1, 2), 1, sympy.Rational(3, 2))
+    case = Case("scaled-noisy", sigma, w_scale=2.0, label_noise=1.0)
+    row = evaluate_case(gd_model, case, samples=200, theory_samples=40000)
+    assert row["expected_method"].startswith("monte_carlo")
+    assert abs(row["expected_loss"] - decomposed(2, 1, exact_sigma)) < 4 * row["expected_se"]
+    one = suite_model(*numerics.gd_params(D, ETA), mode="cot", n=N, k=1)
+    row1 = evaluate_case(one, case, samples=200, theory_samples=200)
+    assert row1["expected_loss"] == pytest.approx(decomposed(2, 1, exact_sigma, k=1), rel=1e-12)

@@ -1,0 +1,44 @@
+"""Guards from the mutation campaign (tests/mutation): a sweep's cell identity.
+
+A cell's id decides which run directory a cell reuses and which rows a table has: two cells
+whose runs give different numbers must never share one.  A grid over seeds is the common case
+(a sweep over seeds that reused seed 0's cell would report one seed's numbers for every seed)."""
+import pytest
+
+from training import TrainConfig
+from training.sweep import cell_id, cell_name, parse_grid, same_config
+
+BASE = {"mode": "cot", "d": 3, "n": 6, "k": 4, "eta": 0.3, "batch": 16, "iters": 5, "seed": 0}
+
+# field -> another valid value; each changes what a CoT run computes
+CHANGES = {
+    "seed": 1, "d": 4, "n": 7, "k": 5, "eta": 0.25, "batch": 17, "iters": 6, "lr": 2e-3, "noise": 0.5,
+    "param": "sparse", "mode": "looped", "dtype": "float64", "init_scale": 0.5, "optimizer": "sgd",
+    "eval_samples": 999, "theory_samples": 999, "sigma": [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+}
+
+
+@pytest.mark.parametrize("field", sorted(CHANGES))
+def test_every_field_that_changes_a_runs_numbers_changes_the_cell(field):
+    base = TrainConfig(**BASE)
+    other = TrainConfig(**{**BASE, field: CHANGES[field]})
+    assert cell_id(other) != cell_id(base)
+    assert cell_name(other) != cell_name(base)
+    assert not same_config(base.to_dict(), other)
+    assert same_config(other.to_dict(), other)
+
+
+def test_a_grid_over_seeds_has_one_cell_per_seed():
+    grid = parse_grid({"grid": {"seed": [0, 1, 2], "eta": [0.3, 0.2]}, "fixed": {k: v for k, v in BASE.items()
+                                                                                  if k not in ("seed", "eta")}})
+    cells = grid.expand()
+    assert [(c.config.seed, c.config.eta) for c in cells] == [(s, e) for s in (0, 1, 2) for e in (0.3, 0.2)]
+    assert len({c.id for c in cells}) == len({c.name for c in cells}) == 6
+    assert [f"seed{s}" in c.name for c, s in zip(cells, (0, 0, 1, 1, 2, 2))] == [True] * 6
+
+
+def test_the_id_is_stable_and_ignores_fields_that_change_no_number():
+    a = TrainConfig(**BASE)
+    assert cell_id(a) == cell_id(TrainConfig(**BASE)) and len(cell_id(a)) == 12
+    assert cell_id(TrainConfig(**BASE, checkpoint_every=3)) == cell_id(a)
+    assert cell_id(TrainConfig(**BASE, prefetch=False)) == cell_id(a)
