@@ -215,27 +215,30 @@ def test_diverging_and_raising_cells_are_recorded_and_the_others_finish(tmp_path
     """Training: a cell whose training diverges (eta 20) is 'diverged' with the message, one whose
     training raises (its run directory cannot be written) is 'failed' with the error, the others
     are done; theory columns are filled for all; a rerun keeps the records, retry_failed runs
-    the failed cell again."""
+    the failed cell again.  The no-CoT points of eta 0.4 and 20 are one cell (no-CoT reads no
+    eta): both rows carry its failure, then its result."""
     grid = {"name": "failing", "grid": {"eta": [0.4, 20.0], "mode": ["cot", "nocot"]},
             "fixed": dict(TINY["fixed"], d=2, k=4)}
     cells = parse_grid(grid).expand()
-    blocked = tmp_path / "s" / "cells" / cells[1].name / "manifest.json"      # eta 0.4, nocot
+    assert cells[1].name == cells[3].name and len({c.name for c in cells}) == 3
+    blocked = tmp_path / "s" / "cells" / cells[1].name / "manifest.json"      # nocot (any eta)
     blocked.mkdir(parents=True)                                                # a directory: writing it raises
     (tmp_path / "s" / "sweep.json").write_text(json.dumps({"kind": "cotgd-sweep", "name": "failing", "cells": []}))
     result = sweep(grid, tmp_path / "s", local_pool)
-    frame = result.table.set_index("cell")
-    assert frame.loc[cells[0].name, "status"] == "done"
-    assert frame.loc[cells[1].name, "status"] == "failed"
-    assert frame.loc[cells[1].name, "error"].startswith("IsADirectoryError")
-    assert frame.loc[cells[2].name, "status"] == "diverged"
-    assert "diverged at iteration" in frame.loc[cells[2].name, "error"]
-    assert np.isnan(frame.loc[cells[2].name, "final_eval_loss"])
+    frame = result.table
+    assert list(frame["cell"]) == [c.name for c in cells] and list(frame["eta"]) == [0.4, 0.4, 20.0, 20.0]
+    assert list(frame["status"]) == ["done", "failed", "diverged", "failed"]
+    assert frame.loc[1, "error"].startswith("IsADirectoryError") and frame.loc[3, "error"] == frame.loc[1, "error"]
+    assert "diverged at iteration" in frame.loc[2, "error"]
+    assert np.isnan(frame.loc[2, "final_eval_loss"])
     assert frame["theory_eval_loss"].notna().all()
-    assert result.counts == {"done": 2, "failed": 1, "diverged": 1}
+    assert result.counts == {"done": 1, "failed": 2, "diverged": 1} and result.distinct == 3
     assert sweep(grid, tmp_path / "s", local_pool).ran == 0
     blocked.rmdir()
     retried = sweep(grid, tmp_path / "s", local_pool, retry_failed=True)
-    assert retried.ran == 1 and retried.counts == {"done": 3, "failed": 0, "diverged": 1}
+    assert retried.ran == 2 and retried.counts == {"done": 3, "failed": 0, "diverged": 1}
+    again = retried.table
+    assert again.loc[1, "final_eval_loss"] == again.loc[3, "final_eval_loss"] and again.loc[3, "eta"] == 20.0
 
 
 def test_cell_whose_model_fails_the_verdict_is_recorded_failed_and_the_others_finish(tmp_path, local_pool):

@@ -4,9 +4,11 @@ directory and returns its record; the record's files and the results table's row
 The cell's directory (``cell_path``: ``DIR/cells/<cell name>``) is a run directory
 (``training.rundir``) with the cell's own files beside it: ``cell.json`` (``CELL_RECORD``, the
 record: ``RECORD_KEYS``, written atomically when the cell ends) and ``worker.json``
-(``WORKER_RECORD``: which worker runs which attempt, written when an attempt starts).  A cell
-works under an exclusive lock on its directory, so that one attempt runs at a time.  Its task
-(``cell_task``) is a plain dict, so that it travels to spawned processes and Dask workers.
+(``WORKER_RECORD``: which worker runs which attempt, every start of the cell in ``runs``, written
+when an attempt starts).  A cell works under an exclusive lock on its directory, so that one
+attempt runs at a time.  Its task (``cell_task``) is a plain dict, so that it travels to spawned
+processes and Dask workers; it carries the driver's ``software_versions``, and a worker whose
+versions differ refuses it (``WorkerMismatch``): its numbers would not be the driver's.
 
 A cell that raises or diverges, or whose trained model fails the run's verdict
 (``training.verdict``: diverging on most prompts, or worse than predicting w = 0), is recorded
@@ -48,8 +50,47 @@ RESULT_COLUMNS = (
 )
 #: Per ``ood_sigmas`` name: ``ood_<name>_<stat>`` columns.
 OOD_STATS = ("lambda_max", "mean", "median", "q90", "diverged_frac")
-#: Columns that describe the execution, not the result (they differ between identical runs).
-RUN_COLUMNS = ("seconds", "train_seconds", "worker", "attempts")
+#: Columns that describe the execution, not the result (they differ between identical runs): the
+#: worker's Dask address (else host:pid), its host, its SLURM job id (None outside SLURM).
+RUN_COLUMNS = ("seconds", "train_seconds", "worker", "host", "job_id", "attempts")
+#: The software whose versions a worker must share with the driver (``software_versions``).
+VERSION_KEYS = ("cotgd", "python", "torch", "numpy", "scipy", "sympy")
+
+
+class WorkerMismatch(RuntimeError):
+    """A worker's software differs from the driver's (``software_versions``): it refuses the cell."""
+
+
+_VERSIONS: dict = {}
+
+
+def software_versions() -> dict:
+    """This process's versions of cotgd and of what its numbers depend on (``VERSION_KEYS``;
+    ``rundir.versions``)."""
+    if not _VERSIONS:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from ..rundir import versions
+        try:
+            mine = version("cotgd")
+        except PackageNotFoundError:
+            mine = None
+        _VERSIONS.update({"cotgd": mine, **{k: v for k, v in versions().items() if k in VERSION_KEYS}})
+    return dict(_VERSIONS)
+
+
+def version_mismatch(driver: dict, worker: dict, where: str) -> str | None:
+    """One line naming what differs between the driver's and a worker's ``software_versions``
+    (None when nothing does)."""
+    diff = [f"{k} {worker.get(k)} (driver {driver.get(k)})" for k in VERSION_KEYS if driver.get(k) != worker.get(k)]
+    if not diff:
+        return None
+    return f"version mismatch: {where} runs " + ", ".join(diff) + "; install the driver's versions on every worker"
+
+
+def job_id() -> str | None:
+    """The batch job this process runs in (``SLURM_JOB_ID``), else None."""
+    return os.environ.get("SLURM_JOB_ID") or None
 
 
 def cell_path(out: str, name: str) -> str:
@@ -59,8 +100,8 @@ def cell_path(out: str, name: str) -> str:
 
 def cell_task(grid: Grid, cell: Cell, out: str, attempt: int, retry_failed: bool = False) -> dict:
     """The task of ``run_cell`` for attempt ``attempt`` of ``cell`` of the sweep into ``out``."""
-    return {"name": cell.name, "config": cell.config.to_dict(), "dir": cell_path(out, cell.name),
-            "train": grid.train, "attempt": attempt, "retry_failed": retry_failed}
+    return {"name": cell.name, "config": cell.run_config.to_dict(), "dir": cell_path(out, cell.name),
+            "train": grid.train, "attempt": attempt, "retry_failed": retry_failed, "versions": software_versions()}
 
 
 def _lambda_max(matrix) -> float:
@@ -141,14 +182,15 @@ def summary_columns(summary: dict | None, config: TrainConfig) -> dict:
 
 def make_row(config: TrainConfig, *, name: str, train: bool, status: str, error: str | None,
              reference: dict | None, summary: dict | None, seconds: float | None, worker: str | None,
-             attempts: int | None, warnings: str | None = None) -> dict:
+             attempts: int | None, warnings: str | None = None, host: str | None = None,
+             job_id: str | None = None) -> dict:
     """One table row (``row_columns`` order)."""
     row = {"cell": name, **config_columns(config), "train": train, "status": status, "error": error,
            "warnings": warnings}
     row.update(theory_columns(config, reference))
     row.update(summary_columns(summary, config))
     row.update(seconds=seconds, train_seconds=None if summary is None else summary.get("train_seconds"),
-               worker=worker, attempts=attempts)
+               worker=worker, host=host, job_id=job_id, attempts=attempts)
     return row
 
 
@@ -169,6 +211,14 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _dask_name():
+    """The Dask worker's own name (``dask worker --name``; a nanny's restart keeps it), else None."""
+    with contextlib.suppress(Exception):
+        from distributed import get_worker
+        return str(get_worker().name)
+    return None
+
+
 @contextlib.contextmanager
 def _locked(path: str):
     """An exclusive ``flock`` on ``path`` for the duration (blocking): one attempt of a cell at a
@@ -184,6 +234,10 @@ def _locked(path: str):
 
 #: The keys of a cell's record (``cell.json``): what the cell found; its row is ``record_row``.
 RECORD_KEYS = ("status", "error", "warnings", "train", "reference", "summary", "seconds", "worker", "attempts")
+#: Keys a record has since the sweep ran on clusters (absent in older records, which stay valid):
+#: the worker's host and job id, the iteration its run resumed from (None: not resumed), and
+#: every start of the cell (``runs``: worker, host, pid, job id, attempt, time).
+RECORD_EXTRA_KEYS = ("host", "job_id", "resumed_from", "runs")
 
 
 def read_record(cell_dir: str, config: TrainConfig) -> dict | None:
@@ -203,7 +257,7 @@ def record_row(cell: Cell, record: dict) -> dict:
     """A cell's table row from its record (the row is derived when the table is written, so a
     table of a newer version of the toolkit reads old cells)."""
     return make_row(cell.config, name=cell.name, **{key: record[key] for key in RECORD_KEYS if key != "summary"},
-                    summary=record["summary"])
+                    summary=record["summary"], host=record.get("host"), job_id=record.get("job_id"))
 
 
 def _run_matches(cell_dir: str, config: TrainConfig) -> bool:
@@ -258,17 +312,23 @@ def _run_cell(task: dict, started: float) -> dict:
     from ..verdict import summary_verdict
 
     config = TrainConfig(**task["config"])
+    worker = worker_name()
+    if task.get("versions"):
+        mismatch = version_mismatch(task["versions"], software_versions(), f"worker {worker}")
+        if mismatch:
+            raise WorkerMismatch(mismatch)
     cell_dir = task["dir"]
     os.makedirs(cell_dir, exist_ok=True)
     with _locked(os.path.join(cell_dir, ".lock")):
         record = read_record(cell_dir, config)
         if record is not None and not (task.get("retry_failed") and record["status"] == "failed"):
             return record
-        worker = worker_name()
-        atomic_write_text(os.path.join(cell_dir, WORKER_RECORD),
-                          json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "worker": worker,
-                                      "attempt": task.get("attempt", 1), "started": time.time()}) + "\n")
-        status, error, summary, reference = "done", None, None, None
+        start = {"worker": worker, "name": _dask_name(), "host": socket.gethostname(), "pid": os.getpid(),
+                 "job_id": job_id(),
+                 "attempt": task.get("attempt", 1), "started": time.time()}
+        runs = _previous_runs(cell_dir) + [start]
+        atomic_write_text(os.path.join(cell_dir, WORKER_RECORD), json.dumps(dict(start, runs=runs)) + "\n")
+        status, error, summary, reference, resumed_from = "done", None, None, None, None
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             if task.get("train", True):
@@ -276,6 +336,8 @@ def _run_cell(task: dict, started: float) -> dict:
                 try:
                     matches = _run_matches(cell_dir, config)
                     summary = _finished_summary(cell_dir) if matches else None
+                    if summary is None and matches:
+                        resumed_from = _checkpoint_iteration(cell_dir)
                     if summary is None:
                         # a run of another config in the cell's directory is stale (a default of
                         # TrainConfig changed since): it is replaced.  A resumed cell that restarts
@@ -303,9 +365,28 @@ def _run_cell(task: dict, started: float) -> dict:
         record = {"id": cell_id(config), "name": task["name"], "config": identity_dict(config), "status": status,
                   "error": error, "warnings": " | ".join(texts) or None, "train": bool(task.get("train", True)),
                   "reference": reference, "summary": summary, "seconds": time.perf_counter() - started,
-                  "worker": worker, "attempts": task.get("attempt", 1)}
+                  "worker": worker, "attempts": task.get("attempt", 1), "host": start["host"],
+                  "job_id": start["job_id"], "resumed_from": resumed_from, "runs": runs}
         atomic_write_text(os.path.join(cell_dir, CELL_RECORD), json.dumps(record, indent=1, allow_nan=True) + "\n")
         return record
+
+
+def _previous_runs(cell_dir: str) -> list:
+    """The starts of the cell recorded in its ``worker.json`` (a run killed mid-way left it)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        with open(os.path.join(cell_dir, WORKER_RECORD), encoding="utf-8") as f:
+            runs = json.load(f).get("runs")
+        if isinstance(runs, list):
+            return runs
+    return []
+
+
+def _checkpoint_iteration(cell_dir: str) -> int | None:
+    """The iteration of the checkpoint ``training.resume`` continues the cell's run from."""
+    from ..rundir import CHECKPOINT, read_manifest
+    manifest = read_manifest(cell_dir) or {}
+    value = manifest.get("checkpoint_iteration")
+    return value if isinstance(value, int) and os.path.isfile(os.path.join(cell_dir, CHECKPOINT)) else None
 
 
 def attempt_started(cell_dir: str, attempt: int) -> bool:

@@ -10,7 +10,10 @@ checkpoint (``training.resume``), so a sweep whose driver was killed ends with t
 uninterrupted one (bitwise for seeded CPU cells).  One driver at a time holds a directory (an
 exclusive lock).  The driver keeps the executor's slots full, submitting the next cell before it
 writes the table; a cell whose worker died is retried (``retries`` times; a last attempt runs
-alone, so that only the cell that kills its worker is blamed).
+alone, so that only the cell that kills its worker is blamed).  Grid points of one cell identity
+(``grid.cell_id``: a no-CoT model for every k) run once and fill each of their rows.  A cluster
+that cannot go on (``executors.ClusterError``: its scheduler lost, a worker without cotgd or of
+other versions) ends the sweep with that one-line error; what finished is kept.
 """
 from __future__ import annotations
 
@@ -38,8 +41,9 @@ KIND = "cotgd-sweep"
 
 @dataclass
 class SweepResult:
-    """A finished ``run_sweep``: the ``table`` (pandas, one row per cell in grid order), the
-    directory, how many cells ran now and how many were reused, and the status counts."""
+    """A finished ``run_sweep``: the ``table`` (pandas, one row per grid point in grid order),
+    the directory, how many rows were filled now and how many were reused, the status counts,
+    and ``distinct``: how many distinct cells (runs) the grid's points need."""
 
     table: object
     name: str
@@ -48,6 +52,7 @@ class SweepResult:
     reused: int
     counts: dict
     seconds: float
+    distinct: int = 0
 
 
 def _check_out(out: str, grid: Grid, cells: list) -> dict | None:
@@ -211,18 +216,22 @@ def _drive(grid, cells, out, previous, *, executor, workers, dask_workers, sched
     label = _executor_label(executor, workers, dask_workers, scheduler)
     _write_manifest(out, _manifest(grid, cells, out, previous, label, "running"))
     os.makedirs(os.path.join(out, CELLS_DIR), exist_ok=True)
-    rows = {}
+    points: dict = {}                   # cell id -> its grid points (the first one runs it)
     for cell in cells:
-        record = read_record(cell_path(out, cell.name), cell.config)
+        points.setdefault(cell.id, []).append(cell)
+    rows = {}                           # grid point index -> row
+    for first, *_ in points.values():
+        record = read_record(cell_path(out, first.name), first.run_config)
         if record is not None and not (retry_failed and record["status"] == "failed"):
-            rows[cell.name] = record_row(cell, record)
+            for point in points[first.id]:
+                rows[point.index] = record_row(point, record)
     reused = len(rows)
 
     def ordered():
-        return [rows[c.name] for c in cells if c.name in rows]
+        return [rows[c.index] for c in cells if c.index in rows]
 
     write_results(out, ordered(), columns)
-    pending = [c for c in cells if c.name not in rows]
+    pending = [group[0] for group in points.values() if group[0].index not in rows]
     show = sys.stderr.isatty() if progress is None else bool(progress)
     bar = tqdm(total=len(cells), initial=reused, unit="cell", desc=f"sweep {grid.name}", disable=not show,
                dynamic_ncols=True, file=sys.stderr)
@@ -237,24 +246,34 @@ def _drive(grid, cells, out, previous, *, executor, workers, dask_workers, sched
                 else:
                     own = executor = local_executor(workers)
             _run_pending(grid, pending, out, executor, rows, retries, bar,
-                         lambda: write_results(out, ordered(), columns), retry_failed)
+                         lambda: write_results(out, ordered(), columns), retry_failed, points=points)
         finished = True
     finally:
         bar.close()
         if own is not None:
             own.close(abort=not finished)
     frame = write_results(out, ordered(), columns)
-    counts = {s: sum(1 for r in rows.values() if r.get("status") == s) for s in ("done", "failed", "diverged")}
+    counts = _counts(rows)
     _write_manifest(out, _manifest(grid, cells, out, previous, label, "finished", counts))
     return SweepResult(table=frame, name=grid.name, out=out, ran=len(rows) - reused, reused=reused, counts=counts,
-                       seconds=time.perf_counter() - started)
+                       seconds=time.perf_counter() - started, distinct=len(points))
 
 
-def _run_pending(grid, pending, out, executor, rows, retries, bar, save, retry_failed=False) -> None:
+def _counts(rows: dict) -> dict:
+    return {s: sum(1 for r in rows.values() if r.get("status") == s) for s in ("done", "failed", "diverged")}
+
+
+def _run_pending(grid, pending, out, executor, rows, retries, bar, save, retry_failed=False, *,
+                 points: dict | None = None) -> None:
     """Keep ``executor.slots() + executor.queued`` cells in flight, submitting the next before
-    the driver writes the table; record each row as it comes (``save``).  A future that raises
-    is an infrastructure failure (the cell's own errors come back as records): the cell is
-    retried up to ``retries`` times, its last attempt alone; a broken local pool is renewed."""
+    the driver writes the table; record each cell's row, and those of the grid points that share
+    it (``points``: cell id -> points), as it comes (``save``).  A future that raises is an
+    infrastructure failure (the cell's own errors come back as records): the cell is retried up
+    to ``retries`` times, its last attempt alone; a broken local pool is renewed.  A failure the
+    engine cannot go on from (``executor.failure``: a lost scheduler, a worker without cotgd or
+    of other versions) raises its ``ClusterError``.  The bar shows done / running / failed and a
+    line per failed cell with the worker (and job) it ran on."""
+    points = points if points is not None else {c.id: [c] for c in pending}
     queue = list(pending)
     attempts = {c.name: 0 for c in pending}
     running: dict = {}                  # future -> cell
@@ -289,6 +308,10 @@ def _run_pending(grid, pending, out, executor, rows, retries, bar, save, retry_f
     while queue or running:
         top_up()
         done, _ = cf.wait(list(running), timeout=5.0, return_when=cf.FIRST_COMPLETED)
+        if not done:
+            fatal = executor.failure()
+            if fatal is not None:
+                raise fatal
         broken = stalled = False
         finished = []
         for future in done:
@@ -298,6 +321,9 @@ def _run_pending(grid, pending, out, executor, rows, retries, bar, save, retry_f
             try:
                 record = future.result()
             except Exception as exc:        # a lost worker, a broken pool, a task that could not run
+                fatal = executor.failure(exc)
+                if fatal is not None:
+                    raise fatal from None
                 broken = broken or isinstance(exc, cf.BrokenExecutor)
                 spent(cell)
                 if attempts[cell.name] <= retries:
@@ -320,9 +346,16 @@ def _run_pending(grid, pending, out, executor, rows, retries, bar, save, retry_f
         if not finished:
             continue
         top_up()                        # the next cells start before the table is written
+        filled = 0
         for cell, record in finished:
-            rows[cell.name] = record_row(cell, record)
+            for point in points[cell.id]:
+                rows[point.index] = record_row(point, record)
+                filled += 1
+            if record.get("status") in ("failed", "diverged") and not bar.disable:
+                bar.write(f"cell {cell.name} {record['status']} on {executor.where(record)}: "
+                          f"{one_line(record.get('error') or '', 200)}", file=sys.stderr)
         save()
-        bar.set_postfix_str(" ".join(f"{s} {sum(1 for r in rows.values() if r.get('status') == s)}"
-                                     for s in ("done", "failed", "diverged")), refresh=False)
-        bar.update(len(finished))
+        c = _counts(rows)
+        bar.set_postfix_str(f"done {c['done']} running {min(len(running), executor.slots())} "
+                            f"failed {c['failed'] + c['diverged']}", refresh=False)
+        bar.update(filled)

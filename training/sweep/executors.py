@@ -6,8 +6,12 @@ one code path for every engine in the driver.
 one torch thread and one thread of every numerical library each (``WORKER_ENV``), which exit
 when the driver that started them is gone.  ``DaskExecutor`` (``dask_executor``): a Dask
 ``Client``'s executor, of a ``LocalCluster`` of N one-thread worker processes that it starts
-(``DASK_WORKER_CONFIG``), or of a running scheduler at an address (a cluster of your own, e.g.
-SLURM through dask-jobqueue).  Tasks travel by reference to importable functions
+(``DASK_WORKER_CONFIG``), or of a running scheduler at an address, or of a cluster object (a
+cluster of your own, e.g. SLURM through dask-jobqueue's ``SLURMCluster``).  A cluster of your own is
+checked when the driver connects (a bounded connect, ``CONNECT_TIMEOUT``; every worker must
+import cotgd and run the driver's versions, ``check_workers``) and watched while the sweep runs:
+a lost scheduler, a worker that cannot import cotgd or runs other versions end the sweep with a
+one-line ``ClusterError``.  Tasks travel by reference to importable functions
 (``training.sweep.cell.run_cell``); ``warm_imports`` and ``warm_cell`` are tasks that start a
 worker's imports and caches before it is timed.
 """
@@ -20,8 +24,33 @@ import threading
 import time
 
 from ..errors import one_line
-from .cell import cell_task, run_cell, worker_name
+from .cell import (
+    WorkerMismatch,
+    cell_task,
+    run_cell,
+    software_versions,
+    version_mismatch,
+    worker_name,
+)
 from .grid import parse_grid
+
+#: How long the driver waits to connect to a Dask scheduler of your own (an address where
+#: nothing listens fails after this, in one line).
+CONNECT_TIMEOUT = "10s"
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot run the sweep: its scheduler was lost, a worker cannot import cotgd or
+    runs other versions than the driver.  One line naming the problem (``cotgd sweep run``:
+    exit status 1); the cells done so far are kept, and a rerun continues."""
+
+
+def worker_facts(_=None) -> dict:
+    """On a worker: its ``software_versions``, host and job id (``check_workers``)."""
+    import socket
+
+    from .cell import job_id
+    return {**software_versions(), "host": socket.gethostname(), "job_id": job_id()}
 
 
 def _watch_parent(parent: int) -> None:
@@ -91,6 +120,20 @@ class CellExecutor:
     def close(self, abort: bool = False) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
+    def failure(self, exc: BaseException | None = None) -> ClusterError | None:
+        """The ``ClusterError`` that ends the sweep, after a task raised ``exc`` (None: a
+        periodic look), or None when the engine can go on (the cell is retried)."""
+        if isinstance(exc, WorkerMismatch):
+            return ClusterError(one_line(exc))
+        return None
+
+    def where(self, record: dict) -> str:
+        """Where a cell ran, for a line on a failure: its worker, host and job id."""
+        parts = [record.get("worker") or "?"]
+        if record.get("job_id"):
+            parts.append(f"job {record['job_id']}")
+        return ", ".join(parts)
+
     def __enter__(self):
         return self
 
@@ -155,19 +198,25 @@ class DaskExecutor(CellExecutor):
     kind = "dask"
     queued = 1 << 30
 
-    def __init__(self, *, n_workers: int | None = None, address: str | None = None, client=None):
+    def __init__(self, *, n_workers: int | None = None, address: str | None = None, client=None, cluster=None,
+                 check: bool = True):
         import logging
 
         from distributed import Client, LocalCluster
-        self.cluster, self.own_client = None, client is None
-        if client is None:
+        self.cluster, self.own_client, self.address = None, client is None, address
+        if client is None and cluster is not None:
+            client = Client(cluster, timeout=CONNECT_TIMEOUT)
+            self.own_client, self.address = True, getattr(cluster, "scheduler_address", None)
+            description = f"dask-{type(cluster).__name__}"
+        elif client is None:
             if address is not None:
                 if not isinstance(address, str) or not address.strip():
                     raise ValueError(f"dask scheduler address must be a non-empty string, got {address!r}")
                 try:
-                    client = Client(address, timeout="20s")
+                    client = Client(address, timeout=CONNECT_TIMEOUT)
                 except (OSError, TimeoutError) as exc:
-                    raise ValueError(f"cannot reach the Dask scheduler at {address!r}: {one_line(exc, 500)}") from None
+                    raise ValueError(f"cannot reach the Dask scheduler at {address!r} within {CONNECT_TIMEOUT}: "
+                                     f"{one_line(exc, 300)}") from None
                 description = f"dask-{address}"
             else:
                 if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
@@ -181,8 +230,53 @@ class DaskExecutor(CellExecutor):
         else:
             description = "dask-client"
         self.client = client
+        if self.address is None:
+            with contextlib.suppress(Exception):
+                self.address = client.scheduler.address
         self._slots_at = (0.0, 1)
+        self._lost = None
         super().__init__(client.get_executor(pure=False), n_workers or 0, description)
+        if check and self.cluster is None:
+            try:
+                self.check_workers()
+            except BaseException:
+                self.close()
+                raise
+
+    def check_workers(self) -> dict:
+        """Every worker connected now imports cotgd and runs the driver's ``software_versions``;
+        returns ``{worker address: facts}`` (``worker_facts``), else a one-line ``ClusterError``
+        naming the first worker at fault.  Workers that join later are checked by each cell's
+        task (``cell.WorkerMismatch``)."""
+        facts = self.client.run(worker_facts, on_error="return")
+        mine = software_versions()
+        for address, fact in sorted(facts.items()):
+            if isinstance(fact, BaseException):
+                raise ClusterError(self._import_line(fact, address)) from None
+            mismatch = version_mismatch(mine, fact, f"Dask worker {address} (host {fact.get('host')})")
+            if mismatch:
+                raise ClusterError(mismatch)
+        return facts
+
+    @staticmethod
+    def _import_line(exc: BaseException, address: str | None = None) -> str:
+        who = f"Dask worker {address}" if address else "a Dask worker"
+        return (f"{who} cannot import cotgd ({type(exc).__name__}: {one_line(exc, 200)}); install cotgd "
+                f"(pip install -e . or the driver's wheel) in the Python environment of every worker")
+
+    def failure(self, exc: BaseException | None = None) -> ClusterError | None:
+        if self._lost is None and self.client.status not in ("running", "newly-created"):
+            self._lost = f"lost the Dask scheduler at {self.address} (client {self.client.status})"
+        if self._lost is not None:
+            return ClusterError(f"{self._lost}: the cells done so far are kept; start the cluster again and "
+                                f"rerun the same command to finish the sweep")
+        if isinstance(exc, cf.CancelledError):
+            # a future cancelled under a running client: the scheduler forgot it (a restart)
+            self._lost = f"the Dask scheduler at {self.address} dropped the sweep's tasks"
+            return self.failure()
+        if isinstance(exc, ImportError):
+            return ClusterError(self._import_line(exc))
+        return super().failure(exc)
 
     def slots(self) -> int:
         now = time.monotonic()
@@ -195,11 +289,20 @@ class DaskExecutor(CellExecutor):
         self.executor = self.client.get_executor(pure=False)
 
     def close(self, abort: bool = False) -> None:
+        import logging
         with contextlib.suppress(Exception):
             self.executor.shutdown(wait=False)
         if self.own_client:
-            with contextlib.suppress(Exception):
-                self.client.close()
+            quiet = self._lost is not None
+            logger = logging.getLogger("distributed")
+            level = logger.level
+            if quiet:                   # the reconnect loop's traceback: the driver said it in one line
+                logger.setLevel(logging.CRITICAL + 1)
+            try:
+                with contextlib.suppress(Exception):
+                    self.client.close(timeout=10 if not quiet else 2)
+            finally:
+                logger.setLevel(level)
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.close()
@@ -210,9 +313,12 @@ def local_executor(workers: int | None = None) -> LocalExecutor:
     return LocalExecutor(default_workers() if workers is None else workers)
 
 
-def dask_executor(n_workers: int | None = None, *, address: str | None = None, client=None) -> DaskExecutor:
-    """A Dask engine: ``LocalCluster(n_workers)``, or the scheduler at ``address``, or ``client``."""
-    return DaskExecutor(n_workers=n_workers, address=address, client=client)
+def dask_executor(n_workers: int | None = None, *, address: str | None = None, client=None,
+                  cluster=None) -> DaskExecutor:
+    """A Dask engine: ``LocalCluster(n_workers)``, or the scheduler at ``address``, or ``client``,
+    or a cluster object of your own (``dask_jobqueue.SLURMCluster``; the caller scales and closes
+    it)."""
+    return DaskExecutor(n_workers=n_workers, address=address, client=client, cluster=cluster)
 
 
 def default_workers() -> int:

@@ -25,15 +25,19 @@ dimension (1: the identity, the default); ``ood_sigmas`` a table ``{name = c or 
 ``out`` and ``progress`` belong to the sweep (``SWEEP_OWNED``).  A cell's ``checkpoint_every``
 defaults to its ``eval_every``, its ``prefetch`` to False (``CELL_DEFAULTS``).
 
-A cell is identified by its full config (``cell_id``: a hash of the fields that differ from
-``TrainConfig``'s defaults, aside from ``out``, ``progress`` and the ``NEUTRAL_FIELDS`` that do not
-change its numbers; ``same_config`` compares whole configs before anything is reused), and named
-by it (``cell_name``: its run directory under the sweep's), so that a rerun with an edited grid
-reuses the identical cells and never mixes different ones.  Bad input is one ``ValueError``
-naming the table and the field.
+A grid point is a ``Cell``; a cell is identified by the configuration that determines its result
+for its mode (``result_config``: its config with the fields its mode does not read, the
+``MODE_NEUTRAL_FIELDS``, at ``TrainConfig``'s defaults; ``cell_id``: a hash of the fields of that
+which differ from the defaults, aside from ``out``, ``progress`` and the ``NEUTRAL_FIELDS`` that do
+not change its numbers; ``same_config`` compares whole result configs before anything is reused),
+and named by it (``cell_name``: its run directory under the sweep's).  Grid points of one identity
+share one run (a no-CoT model is trained once for every k of the grid) and each keeps its row; a
+rerun with an edited grid reuses the identical cells and never mixes different ones.  Bad input is
+one ``ValueError`` naming the table and the field.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -53,6 +57,11 @@ SWEEP_OWNED = ("out", "progress")
 #: way): not part of a cell's identity, so a rerun that changes them reuses the cell.  A cell is
 #: one model, which ``fused_models`` (a choice for runs of several) leaves alone.
 NEUTRAL_FIELDS = ("prefetch", "checkpoint_every", "fused_models")
+#: Per mode, the fields its training, evaluation and theory never read: a no-CoT model makes one
+#: pass on Z_0 and its theory is Theorem 3.1's optimum, so neither the CoT length k nor the GD
+#: step eta of the CoT targets changes a number of it (tests/training/test_sweep_identity.py
+#: checks this bitwise).  Cells that differ only in these fields are one cell.
+MODE_NEUTRAL_FIELDS = {"nocot": ("k", "eta")}
 #: Defaults of the sweep's cells where they differ from ``TrainConfig``'s: cells run one per
 #: core, so the background batch thread of ``prefetch`` would only compete with the other
 #: workers for CPU time.
@@ -77,6 +86,11 @@ class Cell:
     def id(self) -> str:
         return cell_id(self.config)
 
+    @property
+    def run_config(self) -> TrainConfig:
+        """The configuration the cell runs (``result_config``): one for every grid point of its id."""
+        return result_config(self.config)
+
 
 @dataclass
 class Grid:
@@ -93,8 +107,9 @@ class Grid:
     source: str | None = None
 
     def expand(self) -> list[Cell]:
-        """The cells: the product of the axes (first axis slowest) over ``fixed``, then the
-        explicit cells; duplicates (the same config) once, at their first place."""
+        """The grid points: the product of the axes (first axis slowest) over ``fixed``, then the
+        explicit cells; duplicates (the same config) once, at their first place.  Points of one
+        identity (``cell_id``) are distinct points of one cell (``MODE_NEUTRAL_FIELDS``)."""
         keys = list(self.grid)
         combos = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
         where = [f"[grid] cell {', '.join(f'{k} = {_show(v)}' for k, v in c.items()) or '(fixed only)'}"
@@ -104,7 +119,7 @@ class Grid:
         out, seen = [], set()
         for fields, label in zip(combos, where):
             config = make_config({**self.fixed, **fields}, label)
-            ident = cell_id(config)
+            ident = _hash(_differing(config))
             if ident in seen:
                 continue
             seen.add(ident)
@@ -161,35 +176,58 @@ def _defaults() -> dict:
     return _defining(identity_dict(TrainConfig()))
 
 
-def cell_id(config: TrainConfig) -> str:
-    """A stable hash of the cell's full config: 12 hex digits of SHA-256 of the fields that
-    differ from ``TrainConfig``'s defaults (so a field added to ``TrainConfig`` later, with a
-    default, leaves every cell's identity as it was; ``same_config`` compares the whole config),
-    but the ``NEUTRAL_FIELDS``, which do not change a run's numbers."""
+def result_config(config: TrainConfig) -> TrainConfig:
+    """The configuration that determines the cell's result for its mode: ``config`` with the
+    fields its mode never reads (``MODE_NEUTRAL_FIELDS``: k and eta for no-CoT) at
+    ``TrainConfig``'s defaults.  The cell runs this config; its grid points keep their own."""
+    neutral = MODE_NEUTRAL_FIELDS.get(config.mode, ())
+    if not neutral:
+        return config
+    defaults = TrainConfig()
+    return dataclasses.replace(config, **{name: getattr(defaults, name) for name in neutral})
+
+
+def _differing(config: TrainConfig) -> dict:
     defaults = _defaults()
-    fields = {k: v for k, v in _defining(identity_dict(config)).items() if k not in defaults or v != defaults[k]}
+    return {k: v for k, v in _defining(identity_dict(config)).items() if k not in defaults or v != defaults[k]}
+
+
+def _hash(fields: dict) -> str:
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
+def cell_id(config: TrainConfig) -> str:
+    """A stable hash of the configuration that determines the cell's result (``result_config``):
+    12 hex digits of SHA-256 of its fields that differ from ``TrainConfig``'s defaults (so a
+    field added to ``TrainConfig`` later, with a default, leaves every cell's identity as it was;
+    ``same_config`` compares the whole config), but the ``NEUTRAL_FIELDS``, which do not change a
+    run's numbers.  Every other field counts (the seed included)."""
+    return _hash(_differing(result_config(config)))
+
+
 def same_config(saved, config: TrainConfig) -> bool:
-    """Whether saved config fields (a cell record's, a run manifest's) are ``config``: both
-    through ``TrainConfig``, so that a field added since they were saved takes its default and
-    compares equal, and a default that changed since does not."""
+    """Whether saved config fields (a cell record's, a run manifest's) determine the result of
+    ``config`` (their ``result_config``s are equal): both through ``TrainConfig``, so that a
+    field added since they were saved takes its default and compares equal, and a default that
+    changed since does not."""
     if not isinstance(saved, dict):
         return False
     try:
         theirs = TrainConfig(**{k: v for k, v in saved.items() if k not in SWEEP_OWNED})
     except (TypeError, ValueError):
         return False
-    return _defining(identity_dict(theirs)) == _defining(identity_dict(config))
+    return _defining(identity_dict(result_config(theirs))) == _defining(identity_dict(result_config(config)))
 
 
 def cell_name(config: TrainConfig) -> str:
-    """The cell's directory name: readable fields and the hash, e.g.
-    ``cot-full-d5-n10-k8-eta0.4-seed0-3f2a9c01b7d4``."""
-    c = config
-    return f"{c.mode}-{c.param}-d{c.d}-n{c.n}-k{c.k}-eta{c.eta:g}-seed{c.seed}-{cell_id(c)}"
+    """The cell's directory name: readable fields of its result config and the hash, e.g.
+    ``cot-full-d5-n10-k8-eta0.4-seed0-3f2a9c01b7d4`` (no-CoT: without k and eta,
+    ``nocot-full-d5-n10-seed0-...``)."""
+    c, neutral = config, MODE_NEUTRAL_FIELDS.get(config.mode, ())
+    parts = [c.mode, c.param, f"d{c.d}", f"n{c.n}"] + ([] if "k" in neutral else [f"k{c.k}"]) \
+        + ([] if "eta" in neutral else [f"eta{c.eta:g}"]) + [f"seed{c.seed}", cell_id(c)]
+    return "-".join(parts)
 
 
 def parse_grid(table: dict, *, name: str = "sweep", source: str | None = None) -> Grid:
