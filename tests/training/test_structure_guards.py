@@ -1,0 +1,81 @@
+"""Guards from the mutation campaign (tests/mutation): the structure metrics of several models
+that differ, against the invariants written out in numpy (docs/theory.md section 4), on all of
+R^d and on range(Sigma) for a singular Sigma (section 10).
+
+The metrics of a trained model are read in every summary (``structure``); at Theorem 3.2's point
+each is a single number on every diagonal entry, so there a metric that averages the wrong axis
+or reads the wrong block still gives the right value.  Here every entry differs."""
+import numpy as np
+import pytest
+import torch
+
+from theory import Layout
+from training.structure import (
+    block_norms,
+    offdiag_energy,
+    structure_metrics,
+    v31_w13,
+    w24_v31,
+)
+
+D_, M = 3, 3
+
+
+def models(seed=0):
+    g = np.random.default_rng(seed)
+    D = 2 * D_ + 2
+    return g.normal(size=(M, D, D)), g.normal(size=(M, D, D))
+
+
+def invariants(V, W, U=None):
+    """numpy: per model, (mean diag of U^T V31 W13 U, W24 * mean diag of U^T V31 U, off-diagonal share)."""
+    L = Layout(D_)
+    out = []
+    for Vm, Wm in zip(V, W):
+        P, V31 = Vm[L.w, L.x] @ Wm[L.x, L.w], Vm[L.w, L.x]
+        if U is not None:
+            P, V31 = U.T @ P @ U, U.T @ V31 @ U
+        off = P - np.diag(np.diag(P))
+        out.append((np.trace(P) / len(P), Wm[L.y, L.one].item() * np.trace(V31) / len(V31),
+                    (off ** 2).sum() / (P ** 2).sum()))
+    return np.array(out)
+
+
+def test_metrics_of_different_models_are_each_models_own():
+    V, W = models()
+    want = invariants(V, W)
+    Vt, Wt = torch.as_tensor(V), torch.as_tensor(W)
+    got = np.stack([v31_w13(Vt, Wt).numpy(), w24_v31(Vt, Wt).numpy(), offdiag_energy(Vt, Wt).numpy()], -1)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    rows = structure_metrics(Vt, Wt, n=6, eta=0.3, k=2, samples=64)
+    assert len(rows) == M
+    for m, row in enumerate(rows):
+        assert [row["v31_w13"], row["w24_v31"], row["offdiag_energy"]] == pytest.approx(list(want[m]), rel=1e-12)
+    # each block's Frobenius norm, blocks x | y | w | 1
+    L = Layout(D_)
+    blocks = [L.x, L.y, L.w, L.one]
+    bn = block_norms(Vt).numpy()
+    for r, rb in enumerate(blocks):
+        for c, cb in enumerate(blocks):
+            np.testing.assert_allclose(bn[:, r, c], np.sqrt((V[:, rb, cb] ** 2).sum(axis=(1, 2))), rtol=1e-12)
+
+
+def test_on_a_singular_sigma_the_metrics_are_read_on_its_range():
+    V, W = models(1)
+    g = np.random.default_rng(2)
+    Q = np.linalg.qr(g.normal(size=(D_, D_)))[0]
+    U = Q[:, :2]                                    # range of a rank-2 Sigma
+    sigma = U @ np.diag([1.5, 0.5]) @ U.T
+    rows = structure_metrics(torch.as_tensor(V), torch.as_tensor(W), n=6, eta=0.3, k=2, samples=64,
+                             sigma=(sigma + sigma.T) / 2)
+    # the metrics are invariant under a rotation within the range: any orthonormal basis of it will do
+    want = invariants(V, W, U)
+    for m, row in enumerate(rows):
+        assert row["v31_w13"] == pytest.approx(want[m, 0], rel=1e-9)
+        assert row["w24_v31"] == pytest.approx(want[m, 1], rel=1e-9)
+    # the off-diagonal share depends on the basis: Sigma's eigenvectors (distinct eigenvalues: up to sign)
+    _, vec = np.linalg.eigh((sigma + sigma.T) / 2)
+    eig = invariants(V, W, vec[:, ::-1][:, :2])
+    assert [r["offdiag_energy"] for r in rows] == pytest.approx(list(eig[:, 2]), rel=1e-9)
+    full = invariants(V, W)
+    assert not np.allclose(want[:, :2], full[:, :2])      # the range changes the numbers
