@@ -32,7 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib
+except ImportError:                          # Python 3.10
+    import tomli as tomllib
+
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

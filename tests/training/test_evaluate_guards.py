@@ -1,0 +1,94 @@
+"""Guards from the mutation campaign (tests/mutation): the theory's reference value of a run and
+the covariance facts evaluate reads, against theory and numerics called directly.
+
+A run's summary compares the trained model with ``theory_reference`` (``theory_eval_loss``,
+``relative_gap``); a wrong reference silently moves every gap a user reads."""
+import math
+
+import numpy as np
+import pytest
+import sympy
+
+import numerics
+import theory
+from training import TrainConfig
+from training.data import derived_seed
+from training.evaluate import (
+    EXACT_THEORY_MAX_K,
+    predicted_stability,
+    sigma_spectrum,
+    stable_scale,
+    step_stability,
+    theory_reference,
+)
+
+TINY = {"d": 3, "n": 8, "k": 3, "eta": 0.3, "theory_samples": 4000, "seed": 5}
+
+
+def test_cot_reference_is_gd_monte_carlo_on_the_runs_theory_stream_and_exact_when_it_can_be():
+    ref = theory_reference(TrainConfig(**TINY))
+    mc = numerics.eval_loss_mc(3, 8, 0.3, 3, samples=4000, seed=derived_seed(5, "theory"))
+    assert ref["value"] == float(mc["mean"]) and ref["se"] == float(mc["se"]) and ref["step"] == 0.3
+    assert ref["monte_carlo"]["median"] == float(mc["median"])
+    assert ref["exact"] == float(theory.gd_eval_loss(3, 8, sympy.Rational(3, 10), 3))
+    assert abs(ref["value"] - ref["exact"]) < 4 * ref["se"]
+    assert "exact" not in theory_reference(TrainConfig(**dict(TINY, k=EXACT_THEORY_MAX_K + 1)))
+    assert "exact" in theory_reference(TrainConfig(**dict(TINY, k=EXACT_THEORY_MAX_K)))
+    sigma = [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.5]]
+    on_sigma = theory_reference(TrainConfig(**TINY, sigma=sigma))
+    assert "exact" not in on_sigma
+    mc = numerics.eval_loss_mc(3, 8, 0.3, 3, samples=4000, seed=derived_seed(5, "theory"), sigma=np.array(sigma))
+    assert on_sigma["value"] == float(mc["mean"])
+
+
+def test_nocot_reference_is_theorem_3_1s_floor_and_step():
+    ref = theory_reference(TrainConfig(**TINY, mode="nocot"))
+    assert ref["value"] == float(theory.nocot_min_loss(3, 8)) == pytest.approx(3 * 4 / (2 * 12))
+    assert ref["step"] == pytest.approx(8 / 12, rel=1e-15) and ref["se"] == 0.0
+    sigma = [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
+    ref = theory_reference(TrainConfig(**TINY, mode="nocot", sigma=sigma))
+    exact = sympy.diag(2, 1, 0)
+    assert ref["value"] == float(theory.nocot_min_loss_sigma(8, exact))
+
+
+def test_looped_reference_is_the_best_single_step_and_the_rescaled_optimum():
+    ref = theory_reference(TrainConfig(**TINY, mode="looped"))
+    opt = numerics.looped_optimal_eta(3, 8, 3)
+    assert ref["value"] == float(opt.loss) and ref["step"] == float(opt.eta) and ref["se"] == float(opt.loss_se)
+    r = numerics.looped_rescaled_optimum(3, 8, 3)
+    assert ref["rescaled_gd"]["loss"] == r.loss and (ref["rescaled_gd"]["c"], ref["rescaled_gd"]["u"]) == (r.c, r.u)
+    out = theory_reference(TrainConfig(**TINY, mode="looped", sigma=[[1.0, 0, 0], [0, 1.0, 0], [0, 0, 2.0]]))
+    assert out["value"] is None and out["step"] is None
+
+
+def test_sigma_spectrum_of_a_singular_covariance():
+    Q = numerics.random_rotation(3, 1)
+    sigma = (Q * [0.5, 0.0, 2.0]) @ Q.T
+    s = sigma_spectrum((sigma + sigma.T) / 2, 3)
+    assert s.rank == 2
+    np.testing.assert_allclose(s.eigenvalues, [2.0, 0.5, 0.0], atol=1e-12)
+    assert s.eigenvalues[2] == 0.0
+    assert s.basis.shape == (3, 2)
+    np.testing.assert_allclose(s.basis.T @ s.basis, np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(s.basis @ s.basis.T @ sigma, sigma, atol=1e-12)      # it spans the range
+    np.testing.assert_allclose(s.basis[:, 0], Q[:, 2] * np.sign(s.basis[:, 0] @ Q[:, 2]), atol=1e-12)
+    full = sigma_spectrum(np.diag([1.0, 3.0, 2.0]), 3)
+    assert full.rank == 3 and full.basis is None and list(full.eigenvalues) == [3.0, 2.0, 1.0]
+    ident = sigma_spectrum(None, 4)
+    assert ident.rank == 4 and ident.basis is None and list(ident.eigenvalues) == [1.0] * 4
+
+
+def test_theorem_42_bound_scale_and_step_verdict_as_written():
+    """bound = 2 / (lambda_max (1 + sqrt(r/n))^2) on range(Sigma), c* = bound / eta."""
+    sigma = np.diag([2.0, 1.0, 0.0])
+    bound = 2 / (2.0 * (1 + math.sqrt(2 / 8)) ** 2)
+    v = predicted_stability(0.3, sigma, 3, 8)
+    assert float(v.bound) == pytest.approx(bound, rel=1e-12) and v.rank == 2 and v.stable == (0.3 < bound)
+    assert stable_scale(0.3, sigma, 3, 8) == pytest.approx(bound / 0.3, rel=1e-12)
+    for eta in (0.97 * bound, 1.03 * bound):
+        s = step_stability(TrainConfig(d=3, n=8, eta=eta, sigma=sigma.tolist()))
+        assert s["bound"] == pytest.approx(bound, rel=1e-12) and s["stable"] == (eta < bound)
+        assert s["top"] == pytest.approx(2.0 * (1 + math.sqrt(2 / 8)) ** 2, rel=1e-12) and s["rank"] == 2
+        assert "rank r = 2 < d = 3" in s["rule"] and "n = 8" in s["rule"]
+    s = step_stability(TrainConfig(d=3, n=8, eta=0.3))
+    assert s["bound"] == pytest.approx(2 / (1 + math.sqrt(3 / 8)) ** 2, rel=1e-12) and "at d = 3" in s["rule"]
