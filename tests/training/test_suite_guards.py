@@ -51,3 +51,20 @@ def test_scaled_w_with_label_noise_on_a_skewed_sigma_monte_carlo_matches_exact(g
     one = suite_model(*numerics.gd_params(D, ETA), mode="cot", n=N, k=1)
     row1 = evaluate_case(one, case, samples=200, theory_samples=200)
     assert row1["expected_loss"] == pytest.approx(decomposed(2, 1, exact_sigma, k=1), rel=1e-12)
+
+
+@pytest.mark.parametrize("c", [1.0, 2.0])
+def test_loss_bound_on_a_singular_sigma_is_theorem_42_on_its_range(gd_model, c):
+    """Theorem 4.2's bound, written out on range(Sigma) of rank r: (r/2) max|1 - eta lambda|^{2k}
+    over [lambda_min (1 - sqrt(r/n))^2, lambda_max (1 + sqrt(r/n))^2] (positive eigenvalues),
+    plus (d - r)/2 for the part of w* outside the range, times c^2 for w* ~ N(0, c^2 I)."""
+    U = numerics.random_rotation(D, 3)[:, :2]
+    sigma = U @ np.diag([1.2, 0.4]) @ U.T
+    row = evaluate_case(gd_model, Case("rank2", (sigma + sigma.T) / 2, w_scale=c), samples=200, theory_samples=200)
+    r = 2
+    lo, hi = 0.4 * (1 - np.sqrt(r / N)) ** 2, 1.2 * (1 + np.sqrt(r / N)) ** 2
+    rate = max(abs(1 - ETA * lo), abs(1 - ETA * hi))
+    assert row["rank"] == r
+    assert row["loss_bound"] == pytest.approx(c * c * (r / 2 * rate ** (2 * K) + (D - r) / 2), rel=1e-9)
+    assert row["spectrum_interval"] == pytest.approx([lo, hi], rel=1e-9)
+    assert row["unrecoverable"] == pytest.approx(c * c * (D - r) / 2, rel=1e-12)
