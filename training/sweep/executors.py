@@ -261,7 +261,8 @@ class DaskExecutor(CellExecutor):
     @staticmethod
     def _import_line(exc: BaseException, address: str | None = None) -> str:
         who = f"Dask worker {address}" if address else "a Dask worker"
-        return (f"{who} cannot import cotgd ({type(exc).__name__}: {one_line(exc, 200)}); install cotgd "
+        text = one_line(exc, 200) if type(exc) is Exception else f"{type(exc).__name__}: {one_line(exc, 200)}"
+        return (f"{who} cannot import cotgd ({text}); install cotgd "
                 f"(pip install -e . or the driver's wheel) in the Python environment of every worker")
 
     def failure(self, exc: BaseException | None = None) -> ClusterError | None:
@@ -274,8 +275,8 @@ class DaskExecutor(CellExecutor):
             # a future cancelled under a running client: the scheduler forgot it (a restart)
             self._lost = f"the Dask scheduler at {self.address} dropped the sweep's tasks"
             return self.failure()
-        if isinstance(exc, ImportError):
-            return ClusterError(self._import_line(exc))
+        if isinstance(exc, ImportError) or (exc is not None and "No module named" in str(exc)):
+            return ClusterError(self._import_line(exc))    # a worker that joined later without cotgd
         return super().failure(exc)
 
     def slots(self) -> int:
@@ -294,15 +295,19 @@ class DaskExecutor(CellExecutor):
             self.executor.shutdown(wait=False)
         if self.own_client:
             quiet = self._lost is not None
-            logger = logging.getLogger("distributed")
-            level = logger.level
-            if quiet:                   # the reconnect loop's traceback: the driver said it in one line
-                logger.setLevel(logging.CRITICAL + 1)
+            # after a lost scheduler, the client's reconnect loop logs a traceback as it is
+            # cancelled: the driver said it in one line
+            loggers = [logging.getLogger(name) for name in ["distributed", *logging.root.manager.loggerDict]
+                       if name.startswith("distributed")] if quiet else []
+            states = [(lg, lg.disabled) for lg in loggers]
+            for lg in loggers:
+                lg.disabled = True
             try:
                 with contextlib.suppress(Exception):
                     self.client.close(timeout=10 if not quiet else 2)
             finally:
-                logger.setLevel(level)
+                for lg, disabled in states:
+                    lg.disabled = disabled
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.close()

@@ -80,7 +80,8 @@ class DaskProcesses:
         self.address = self._wait_for_file()
         for i in range(self.n_workers):
             self.add_worker(f"worker-{i}")
-        self.wait_for_workers(self.n_workers)
+        if self.n_workers:
+            self.wait_for_workers(self.n_workers)
         return self
 
     def add_worker(self, name: str, *, python: str | None = None, env: dict | None = None,
