@@ -15,6 +15,12 @@ Then it counts per module: generated, killed, equivalent (listed in
 ``tests/mutation/equivalent.txt`` with a one-line reason), survived, and writes each surviving
 mutant's diff to ``WORKDIR/<module>/survivors.txt`` and all counts to ``WORKDIR/report.json``.
 
+``--after`` re-runs a finished module's surviving mutants only, against the tests of the work
+tree now (its test files are copied over the module's copy): the counts before (saved as
+``WORKDIR/<module>/before.json``) and after.  A mutant killed before stays killed (tests are
+only added).  So a campaign is: ``campaign.py --ref BASE`` (before), add tests, ``campaign.py
+--after`` (after).
+
 Exit status 0 when every module's campaign ran; the counts are the report, not a gate (the gate
 in CI is ``tests/mutation/sample.py``).
 """
@@ -156,9 +162,45 @@ def summarise(name: str, codes: dict, equivalents: dict) -> dict:
     return counts
 
 
+def rerun_survivors(dest: Path, module: dict, skip_lines, args) -> dict:
+    """``--after``: the before-survivors against the work tree's tests now; the merged codes."""
+    before_path = dest / "before.json"
+    if not before_path.exists():
+        before_path.write_text(json.dumps(results(dest, module["source"]), indent=0))
+    before = json.loads(before_path.read_text())
+    survivors = [m for m, code in before.items() if STATUS.get(code, "suspicious") not in
+                 ("killed", "timeout", "caught by type check")]
+    for sub in ("tests", "mutants/tests"):
+        shutil.rmtree(dest / sub, ignore_errors=True)
+        shutil.copytree(ROOT / "tests", dest / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    configure(dest, module, skip_lines)
+    shutil.copy2(dest / "pyproject.toml", dest / "mutants" / "pyproject.toml")
+    print(f"   re-running {len(survivors)} survivors with the current tests", flush=True)
+    if survivors:
+        env = dict(os.environ, CI="true", PYTHONDONTWRITEBYTECODE="1")
+        with open(dest / "mutmut-after.log", "w") as log:
+            subprocess.run(["nice", "-n", str(args.nice), "mutmut", "run", "--max-children", str(args.children),
+                            *survivors], cwd=dest, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    now = results(dest, module["source"])
+    return {m: (now.get(m) if m in survivors else code) for m, code in before.items()}
+
+
 def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
     dest = args.workdir / name
     t0 = time.monotonic()
+    if args.after:
+        before = summarise(name, json.loads((dest / "before.json").read_text()), equivalents) \
+            if (dest / "before.json").exists() else summarise(name, results(dest, module["source"]), equivalents)
+        codes = rerun_survivors(dest, module, skip_lines, args)
+        summary = summarise(name, codes, equivalents)
+        summary["before"] = {k: v for k, v in before.items() if k not in ("survivors", "equivalent_but_killed")}
+        summary["seconds"] = round(time.monotonic() - t0, 1)
+        (dest / "survivors.txt").write_text(diffs(dest, summary["survivors"]))
+        print(f"   {name} after: {summary['generated']} generated, {summary['killed']} killed, "
+              f"{summary['equivalent']} equivalent, {summary['survived']} survived, {summary['other']} other "
+              f"({summary['killed_of_non_equivalent']} of non-equivalent killed; before "
+              f"{before['killed_of_non_equivalent']}) in {summary['seconds']} s", flush=True)
+        return summary
     if not args.report_only:
         print(f"== {name}: copying the tree to {dest}", flush=True)
         copy_tree(dest, args.ref)
@@ -172,6 +214,8 @@ def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
         if rc != 0:
             print(f"   mutmut exited {rc}; see {dest / 'mutmut.log'}", flush=True)
     codes = results(dest, module["source"])
+    if not args.report_only:
+        (dest / "before.json").write_text(json.dumps(codes, indent=0))
     summary = summarise(name, codes, equivalents)
     summary["seconds"] = round(time.monotonic() - t0, 1) if not args.report_only else None
     (dest / "survivors.txt").write_text(diffs(dest, summary["survivors"]))
@@ -190,6 +234,8 @@ def main(argv=None) -> int:
     p.add_argument("--children", type=int, default=2, help="parallel mutant runs (default 2)")
     p.add_argument("--nice", type=int, default=19)
     p.add_argument("--report-only", action="store_true", help="re-count the results in WORKDIR")
+    p.add_argument("--after", action="store_true",
+                   help="re-run each module's survivors against the work tree's tests now")
     args = p.parse_args(argv)
     spec = load_map()
     mods = spec["modules"]
