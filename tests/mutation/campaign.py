@@ -214,7 +214,7 @@ def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
         if rc != 0:
             print(f"   mutmut exited {rc}; see {dest / 'mutmut.log'}", flush=True)
     codes = results(dest, module["source"])
-    if not args.report_only:
+    if not args.report_only or not (dest / "before.json").exists():
         (dest / "before.json").write_text(json.dumps(codes, indent=0))
     summary = summarise(name, codes, equivalents)
     summary["seconds"] = round(time.monotonic() - t0, 1) if not args.report_only else None
