@@ -10,7 +10,8 @@ continues either; ``load_run`` reads a run directory back.  The layout (docs/arc
   rollout, looped, no-CoT);
 * ``model``: the parameters; ``data``: prompts and the data statistic on the device;
 * ``engine``: the one training loop, for M >= 1 models; ``rundir``: run directories;
-* ``evaluate``: losses and the theory's reference values; ``suite``: the OOD suite of
+* ``evaluate``: losses and the theory's reference values; ``explain``: which algorithm family a
+  trained model runs (``explain_run``); ``suite``: the OOD suite of
   ``cotgd evaluate``; ``structure``: scale-free invariants;
 * ``dynamics``: the reduced gradient flow laid over training (Theorem 4.1);
 * apps (``training.app``): ``cli`` (the ``cotgd`` command), ``verify``, ``selftest``, ``figures``,
@@ -39,6 +40,7 @@ _OWNERS = {
     "engine": ("Engine", "TrainResult", "model_grid_configs", "resume", "train", "train_models"),
     "errors": ("RunFileError", "TrainingDiverged"),
     "evaluate": ("evaluate_params", "theory_reference"),
+    "explain": ("explain_run", "format_explanation"),
     "kernels": ("cot_loss", "cot_rollout", "final_estimate", "looped_estimate", "looped_loss", "nocot_estimate",
                 "nocot_loss", "objective", "teacher_forced_predictions", "teacher_forced_step"),
     "model": ("LSA", "lsa"),

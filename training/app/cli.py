@@ -3,6 +3,7 @@
     cotgd verify      every check of the paper (symbolic, numeric, statistical, training, OOD)
     cotgd train       train one model (CoT / no-CoT / looped) and write its run directory
     cotgd evaluate    a trained run's model on the out-of-distribution suite (Theorem 4.2)
+    cotgd explain     which algorithm a trained run's model runs, beside GD, GD++, Newton-Schulz, ...
     cotgd reproduce   the paper's figures (and the OOD, looped and label-noise figures) as PNG
     cotgd dynamics    the reduced gradient-flow ODE laid over real training (Theorem 4.1)
     cotgd selftest    prove the toolkit on this device (sync-free steps, bitwise resume, ...)
@@ -160,6 +161,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", metavar="FILE.png",
                    help="write the figure (per case: model, GD and no-CoT medians with 10-90%% bands, unstable "
                         "cases shaded) as PNG (default: none)")
+
+    p = sub.add_parser("explain", help="which algorithm family a trained run's model runs",
+                       description="The learned model's estimates loop by loop beside the best member of each "
+                                   "algorithm family (GD, stretched GD, preconditioned GD, GD++, Newton-Schulz; "
+                                   "numerics.loop_families) on the same prompts of the run's distribution: "
+                                   "median and mean loss, the functional deviation E||w_k - w_k^family||^2 / "
+                                   "E||w_k - w*||^2, and (full looped models) the loss with groups of blocks "
+                                   "set to zero.  Prints a table.",
+                       formatter_class=_DefaultsShown)
+    p.add_argument("run", metavar="RUN_DIR", help="run directory of one model (a 'cotgd train --out' directory)")
+    p.add_argument("--samples", type=_positive_int, default=20000, metavar="N",
+                   help="prompts of the run's distribution (the model and every family see the same ones)")
+    p.add_argument("--fit-on", type=_positive_int, default=2000, metavar="N",
+                   help="the first N prompts fit each family's scalars (all of them measure it)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="N", help="seed of the prompts")
+    p.add_argument("--families", metavar="NAME[,NAME...]", default=None,
+                   help="families to fit (default: all: gd, stretched_gd, preconditioned_gd, gd++, newton_schulz)")
+    p.add_argument("--json", dest="json_file", metavar="FILE",
+                   help='write the result as JSON, {"learned": {...}, "families": [...], "best": NAME, ...}')
+    p.add_argument("--figure", metavar="FILE.png",
+                   help="write the figure (loss per loop; learned blocks beside the closest family's) as PNG")
 
     p = sub.add_parser("reproduce", help="write the paper's figures as PNG")
     p.add_argument("figure", choices=["fig2", "fig3", "structure", "ood", "looped", "noise", "all"])
@@ -435,6 +457,30 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_explain(args) -> int:
+    if args.figure is not None and (not args.figure.strip() or os.path.isdir(args.figure)):
+        raise UsageError(f"argument --figure: expected a file name, got {args.figure!r}")
+    families = None
+    if args.families is not None:
+        from numerics.loop_families import FAMILIES
+        families = [name.strip() for name in args.families.split(",") if name.strip()]
+        unknown = [name for name in families if name not in FAMILIES]
+        if unknown or not families:
+            raise UsageError(f"argument --families: expected names from {', '.join(FAMILIES)}, got {args.families!r}")
+    from ..explain import explain_run, format_explanation
+    from ..rundir import load_run
+    run = load_run(args.run)
+    result = explain_run(run, samples=args.samples, seed=args.seed, families=families, fit_on=args.fit_on,
+                         progress=lambda line: print(f"  {line} ...", file=sys.stderr, flush=True))
+    print(format_explanation(result))
+    if args.json_file:
+        _write_json(args.json_file, result)
+    if args.figure:
+        from .explain_plot import explain_figure
+        print(explain_figure(result, run.V, run.W, args.figure))
+    return 0
+
+
 def _cmd_dynamics(args) -> int:
     from ..dynamics import run_dynamics
     options = {name: getattr(args, name) for name in ("lr", "steps", "a0", "b0")
@@ -487,6 +533,7 @@ def _cmd_sweep(args) -> int:
 
 
 COMMANDS = {"selftest": _cmd_selftest, "train": _cmd_train, "verify": _cmd_verify, "reproduce": _cmd_reproduce,
+            "explain": _cmd_explain,
             "evaluate": _cmd_evaluate,
             "dynamics": _cmd_dynamics, "bench": _cmd_bench, "sweep": _cmd_sweep}
 
