@@ -15,6 +15,7 @@ from training import TrainConfig
 from training.data import derived_seed
 from training.evaluate import (
     EXACT_THEORY_MAX_K,
+    evaluate_params,
     predicted_stability,
     sigma_spectrum,
     stable_scale,
@@ -92,3 +93,38 @@ def test_theorem_42_bound_scale_and_step_verdict_as_written():
         assert "rank r = 2 < d = 3" in s["rule"] and "n = 8" in s["rule"]
     s = step_stability(TrainConfig(d=3, n=8, eta=0.3))
     assert s["bound"] == pytest.approx(2 / (1 + math.sqrt(3 / 8)) ** 2, rel=1e-12) and "at d = 3" in s["rule"]
+
+
+def test_reference_records_say_how_each_value_was_obtained():
+    """The keys and method a summary shows for each mode, as documented."""
+    cot = theory_reference(TrainConfig(**TINY))
+    assert set(cot) == {"value", "method", "se", "step", "monte_carlo", "exact"}
+    assert cot["method"] == "monte_carlo numerics.eval_loss_mc"
+    nocot = theory_reference(TrainConfig(**TINY, mode="nocot"))
+    assert nocot == {"value": nocot["value"], "method": "exact theory.nocot_min_loss", "se": 0.0,
+                     "step": nocot["step"]}
+    looped = theory_reference(TrainConfig(**TINY, mode="looped"))
+    opt = numerics.looped_optimal_eta(3, 8, 3)
+    assert set(looped) == {"value", "method", "se", "step", "rescaled_gd"}
+    assert looped["method"] == f"{opt.method} numerics.looped_optimal_eta"
+    assert looped["rescaled_gd"]["method"] == "exact numerics.looped_rescaled_optimum"
+    ood = theory_reference(TrainConfig(**TINY, mode="looped", sigma=[[1.0, 0, 0], [0, 1.0, 0], [0, 0, 2.0]]))
+    assert ood == {"value": None, "method": "unavailable out of distribution", "se": None, "step": None}
+    noisy = theory_reference(TrainConfig(**TINY, mode="looped", noise=0.5))
+    assert noisy == {"value": None, "method": "unavailable with label noise", "se": None, "step": None}
+
+
+@pytest.mark.parametrize("kwargs, name", [({"d": 0}, "d"), ({"n": 0}, "n"), ({"k": -1}, "k")])
+def test_bad_sizes_are_one_error_naming_the_parameter(kwargs, name):
+    V, W = numerics.gd_params(2, 0.3)
+    with pytest.raises(ValueError, match=f"^{name} must be an integer"):
+        evaluate_params(V, W, **{"d": 2, "n": 4, "k": 3, **kwargs}, samples=10, seed=0)
+    with pytest.raises(ValueError, match="^eta must be"):
+        stable_scale(0.0, None, 2, 4)
+
+
+def test_zero_steps_predict_w0_and_lose_d_over_2():
+    """k = 0 is allowed: the model's estimate is w_0 = 0, so the loss is ||w*||^2 / 2, mean d/2."""
+    V, W = numerics.gd_params(2, 0.3)
+    r = evaluate_params(V, W, d=2, n=4, k=0, samples=4000, seed=0)
+    assert abs(r["mean"] - 1.0) < 4 * r["se"]
