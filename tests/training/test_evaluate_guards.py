@@ -128,3 +128,17 @@ def test_zero_steps_predict_w0_and_lose_d_over_2():
     V, W = numerics.gd_params(2, 0.3)
     r = evaluate_params(V, W, d=2, n=4, k=0, samples=4000, seed=0)
     assert abs(r["mean"] - 1.0) < 4 * r["se"]
+
+
+def test_evaluate_params_is_eval_losses_on_the_seeds_prompts_in_the_chunks_asked_for():
+    """evaluate_params(seed, chunk) reports exactly eval_losses on eval_generator(seed) with that
+    chunk (the prompts are drawn chunk by chunk, so the chunk decides which prompts are drawn)."""
+    import torch
+
+    from training.evaluate import eval_generator, eval_losses, loss_reports
+    V, W = numerics.gd_params(2, 0.3)
+    for chunk in (250, 1000):
+        r = evaluate_params(V, W, d=2, n=4, k=3, samples=1000, seed=7, chunk=chunk)
+        losses, norms = eval_losses("cot", torch.as_tensor(V).unsqueeze(0), torch.as_tensor(W).unsqueeze(0), n=4, k=3,
+                                    samples=1000, generator=eval_generator(7, torch.device("cpu")), chunk=chunk)
+        assert r["mean"] == loss_reports(losses, norms)[0]["mean"]
