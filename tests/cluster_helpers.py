@@ -29,7 +29,7 @@ def child_env() -> dict:
 def cotgd(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     """``cotgd ARGS`` as a user types it (``python -m training.app.cli``), bounded by ``timeout``."""
     return subprocess.run([sys.executable, "-m", "training.app.cli", *map(str, args)], cwd=ROOT, env=child_env(),
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def start_cotgd(*args, log: Path) -> subprocess.Popen:

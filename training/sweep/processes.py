@@ -27,6 +27,15 @@ WORKER_DASK_CONFIG = {"distributed": {"worker": {"profile": {"enabled": False}},
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
+def write_worker_config(directory: str) -> str:
+    """``directory/cotgd.yaml`` holding ``WORKER_DASK_CONFIG``; returns ``directory``, the value of
+    ``DASK_CONFIG`` for the workers."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "cotgd.yaml"), "w", encoding="utf-8") as f:
+        json.dump(WORKER_DASK_CONFIG, f)               # JSON is YAML
+    return directory
+
+
 def dask_command(python: str | None = None) -> list:
     """The ``dask`` command of ``python`` (default: this interpreter), as ``python -m dask``."""
     return [python or sys.executable, "-m", "dask"]
@@ -53,10 +62,7 @@ class DaskProcesses:
 
     # ------------------------------------------------------------------ starting
     def _environment(self, extra: dict | None = None) -> dict:
-        config_dir = os.path.join(self.directory, "dask-config")
-        os.makedirs(config_dir, exist_ok=True)
-        with open(os.path.join(config_dir, "cotgd.yaml"), "w", encoding="utf-8") as f:
-            json.dump(WORKER_DASK_CONFIG, f)           # JSON is YAML
+        config_dir = write_worker_config(os.path.join(self.directory, "dask-config"))
         env = dict(os.environ, **THREAD_ENV, DASK_CONFIG=config_dir, **self.env, **(extra or {}))
         return env
 
