@@ -79,3 +79,72 @@ def test_on_a_singular_sigma_the_metrics_are_read_on_its_range():
     assert [r["offdiag_energy"] for r in rows] == pytest.approx(list(eig[:, 2]), rel=1e-9)
     full = invariants(V, W)
     assert not np.allclose(want[:, :2], full[:, :2])      # the range changes the numbers
+
+
+def _deviation_numpy(A, eta, k, n, sigma, s, samples=40000, seed=0):
+    """Monte Carlo in numpy of E||model step - GD step|| / E||GD step|| for V31 = -A (the rest of
+    Theorem 3.2's point): at a step i uniform in 0..k-1 of GD on the prompt, both steps are
+    -(A or eta I) (S w_i - X y / n)."""
+    g = np.random.default_rng(seed)
+    d = A.shape[0]
+    L = np.linalg.cholesky(sigma + 1e-300 * np.eye(d)) if sigma is not None else np.eye(d)
+    X = L @ g.normal(size=(samples, d, n))
+    w = g.normal(size=(samples, d))
+    y = np.einsum("bdn,bd->bn", X, w) + s * g.normal(size=(samples, n))
+    S, b = X @ X.transpose(0, 2, 1) / n, np.einsum("bdn,bn->bd", X, y) / n
+    steps = g.integers(0, k, samples)
+    wi = np.zeros((samples, d))
+    grad = np.zeros((samples, d))
+    for i in range(k):
+        cur = np.einsum("bij,bj->bi", S, wi) - b
+        grad[steps == i] = cur[steps == i]
+        wi = wi - eta * cur
+    model, gd = -grad @ A.T, -eta * grad
+    return np.linalg.norm(model - gd, axis=1).mean() / np.linalg.norm(gd, axis=1).mean()
+
+
+@pytest.mark.parametrize("sigma, s", [(None, 0.0), (np.diag([3.0, 1.0, 0.2]), 0.0), (None, 1.0)])
+def test_functional_deviation_of_a_wrong_step_matrix_on_the_runs_distribution(sigma, s):
+    """Statistical: V31 = -diag(0.1, 0.3, 0.5) against GD with eta 0.3, read on the run's Sigma and
+    label noise, agrees with the numpy estimate within 2% (each case differs from the others by more)."""
+    import numerics
+    d, n, k, eta = 3, 6, 3, 0.3
+    A = np.diag([0.1, 0.3, 0.5])
+    V, W = numerics.gd_params(d, eta)
+    L = Layout(d)
+    V[L.w, L.x] = -A
+    got = structure_metrics(torch.as_tensor(V), torch.as_tensor(W), n=n, eta=eta, k=k, samples=40000,
+                            sigma=sigma, noise=s)["functional_deviation"]
+    assert got == pytest.approx(_deviation_numpy(A, eta, k, n, sigma, s), rel=0.02)
+
+
+def test_structure_metrics_defaults_and_precision():
+    """The documented defaults (4096 prompts of seed 0's 'structure' stream, no noise) and float32
+    parameters read as float64."""
+    import numerics
+    from training.data import seeded_generator
+    from training.structure import functional_deviation
+    V, W = (torch.as_tensor(a) for a in numerics.gd_params(3, 0.3))
+    V = V.clone()
+    V[Layout(3).w, Layout(3).x] *= 1.5
+    default = structure_metrics(V, W, n=6, eta=0.3, k=3)
+    assert default == structure_metrics(V, W, n=6, eta=0.3, k=3, samples=4096, seed=0, noise=0.0)
+    stream = functional_deviation(V.unsqueeze(0), W.unsqueeze(0), n=6, eta=0.3, k=3, samples=4096,
+                                  generator=seeded_generator(0, "structure", torch.device("cpu")))
+    assert default["functional_deviation"] == float(stream[0])
+    single = structure_metrics(V.float(), W.float(), n=6, eta=0.3, k=3, samples=512)
+    assert single["functional_deviation"] == pytest.approx(
+        structure_metrics(V, W, n=6, eta=0.3, k=3, samples=512)["functional_deviation"], rel=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, name", [({"n": 0}, "n"), ({"k": 0}, "k"), ({"samples": 0}, "samples"),
+                                          ({"eta": 0.0}, "eta")])
+def test_bad_arguments_are_one_error_naming_them(kwargs, name):
+    from training.data import seeded_generator
+    from training.structure import functional_deviation
+    V, W = models()
+    args = {"n": 6, "eta": 0.3, "k": 2, "samples": 8, **kwargs}
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        functional_deviation(torch.as_tensor(V), torch.as_tensor(W), generator=seeded_generator(0, "structure",
+                                                                                                 torch.device("cpu")),
+                             **args)
