@@ -103,10 +103,10 @@ def _deviation_numpy(A, eta, k, n, sigma, s, samples=40000, seed=0):
     return np.linalg.norm(model - gd, axis=1).mean() / np.linalg.norm(gd, axis=1).mean()
 
 
-@pytest.mark.parametrize("sigma, s", [(None, 0.0), (np.diag([3.0, 1.0, 0.2]), 0.0), (None, 1.0)])
+@pytest.mark.parametrize("sigma, s", [(None, 0.0), (np.diag([3.0, 1.0, 0.2]), 0.0), (np.diag([3.0, 1.0, 0.2]), 3.0)])
 def test_functional_deviation_of_a_wrong_step_matrix_on_the_runs_distribution(sigma, s):
     """Statistical: V31 = -diag(0.1, 0.3, 0.5) against GD with eta 0.3, read on the run's Sigma and
-    label noise, agrees with the numpy estimate within 2% (each case differs from the others by more)."""
+    label noise, agrees with the numpy estimate within 0.6% (each case differs from the others by more)."""
     import numerics
     d, n, k, eta = 3, 6, 3, 0.3
     A = np.diag([0.1, 0.3, 0.5])
@@ -115,7 +115,7 @@ def test_functional_deviation_of_a_wrong_step_matrix_on_the_runs_distribution(si
     V[L.w, L.x] = -A
     got = structure_metrics(torch.as_tensor(V), torch.as_tensor(W), n=n, eta=eta, k=k, samples=40000,
                             sigma=sigma, noise=s)["functional_deviation"]
-    assert got == pytest.approx(_deviation_numpy(A, eta, k, n, sigma, s), rel=0.02)
+    assert got == pytest.approx(_deviation_numpy(A, eta, k, n, sigma, s), rel=0.006)
 
 
 def test_structure_metrics_defaults_and_precision():
