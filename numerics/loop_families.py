@@ -41,7 +41,7 @@ from .lsa import looped_rollout
 from .montecarlo import diverged_mask, loss_report
 
 __all__ = ["FAMILIES", "FamilyFit", "family_iterates", "family_params", "fit_family", "functional_deviation",
-           "per_loop_losses"]
+           "per_loop_losses", "symmetry_floor", "symmetry_group_sample"]
 
 FAMILIES = {
     "gd": ("eta",),
@@ -254,3 +254,76 @@ def fit_family(name: str, X, y, w_star, k: int, *, sigma=None, target: np.ndarra
     robust = None if target is None else functional_deviation(target, iterates, w_star, statistic="median").tolist()
     return FamilyFit(name, params, last.mean_without_diverged, last.se_without_diverged, last.median,
                      last.diverged_frac, curve_mean, curve_median, deviation, robust, iterates)
+
+
+def symmetry_group_sample(sigma, d: int, size: int, seed) -> np.ndarray:
+    """``size`` random orthogonal ``Q`` (``(size, d, d)``) from the symmetry group of the prompt
+    distribution: ``x ~ N(0, Sigma)``, ``w* ~ N(0, I)`` are invariant under ``x -> Q x``,
+    ``w* -> Q w*`` exactly when ``Q Sigma Q^T = Sigma``.  ``sigma=None`` or a multiple of ``I``:
+    Haar on ``O(d)`` (``numerics.haar_orthogonal``); otherwise Haar on the orthogonal group of each
+    eigenspace of Sigma (sign flips for simple eigenvalues)."""
+    d = check_int("d", d)
+    size = check_int("size", size, 1)
+    rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
+    from .rotations import haar_orthogonal
+    if sigma is None:
+        return haar_orthogonal(rng.standard_normal((size, d, d)))
+    _, lam, Q = _covariance_eigen(sigma, d, "sigma")
+    Q = np.eye(d) if Q is None else Q
+    order = np.argsort(lam)
+    lam, Q = lam[order], Q[:, order]
+    out = np.zeros((size, d, d))
+    start = 0
+    scale = max(1.0, float(np.max(np.abs(lam))))
+    while start < d:                                   # eigenspaces: equal eigenvalues up to round-off
+        stop = start + 1
+        while stop < d and abs(lam[stop] - lam[start]) <= 1e-12 * scale:
+            stop += 1
+        m = stop - start
+        block = haar_orthogonal(rng.standard_normal((size, m, m)))
+        out[:, start:stop, start:stop] = block
+        start = stop
+    return Q @ out @ Q.T
+
+
+def symmetry_floor(estimates, X, y, w_star, *, sigma=None, rotations: int = 16, seed=0) -> dict:
+    """The least functional deviation from a model that any algorithm equivariant under the
+    prompt distribution's symmetries can have (``symmetry_group_sample``; every family in
+    ``FAMILIES`` is such an algorithm), per loop ``1 .. k``.
+
+    ``estimates(X, y)`` gives the model's ``(B, k + 1, d)`` estimates.  Since the distribution
+    is invariant, the closest equivariant algorithm in mean square is the group average
+    ``g_bar(X) = E_Q Q^T g(Q X, y)``, and its deviation is ``E ||g - g_bar||^2 / E ||g - w*||^2``.
+    With ``m = rotations`` sampled ``Q`` per prompt, ``E ||g - g_bar_m||^2 = (1 + 1/m)
+    E ||g - g_bar||^2`` (the same invariance), so the floor is the measured ratio divided by
+    ``1 + 1/m`` (Monte Carlo; prompts on which the model diverges, on them or on a rotated copy, are
+    left out and counted in ``excluded``).  Returns
+    ``{"floor": [per loop], "equivariance_error": [E ||g(X) - Q^T g(Q X)||^2 / E ||g - w*||^2
+    per loop, for one Q per prompt], "rotations": m}``: a model that is equivariant has both 0."""
+    X, y = check_prompt(X, y)
+    rotations = check_int("rotations", rotations, 1)
+    w_star = np.asarray(w_star, dtype=np.float64)
+    B, d = X.shape[0], X.shape[-2]
+    g = np.asarray(estimates(X, y), dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    total = np.zeros_like(g)
+    first = None
+    w2 = np.sum(w_star ** 2, axis=-1)
+    bad = np.zeros(B, dtype=bool)
+    for _ in range(rotations):
+        Q = symmetry_group_sample(sigma, d, B, rng)
+        with np.errstate(over="ignore", invalid="ignore"):
+            back = np.einsum("bji,btj->bti", Q, np.asarray(estimates(Q @ X, y), dtype=np.float64))
+            bad |= diverged_mask(np.sum((back[:, -1] - w_star) ** 2, axis=-1), w2)
+        total += np.where(np.isfinite(back), back, 0.0)
+        if first is None:
+            first = back
+    g_bar = total / rotations
+    with np.errstate(over="ignore", invalid="ignore"):
+        err = np.sum((g - w_star[:, None, :]) ** 2, axis=-1)
+        keep = ~diverged_mask(err[:, -1], w2) & ~bad
+        den = np.mean(err[keep, 1:], axis=0)
+        floor = np.mean(np.sum((g[keep, 1:] - g_bar[keep, 1:]) ** 2, axis=-1), axis=0) / den / (1 + 1 / rotations)
+        single = np.mean(np.sum((g[keep, 1:] - first[keep, 1:]) ** 2, axis=-1), axis=0) / den
+    return {"floor": floor.tolist(), "equivariance_error": single.tolist(), "rotations": rotations,
+            "prompts": int(keep.sum()), "excluded": int(B - keep.sum())}

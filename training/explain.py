@@ -91,22 +91,27 @@ def _matches(family: dict, learned: dict) -> bool:
 
 
 def explain_run(run, *, samples: int = 20000, seed: int = 0, families=None, fit_on: int = 2000,
-                ablations: bool = True, progress=None) -> dict:
-    """Explain the model of a run directory (or a ``training.Run``): module docstring.
+                ablations: bool = True, rotations: int = 8, progress=None) -> dict:
+    """Explain the model of a run directory (a path, a ``training.Run``, or a ``TrainResult``):
+    module docstring.
 
     Returns ``{"run", "mode", "d", "n", "k", "samples", "seed", "learned": {"median", "mean", "se",
     "diverged_frac", "curve_median", "curve_mean"}, "families": [{"name", "params", "median",
     "mean", "se", "diverged_frac", "deviation", "deviation_per_loop", "deviation_median",
     "curve_median", "curve_mean", "matches"}], "best": NAME, "explained_by": [NAMES], "ablations": [{"name", "median", "mean",
-    "diverged_frac"}]}``.  ``best`` is the family with the least deviation at the last loop;
+    "diverged_frac"}], "symmetry": {"floor", "equivariance_error", "rotations", "prompts", "excluded"}}``.
+    ``symmetry`` (``numerics.loop_families.symmetry_floor`` on the first ``fit_on`` prompts, ``rotations``
+    group elements per prompt; ``rotations=0`` leaves it out): the least deviation per loop that any
+    algorithm equivariant under the distribution's symmetries -- every family here -- can have from
+    the learned model.  ``best`` is the family with the least deviation at the last loop;
     ``explained_by`` the families that meet the target (``MATCH_LOSS_RTOL``, ``MATCH_DEVIATION``).
     ``families``: names from ``numerics.loop_families.FAMILIES`` (default: all).  ``progress``: a
     callable taking one line of text, told of each family as it is fitted.
     """
-    if not isinstance(run, Run):
-        run = load_run(run)
+    if not isinstance(run, Run) and not all(hasattr(run, key) for key in ("config", "V", "W")):
+        run = load_run(run)                 # a path; a Run or a TrainResult is used as it is
     if run.V is None or run.W is None:
-        raise ValueError(f"{run.path!r} holds no trained parameters (params.pt): train it to the end first")
+        raise ValueError(f"{getattr(run, 'path', 'the run')!r} holds no trained parameters (params.pt): train it to the end first")
     samples = theory.validation.check_int("samples", samples, 2)
     seed = theory.validation.check_int("seed", seed, 0)
     fit_on = theory.validation.check_int("fit_on", fit_on, 2)
@@ -135,11 +140,19 @@ def explain_run(run, *, samples: int = 20000, seed: int = 0, families=None, fit_
         entry["matches"] = _matches(entry, learned)
         fits.append(entry)
     best = min(fits, key=lambda f: f["deviation"] if np.isfinite(f["deviation"]) else np.inf)["name"] if fits else None
-    out = {"run": run.path, "mode": config.mode, "param": config.param, "d": d, "n": n, "k": k,
+    symmetry = None
+    if rotations:
+        if progress is not None:
+            progress("the symmetry floor")
+        m = min(fit_on, samples)
+        symmetry = loop_families.symmetry_floor(lambda Xs, ys: learned_iterates(V, W, Xs, ys, config.k, config.mode),
+                                                X[:m], y[:m], w_star[:m], sigma=sigma, rotations=rotations, seed=seed)
+    out = {"run": getattr(run, "path", None) or "(in memory)", "mode": config.mode, "param": config.param, "d": d, "n": n, "k": k,
            "sigma": None if sigma is None else sigma.tolist(), "noise": config.noise,
            "samples": samples, "seed": seed, "learned": learned, "families": fits, "best": best,
            "explained_by": [f["name"] for f in fits if f["matches"]],
-           "match_rule": {"loss_rtol": MATCH_LOSS_RTOL, "deviation": MATCH_DEVIATION}, "ablations": []}
+           "match_rule": {"loss_rtol": MATCH_LOSS_RTOL, "deviation": MATCH_DEVIATION}, "ablations": [],
+           "symmetry": symmetry}
     if ablations and config.param == "full" and config.mode == "looped":
         for label, blocks in ABLATIONS:
             Va, Wa = _zeroed(V, W, blocks, d)
@@ -169,6 +182,11 @@ def format_explanation(result: dict) -> str:
     else:
         lines.append(f"no family explains it (median and mean within {rule['loss_rtol']:.0%} and deviation <= "
                      f"{rule['deviation']}); closest by deviation: {result['best']}")
+    if result.get("symmetry"):
+        sym = result["symmetry"]
+        lines.append(f"symmetry floor: no algorithm equivariant under the distribution's symmetries (every family "
+                     f"above) is closer than deviation {sym['floor'][-1]:.3g} at the last loop "
+                     f"({sym['rotations']} group elements per prompt, {sym['prompts']} prompts)")
     if result["ablations"]:
         lines.append("the learned model with blocks set to zero (median, mean without diverged, diverged):")
         for a in result["ablations"]:

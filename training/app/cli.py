@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-on", type=_positive_int, default=2000, metavar="N",
                    help="the first N prompts fit each family's scalars (all of them measure it)")
     p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="N", help="seed of the prompts")
+    p.add_argument("--rotations", type=_nonnegative_int, default=8, metavar="N",
+                   help="group elements per prompt for the symmetry floor (the least deviation any equivariant "
+                        "algorithm can have from the model; 0: leave it out)")
     p.add_argument("--families", metavar="NAME[,NAME...]", default=None,
                    help="families to fit (default: all: gd, stretched_gd, preconditioned_gd, gd++, newton_schulz)")
     p.add_argument("--json", dest="json_file", metavar="FILE",
@@ -471,7 +474,7 @@ def _cmd_explain(args) -> int:
     from ..rundir import load_run
     run = load_run(args.run)
     result = explain_run(run, samples=args.samples, seed=args.seed, families=families, fit_on=args.fit_on,
-                         progress=lambda line: print(f"  {line} ...", file=sys.stderr, flush=True))
+                         rotations=args.rotations, progress=lambda line: print(f"  {line} ...", file=sys.stderr, flush=True))
     print(format_explanation(result))
     if args.json_file:
         _write_json(args.json_file, result)

@@ -37,7 +37,7 @@ from .registry import (ETA, FULL_ONLY_REASON, KINDS, MODEL_NAMES, MODEL_SPECS, R
                        format_check_list, format_report, models_needed, result, run_check, run_verify,
                        select_checks, train_config, train_models_for_verify, training_workers)
 # The checks, registered in the order of the report: by kind.
-from .symbolic import (exact, gd_closed_form, thm31_nocot_floor, thm31_nocot_optimal_step, thm32_lsa_step_is_gd,
+from .symbolic import (exact, gd_closed_form, loop_families_one_loop_one_step, thm31_nocot_floor, thm31_nocot_optimal_step, thm32_lsa_step_is_gd,
                        thm32_rejects_wrong_v31, wishart_third_moment)
 from .numeric import (EQUIVALENCE_GRID, EQUIVALENCE_TOL, NOISE_KSTAR_GRID, cot_rollout_is_gd, equivalence_worst,
                       gd_recursion_is_closed_form, kstar_grid, looped_is_gd, noise_best_cot_length_brute_force)
@@ -56,6 +56,7 @@ __all__ = [
     "ModelTraining", "Progress", "RegisteredCheck", "TrainedModels", "VerifySettings", "check",
     "format_check_list", "format_report", "models_needed", "result", "run_check", "run_verify",
     "select_checks", "train_config", "train_models_for_verify", "training_workers", "exact", "gd_closed_form",
+    "loop_families_one_loop_one_step",
     "thm31_nocot_floor", "thm31_nocot_optimal_step", "thm32_lsa_step_is_gd", "thm32_rejects_wrong_v31",
     "wishart_third_moment", "EQUIVALENCE_GRID", "EQUIVALENCE_TOL", "NOISE_KSTAR_GRID", "cot_rollout_is_gd",
     "equivalence_worst", "gd_recursion_is_closed_form", "kstar_grid", "looped_is_gd",

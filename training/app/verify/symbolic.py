@@ -34,6 +34,20 @@ def thm32_rejects_wrong_v31():
     return exact(theory.prove_lsa_step_is_gd(2 * V, W, eta=ETA), False, f"d = {PAPER.d}, eta = {ETA}")
 
 
+@check("symbolic.loop-families-one-loop-one-step", kind="symbolic")
+def loop_families_one_loop_one_step():
+    """The looped model's algorithm families (docs/theory.md section 18): one loop of the
+    preconditioned construction is one preconditioned GD step and one loop of GD++'s is one GD++
+    step, on every prompt (symbolic d, n, P, gamma, eta; block matrices), and the proof rejects GD++'s
+    construction against gamma = 0 at d = 10 (the check can fail)."""
+    import theory
+    V, W = theory.loop_family_params("gd++", PAPER.d, gamma=sympy.Rational(1, 20), eta=ETA)
+    measured = (bool(theory.prove_loop_step("preconditioned")), bool(theory.prove_loop_step("gd++")),
+                bool(theory.prove_loop_step("gd++", V, W, gamma=0, eta=ETA)))
+    return result(str(measured), str((True, True, False)), "exact identity", measured == (True, True, False),
+                  "preconditioned, gd++ (symbolic d, n); gd++ construction vs gamma = 0 at d = 10")
+
+
 @check("symbolic.gd-closed-form", kind="symbolic")
 def gd_closed_form():
     """GD from w_0 = 0 has the closed form w_k = (I - (I - eta S)^k) w*, proved by induction
