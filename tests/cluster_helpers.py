@@ -11,6 +11,23 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Four tiny cells (d x mode), a fraction of a second of training each.
+GRID = """
+name = "slurm"
+[grid]
+d = [2, 3]
+mode = ["cot", "nocot"]
+[fixed]
+n = 6
+k = 3
+iters = 20
+batch = 32
+eval_every = 10
+eval_samples = 500
+theory_samples = 2000
+structure_samples = 64
+device = "cpu"
+"""
 #: Lines for pytest's terminal summary (tests/cluster/conftest.py prints them).
 REPORT: list = []
 
@@ -66,3 +83,18 @@ def wait_until(condition, timeout: float, step: float = 0.05, what: str = "the c
             return value
         time.sleep(step)
     raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def readme_block(heading: str, after: str, language: str = "bash") -> str:
+    """The first ```language block of README.md's section ``heading`` that follows the text ``after``."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rest = section.split(after, 1)[1]
+    return rest.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def readme_commands(block: str) -> list:
+    """The commands of a README block: comments dropped, continued lines joined, split as a shell would."""
+    import shlex
+    joined = block.replace("\\\n", " ")
+    return [shlex.split(line, comments=True) for line in joined.splitlines() if shlex.split(line, comments=True)]

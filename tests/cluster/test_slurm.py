@@ -15,26 +15,9 @@ import sys
 
 import pandas as pd
 import pytest
-from cluster_helpers import ROOT, child_env, cotgd, report, wait_until
+from cluster_helpers import GRID, ROOT, child_env, cotgd, report, wait_until
 
 from training.sweep import RUN_COLUMNS, load_results
-
-GRID = """
-name = "slurm"
-[grid]
-d = [2, 3]
-mode = ["cot", "nocot"]
-[fixed]
-n = 6
-k = 3
-iters = 20
-batch = 32
-eval_every = 10
-eval_samples = 500
-theory_samples = 2000
-structure_samples = 64
-device = "cpu"
-"""
 
 
 def slurm_or_skip() -> str:

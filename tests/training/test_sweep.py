@@ -12,6 +12,7 @@ command line's side, with a driver killed by SIGKILL, is tests/cli/test_cli_swee
 import json
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -325,11 +326,13 @@ def test_killed_dask_worker_cell_is_rescheduled(tmp_path, dask_pool, slow_scale)
 @pytest.mark.slow
 def test_bench_sweep_reports_cells_per_minute_for_each_engine():
     """Speed figures only (no timed assertion): ``bench_sweep`` reports cells per minute for
-    local-1, local-2 and dask-2 on identical cells, with its details."""
+    local-1, local-2, dask-2 and the external cluster dask-external-2 on identical cells, with
+    its details."""
     from training.app.sweep_bench import bench_sweep
     figures = bench_sweep(quick=True, cells=2, seconds=0.5)
     per = figures["sweep_cells_per_minute"]
-    assert set(per) == {"local-1", "local-2", "dask-2"} and all(v > 0 for v in per.values())
+    assert set(per) == {"local-1", "local-2", "dask-2", "dask-external-2"} and all(v > 0 for v in per.values())
+    assert figures["sweep_bench"]["dask_external_over_local2"] > 0
     details = figures["sweep_bench"]
     assert details["cells"] == 2 and details["parallel_speedup_matmul"] > 0
     assert set(details["sweep_seconds"]) == set(per)
@@ -351,3 +354,17 @@ def test_plots_draw_cells_judged_failed_but_not_cells_that_raised():
     assert sorted(trained[trained["mode"] == "cot"]["k"]) == [2, 4]
     pairs = pair_modes(trained)
     assert dict(zip(pairs["k"], pairs["ratio_trained"])) == {2: 0.5, 4: 9.0}
+
+
+def test_progress_bar_counts_done_running_failed_and_names_the_worker_of_a_failure(tmp_path, local_pool, capsys):
+    """The bar (progress=True) shows done / running / failed, and a line per failed cell naming
+    the worker (host:pid) it ran on; the table records that worker's host and, outside SLURM, no
+    job id."""
+    grid = {"name": "bar", "grid": {"eta": [0.4, 20.0]}, "fixed": dict(TINY["fixed"], d=2, k=4)}
+    cells = parse_grid(grid).expand()
+    result = run_sweep(grid, tmp_path / "s", executor=local_pool, progress=True)
+    err = capsys.readouterr().err
+    row = result.table.iloc[1]
+    assert row["status"] == "diverged" and row["host"] == socket.gethostname() and pd.isna(row["job_id"])
+    assert f"cell {cells[1].name} diverged on {row['worker']}: training diverged at iteration" in err
+    assert "done 1 running 0 failed 1" in err

@@ -27,8 +27,9 @@ behind ``cotgd bench``.  Figures only, no pass / fail.
   k = 40 (1.6x the CoT steps, 2.1x the k x k triangle of the loop's);
 * ``looped_ms_per_iter``: the full looped model's training step at the paper's configuration,
   and its arithmetic bound (``bench_looped``);
-* ``sweep_cells_per_minute``: ``cotgd sweep``'s engines (local-1, local-2, dask-2) on identical
-  training cells (``sweep_bench.bench_sweep``);
+* ``sweep_cells_per_minute``: ``cotgd sweep``'s engines (local-1, local-2, dask-2, and
+  dask-external-2, a cluster of separate ``dask scheduler`` / ``dask worker`` processes) on
+  identical training cells (``sweep_bench.bench_sweep``);
 * ``mc_prompts_per_s``: ``numerics.eval_loss_mc`` at d 10, n 20, k 10 (float64, numpy), and for
   n = 20 .. 160;
 * ``help_seconds``: wall seconds of ``cotgd --help`` in a subprocess (interpreter start, imports,

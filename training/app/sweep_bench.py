@@ -1,13 +1,14 @@
 """The sweep benchmark of ``cotgd bench``: training cells per minute on each engine of
-``training.sweep`` (local processes, a Dask cluster) and the machine's parallel speedup."""
+``training.sweep`` (local processes, a Dask LocalCluster, an external Dask cluster of separate
+``dask scheduler`` / ``dask worker`` processes) and the machine's parallel speedup."""
 from __future__ import annotations
 
 import os
 import time
 
 from ..rundir import load_average
-from ..sweep import (DaskExecutor, Grid, LocalExecutor, cell_task, parse_grid, run_cell, run_sweep, warm_cell,
-                     warm_imports)
+from ..sweep import (DaskExecutor, DaskProcesses, Grid, LocalExecutor, cell_task, parse_grid, run_cell, run_sweep,
+                     warm_cell, warm_imports)
 
 #: The identical cells ``bench_sweep`` times: CoT, full parameters, d 5, n 10, k 8, batch 500.
 BENCH_CELL = {"mode": "cot", "d": 5, "n": 10, "k": 8, "eta": 0.4, "batch": 500, "eval_samples": 2000,
@@ -71,7 +72,9 @@ def parallel_speedup(seconds: float = 2.0, executor: "LocalExecutor | None" = No
 
 def bench_sweep(device: str = "cpu", quick: bool = False, *, cells: int | None = None,
                 seconds: float | None = None) -> dict:
-    """``sweep_cells_per_minute``: ``{local-1, local-2, dask-2}`` on identical training cells
+    """``sweep_cells_per_minute``: ``{local-1, local-2, dask-2, dask-external-2}`` on identical
+    training cells (dask-external-2: ``dask scheduler`` and two ``dask worker`` processes started
+    as a user starts them, ``training.sweep.DaskProcesses``, reached by address)
     (``BENCH_CELL``, seeds 0..; 8 cells of about 5 s, quick: 4 of about 1.5 s), each engine's
     workers started and warmed before the clock starts; and details: cell seconds, the ratio
     local-2 / local-1, Dask's overhead per cell relative to the local pool with the same
@@ -95,8 +98,15 @@ def bench_sweep(device: str = "cpu", quick: bool = False, *, cells: int | None =
     iters = int(max(20, min(50000, (target - fixed_part) / per_iter)))
     grid = _bench_grid(iters, cells)
     cell_seconds = _cell_seconds(iters)
+    import tempfile
+    scratch = tempfile.TemporaryDirectory()
+    external = DaskProcesses(os.path.join(scratch.name, "cluster"), workers=2)
+
+    def external_engine() -> DaskExecutor:
+        return DaskExecutor(address=external.start().address)
+
     makers = {"local-1": lambda: LocalExecutor(1), "local-2": lambda: LocalExecutor(2),
-              "dask-2": lambda: DaskExecutor(n_workers=2)}
+              "dask-2": lambda: DaskExecutor(n_workers=2), "dask-external-2": external_engine}
     engines, startup = {}, {}
     walls = {label: [] for label in makers}
     inside = {label: [] for label in makers}
@@ -118,6 +128,8 @@ def bench_sweep(device: str = "cpu", quick: bool = False, *, cells: int | None =
     finally:
         for engine in engines.values():
             engine.close()
+        external.stop()
+        scratch.cleanup()
     best = {label: min(values) for label, values in walls.items()}
     per_minute = {label: 60.0 * cells / t for label, t in best.items()}
     # per cell, the wall time the engine's workers spent outside run_cell (scheduling, transfer,
@@ -131,6 +143,9 @@ def bench_sweep(device: str = "cpu", quick: bool = False, *, cells: int | None =
                             "sweep_seconds": walls, "startup_seconds": startup,
                             "local2_over_local1": per_minute["local-2"] / per_minute["local-1"],
                             "dask_overhead_per_cell": best["dask-2"] / best["local-2"] - 1.0,
+                            "dask_external_over_local2": per_minute["dask-external-2"] / per_minute["local-2"],
+                            "dask_external_over_local2_by_repetition": [a / b for a, b in zip(walls["local-2"],
+                                                                                               walls["dask-external-2"])],
                             "seconds_outside_cells_per_cell": outside,
                             "dask_extra_outside_per_cell": (outside["dask-2"] - outside["local-2"]) / mean_cell,
                             "parallel_speedup_matmul": max(speedups),
@@ -145,7 +160,8 @@ def format_bench_sweep(figures: dict) -> str:
     per, b = figures["sweep_cells_per_minute"], figures["sweep_bench"]
     return ("  sweep_cells_per_minute      " + ", ".join(f"{k} {v:.1f}" for k, v in per.items())
             + f"   ({b['cells']} cells of {b['cell_seconds_alone']:.1f} s; local-2 / local-1 "
-            f"{b['local2_over_local1']:.2f}x, Dask overhead {100 * b['dask_overhead_per_cell']:.1f}% per cell "
+            f"{b['local2_over_local1']:.2f}x, dask-external-2 / local-2 {b['dask_external_over_local2']:.2f}x, "
+            f"Dask overhead {100 * b['dask_overhead_per_cell']:.1f}% per cell "
             f"({100 * b['dask_extra_outside_per_cell']:.1f}% outside the cells), "
             f"2 processes of matrix products {b['parallel_speedup_matmul']:.2f}x one)")
 

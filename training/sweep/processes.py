@@ -63,8 +63,14 @@ class DaskProcesses:
     # ------------------------------------------------------------------ starting
     def _environment(self, extra: dict | None = None) -> dict:
         config_dir = write_worker_config(os.path.join(self.directory, "dask-config"))
-        env = dict(os.environ, **THREAD_ENV, DASK_CONFIG=config_dir, **self.env, **(extra or {}))
+        env = {**os.environ, **THREAD_ENV, "DASK_CONFIG": config_dir, **self.env, **(extra or {})}
         return env
+
+    def spawn(self, name: str, argv: list, cwd: str | None = None, env: dict | None = None) -> subprocess.Popen:
+        """Start ``argv`` as process ``name`` (a ``dask scheduler`` or ``dask worker`` command of
+        your own), in ``cwd`` (default ``directory/name``), with the workers' environment plus
+        ``env``; ``stop`` stops it with the others."""
+        return self._spawn(name, argv, cwd or os.path.join(self.directory, name), self._environment(env))
 
     def _spawn(self, name: str, argv: list, cwd: str, env: dict) -> subprocess.Popen:
         os.makedirs(cwd, exist_ok=True)
@@ -99,6 +105,10 @@ class DaskProcesses:
                                        os.path.join(self.directory, name, "dask-worker-space"),
                                        "--nanny" if self.nanny else "--no-nanny"]
         return self._spawn(name, argv, cwd or os.path.join(self.directory, name), self._environment(env))
+
+    def wait_for_file(self) -> str:
+        """The scheduler's address from its file, once written (bounded by ``timeout``)."""
+        return self._wait_for_file()
 
     def _wait_for_file(self) -> str:
         end = time.monotonic() + self.timeout
