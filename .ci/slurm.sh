@@ -79,7 +79,7 @@ MpiDefault=none
 ReturnToService=2
 SlurmdTimeout=30
 NodeName=$host CPUs=$cpus RealMemory=8000 State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+PartitionName=short Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
 # munge: a key of this run, a socket of our own (root may run it with --force)
 dd if=/dev/urandom of="$dir/munge/munge.key" bs=1 count=1024 status=none

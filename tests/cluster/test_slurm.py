@@ -15,7 +15,16 @@ import sys
 
 import pandas as pd
 import pytest
-from cluster_helpers import GRID, ROOT, child_env, cotgd, report, wait_until
+from cluster_helpers import (
+    GRID,
+    ROOT,
+    child_env,
+    cotgd,
+    readme_block,
+    readme_commands,
+    report,
+    wait_until,
+)
 
 from training.sweep import RUN_COLUMNS, load_results
 
@@ -39,28 +48,39 @@ def slurm_or_skip() -> str:
     return subprocess.run(["sinfo", "-V"], capture_output=True, text=True, timeout=30, check=False).stdout.strip()
 
 
+def readme_slurm_command(tmp_path, grid) -> list:
+    """README.md's SLURM command for this machine: the grid, DIR under the test's directory, 2 jobs
+    instead of 16, this Python's environment in the prologue, the scheduler and the workers on
+    loopback (``--interface lo``: this machine talks to itself on loopback only)."""
+    block = readme_block("Running on a cluster", "On SLURM, dask-jobqueue")
+    command = [c for c in readme_commands(block) if c[:3] == ["python", "-m", "training.app.sweep_slurm"]]
+    assert len(command) == 1, block
+    mapping = {"examples/sweeps/phase.toml": str(grid), "16": "2",
+               "source ~/venvs/cotgd/bin/activate": f"source {sys.prefix}/bin/activate"}
+    argv = [mapping.get(t, t.replace("/shared", str(tmp_path / "shared"))) for t in command[0]]
+    return [sys.executable] + argv[1:] + ["--interface", "lo"]
+
+
 def queue() -> list:
     out = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True, timeout=30, check=False)
     return [line for line in out.stdout.splitlines() if line.strip()]
 
 
 def test_a_sweep_through_slurm_jobs_gives_the_local_table(tmp_path):
-    """Training: ``python -m training.app.sweep_slurm GRID --out DIR --jobs 2`` (the README's
-    command) runs the 4 cells in SLURM jobs: the table equals ``--workers 2``'s bitwise but for
+    """Training: README.md's ``python -m training.app.sweep_slurm ...`` (``readme_slurm_command``)
+    runs the 4 cells in SLURM jobs: the table equals ``--workers 2``'s bitwise but for
     the execution columns, each row names its SLURM job, and no job is left in the queue."""
     pytest.importorskip("dask_jobqueue")
     version = slurm_or_skip()
     grid = tmp_path / "slurm.toml"
     grid.write_text(GRID)
     assert not queue(), f"jobs queued before the test: {queue()}"
-    run = subprocess.run([sys.executable, "-m", "training.app.sweep_slurm", str(grid), "--out", str(tmp_path / "slurm"),
-                          "--jobs", "2", "--memory", "1GB", "--walltime", "00:10:00", "--interface", "lo",
-                          "--slurm-option", "job-name=cotgd-test"],
-                         cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(readme_slurm_command(tmp_path, grid), cwd=ROOT, env=child_env(), capture_output=True,
+                         text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     local = cotgd("sweep", "run", grid, "--out", tmp_path / "local", "--workers", "2")
     assert local.returncode == 0, local.stderr
-    a, b = load_results(tmp_path / "local"), load_results(tmp_path / "slurm")
+    a, b = load_results(tmp_path / "local"), load_results(tmp_path / "shared" / "sweeps" / "phase")
     keep = [c for c in a.columns if c not in RUN_COLUMNS]
     pd.testing.assert_frame_equal(a[keep], b[keep], check_exact=True)
     jobs = sorted(set(b["job_id"]))
