@@ -142,3 +142,48 @@ def test_evaluate_params_is_eval_losses_on_the_seeds_prompts_in_the_chunks_asked
         losses, norms = eval_losses("cot", torch.as_tensor(V).unsqueeze(0), torch.as_tensor(W).unsqueeze(0), n=4, k=3,
                                     samples=1000, generator=eval_generator(7, torch.device("cpu")), chunk=chunk)
         assert r["mean"] == loss_reports(losses, norms)[0]["mean"]
+
+
+@pytest.mark.parametrize("V, W", [
+    (np.zeros((2, 4, 4)), np.zeros((2, 6, 6))),            # V and W of different shapes
+    (np.zeros((1, 6, 4)), np.zeros((1, 6, 4))),            # not square
+    (np.zeros((4, 6)), np.zeros((4, 6))),
+    (np.zeros((5, 5)), np.zeros((5, 5))),                  # D odd
+    (np.zeros((2, 2)), np.zeros((2, 2))),                  # D < 4
+    (np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 4, 4))),      # not (D, D) or (M, D, D)
+])
+def test_parameters_that_are_not_an_lsa_are_refused(V, W):
+    from training.evaluate import as_models
+    with pytest.raises(ValueError, match="^V and W must both be"):
+        as_models(V, W)
+
+
+def test_real_matrices_of_any_real_dtype_are_lsa_parameters_and_others_are_named():
+    from training.evaluate import as_models
+    V, W, single = as_models(np.zeros((4, 4), dtype=np.int64), np.eye(4))
+    assert single and V.shape == (1, 4, 4)
+    assert as_models(np.zeros((2, 4, 4)), np.zeros((2, 4, 4)))[2] is False
+    with pytest.raises(ValueError, match="^V must be a real matrix"):
+        as_models(np.zeros((4, 4), dtype=complex), np.eye(4))
+    with pytest.raises(ValueError, match="^W must be a real matrix"):
+        as_models(np.eye(4), np.zeros((4, 4), dtype=complex))
+    with pytest.raises(ValueError, match=r"^V must be a \(D, D\)"):
+        as_models("V", np.eye(4))
+    with pytest.raises(ValueError, match=r"^W must be a \(D, D\)"):
+        as_models(np.eye(4), "W")
+    V, W = numerics.gd_params(1, 0.3)                       # d = 1: D = 4, the smallest LSA
+    assert evaluate_params(V, W, d=1, n=4, k=2, samples=50, seed=0)["samples"] == 50
+
+
+def test_sigma_spectrum_names_its_arguments_and_reads_float32_in_float64():
+    with pytest.raises(ValueError, match="^d must be an integer"):
+        sigma_spectrum(None, 0)
+    with pytest.raises(ValueError, match="sigma"):
+        sigma_spectrum(np.diag([1.0, -1.0]), 2)
+    with pytest.raises(ValueError, match="Sigma_ood"):
+        sigma_spectrum(np.diag([1.0, -1.0]), 2, name="Sigma_ood")
+    Q = numerics.random_rotation(3, 2)
+    s32 = ((Q * [2.0, 1.0, 0.5]) @ Q.T).astype(np.float32)
+    s32 = (s32 + s32.T) / 2
+    np.testing.assert_allclose(sigma_spectrum(s32, 3).eigenvalues,
+                               np.linalg.eigvalsh(s32.astype(np.float64))[::-1], rtol=1e-13)
