@@ -187,3 +187,30 @@ def test_sigma_spectrum_names_its_arguments_and_reads_float32_in_float64():
     s32 = (s32 + s32.T) / 2
     np.testing.assert_allclose(sigma_spectrum(s32, 3).eigenvalues,
                                np.linalg.eigvalsh(s32.astype(np.float64))[::-1], rtol=1e-13)
+
+
+def test_reports_use_numerics_divergence_rule_on_the_squared_error_and_count_in_integers():
+    """A loss is (1/2)||e||^2; a prompt diverges when ||e||^2 = 2 * loss exceeds
+    DIVERGENCE_FACTOR (1 + ||w*||^2) (numerics' rule), so the threshold on the loss is half that."""
+    from numerics.montecarlo import DIVERGENCE_FACTOR
+    from training.evaluate import loss_reports, report_dict
+    limit = DIVERGENCE_FACTOR * 2.0 / 2                 # ||w*||^2 = 1: ||e||^2 limit 2 F, loss limit F
+    losses = np.array([[0.5, 0.9 * limit, 1.1 * limit, 0.25]])
+    r = loss_reports(losses, np.ones(4))[0]
+    assert r["diverged"] == 1 and r["diverged_frac"] == 0.25 and r["samples"] == 4
+    out = report_dict(r)
+    assert type(out["samples"]) is int and type(out["diverged"]) is int and out["diverged"] == 1
+    assert all(type(out[key]) is float for key in out if key not in ("samples", "diverged"))
+
+
+def test_eval_losses_names_its_arguments_and_takes_one_prompt_chunks():
+    import torch
+
+    from training.evaluate import eval_generator, eval_losses
+    V, W = (torch.as_tensor(a).unsqueeze(0) for a in numerics.gd_params(2, 0.3))
+    gen = eval_generator(0, torch.device("cpu"))
+    one, _ = eval_losses("cot", V, W, n=4, k=2, samples=1, generator=gen, chunk=1)
+    assert one.shape == (1, 1)
+    for kwargs, name in (({"samples": 0}, "samples"), ({"chunk": 0}, "chunk"), ({"w_scale": 0.0}, "w_scale")):
+        with pytest.raises(ValueError, match=f"^{name} must be"):
+            eval_losses("cot", V, W, n=4, k=2, generator=gen, **{"samples": 4, **kwargs})
