@@ -22,29 +22,13 @@ import time
 
 import pandas as pd
 import pytest
-from cluster_helpers import cotgd, report, start_cotgd, wait_until, worker_python
+from cluster_helpers import GRID, cotgd, report, start_cotgd, wait_until, worker_python
 
 from training import TrainConfig, train
 from training.sweep import RUN_COLUMNS, DaskProcesses, load_results, parse_grid
 
 #: Eight tiny cells (d x mode x seed), a fraction of a second of training each.
-TABLE_GRID = """
-name = "cluster"
-[grid]
-d = [2, 3]
-mode = ["cot", "nocot"]
-seed = [0, 1]
-[fixed]
-n = 6
-k = 3
-iters = 20
-batch = 32
-eval_every = 10
-eval_samples = 500
-theory_samples = 2000
-structure_samples = 64
-device = "cpu"
-"""
+TABLE_GRID = GRID.replace('name = "slurm"', 'name = "cluster"').replace('[grid]\n', '[grid]\nseed = [0, 1]\n')
 #: Two short cells and a long one (checkpointed every 100 iterations) to kill things in.
 LONG = {"seed": 7, "eval_every": 500, "checkpoint_every": 100}
 
