@@ -96,6 +96,18 @@ def toml_list(items) -> str:
     return "[" + ", ".join(json.dumps(str(i)) for i in items) + "]"
 
 
+def drop_table(text: str, name: str) -> str:
+    """``text`` (TOML) without its ``[name]`` table: from that header to the next table header."""
+    out, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        header = re.match(r"^\[([A-Za-z0-9_.\-]+)\]\s*$", line)
+        if header:
+            skipping = header.group(1) == name
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
 def configure(dest: Path, module: dict, skip_lines: list[str]) -> list[str]:
     """Write [tool.mutmut] for one module; returns the tests that exist in the copy."""
     tests = [t for t in module["tests"] if (dest / t.split("::")[0]).exists()]
@@ -103,7 +115,7 @@ def configure(dest: Path, module: dict, skip_lines: list[str]) -> list[str]:
     for t in missing:
         print(f"  (not in this tree, left out: {t})", flush=True)
     py = dest / "pyproject.toml"
-    text = re.sub(r"\n\[tool\.mutmut\][^\[]*", "\n", py.read_text())
+    text = drop_table(py.read_text(), "tool.mutmut")
     text += (
         "\n[tool.mutmut]\n"
         'source_paths = ["training", "theory", "numerics"]\n'
