@@ -12,7 +12,7 @@ import sympy
 
 import numerics
 import theory
-from training.suite import Case, evaluate_case, scale_w_case, suite_model
+from training.suite import Case, evaluate_case, format_table, scale_w_case, suite_model
 
 D, N, K, ETA = 3, 6, 3, 0.3
 
@@ -68,3 +68,51 @@ def test_loss_bound_on_a_singular_sigma_is_theorem_42_on_its_range(gd_model, c):
     assert row["loss_bound"] == pytest.approx(c * c * (r / 2 * rate ** (2 * K) + (D - r) / 2), rel=1e-9)
     assert row["spectrum_interval"] == pytest.approx([lo, hi], rel=1e-9)
     assert row["unrecoverable"] == pytest.approx(c * c * (D - r) / 2, rel=1e-12)
+
+
+def _case(name, **changes):
+    c = {"name": name, "median": 0.1234567, "q10": 0.01, "q90": float("inf"), "mean": None, "diverged_frac": 0.0123,
+         "gd_median": 1234.5678, "nocot_median": 2.0, "eta_top": 1.23456, "predicted_stable": True,
+         "unstable_frac": None, "expected_loss": 0.5, "expected_method": "monte_carlo numerics.eval_loss_mc (5 prompts)",
+         "unrecoverable": 0.0}
+    return dict(c, **changes)
+
+
+def test_the_table_a_user_reads():
+    """format_table, exactly: numbers to 4 significant digits (inf, - for None), percentages to
+    one decimal, Theorem 4.2's verdict, how the expected loss was obtained, the legend."""
+    model = {"label": "lbl", "mode": "cot", "d": 3, "n": 6, "k": 4, "eta": 0.3, "learned_step": 0.29876,
+             "step_source": "given", "target_step": 0.3, "gd_steps": 4, "noise": 0.5, "sigma": [[1.0]]}
+    result = {"run": "runs/x", "model": model, "samples": 100, "seed": 2, "theory_samples": 5,
+              "in_distribution": _case("in_distribution", expected_method="exact theory.gd_eval_loss",
+                                       unstable_frac=0.5),
+              "cases": [_case("skewed", predicted_stable=False, expected_method=None, expected_loss=None,
+                              unrecoverable=1.5, mean=3.0),
+                        _case("scale-x=2", median=12345678.9, diverged_frac=1.0)]}
+    assert format_table(result).splitlines() == [
+        "runs/x: mode cot, d 3, n 6, k 4, trained eta 0.3; learned step 0.2988 (given), theory's 0.3; 100 prompts per case, seed 2",
+        'case                  median   q10  q90  mean   div%  GD med  noCoT med  eta*top    Thm4.2  unst%  E[GD]  how  unrecov',
+        '----------------------------------------------------------------------------------------------------------------------',
+        '(in distribution)     0.1235  0.01  inf     -    1.2    1235          2     1.23    stable   50.0    0.5   ex        0',
+        'skewed                0.1235  0.01  inf     3    1.2    1235          2     1.23  UNSTABLE      -      -    -      1.5',
+        'scale-x=2          1.235e+07  0.01  inf     -  100.0    1235          2     1.23    stable      -    0.5   MC        0',
+        '',
+        "median q10 q90 mean div%: the model's loss (1/2)||w_hat - w*||^2 over prompts, % diverged; GD med: 4-step GD with the model's step 0.2988; noCoT med: Theorem 3.1's optimum (eta_1 S w*); same prompts in a row.",
+        "eta*top: step x top of Theorem 4.2's predicted spectrum of S (on range(Sigma) when singular); Thm4.2: stable iff < 2; unst%: sampled prompts with step x lambda_max(S) >= 2.",
+        "E[GD]: expected loss of 4-step GD with the model's step 0.2988 (how: ex = exact theory, MC = Monte Carlo, 5 prompts); unrecov: (d - rank Sigma)/2 x scale-w^2, never learned.",
+        'Trained on its own distribution (Sigma_train, label noise s = 0.5): the in-distribution row, scale-x (Sigma = c^2 Sigma_train), scale-w and noisy use it.',
+    ]
+    plain = dict(result, run=None, in_distribution=None, cases=result["cases"][:1],
+                 model=dict(model, eta=None, target_step=None, gd_steps=1, noise=0.0, sigma=None, label=""))
+    assert format_table(plain).splitlines() == [
+        'model: mode cot, d 3, n 6, k 4; learned step 0.2988 (given); 100 prompts per case, seed 2',
+        'case    median   q10  q90  mean  div%  GD med  noCoT med  eta*top    Thm4.2  unst%  E[GD]  how  unrecov',
+        '-------------------------------------------------------------------------------------------------------',
+        'skewed  0.1235  0.01  inf     3   1.2    1235          2     1.23  UNSTABLE      -      -    -      1.5',
+        '',
+        "median q10 q90 mean div%: the model's loss (1/2)||w_hat - w*||^2 over prompts, % diverged; GD med: 1-step GD with the model's step 0.2988; noCoT med: Theorem 3.1's optimum (eta_1 S w*); same prompts in a row.",
+        "eta*top: step x top of Theorem 4.2's predicted spectrum of S (on range(Sigma) when singular); Thm4.2: stable iff < 2; unst%: sampled prompts with step x lambda_max(S) >= 2 (one step cannot blow up: UNSTABLE means the step overshoots).",
+        "E[GD]: expected loss of 1-step GD with the model's step 0.2988 (how: ex = exact theory, MC = Monte Carlo, 5 prompts); unrecov: (d - rank Sigma)/2 x scale-w^2, never learned.",
+    ]
+    assert format_table(dict(plain, model=dict(plain["model"], label="mine"))).splitlines()[0] == 'mine: mode cot, d 3, n 6, k 4; learned step 0.2988 (given); 100 prompts per case, seed 2'
+    assert format_table(dict(plain, model=dict(plain["model"], noise=0.25))).splitlines()[-1] == 'Trained on its own distribution (Sigma_train, label noise s = 0.25): the in-distribution row, scale-x (Sigma = c^2 Sigma_train), scale-w and noisy use it.'
