@@ -13,6 +13,9 @@ Each family maps prompts ``(X, y)`` and a few scalars to the estimates after ``0
 * ``gd++`` (``gamma``, ``eta``): the looped model with ``theory.loop_family_params("gd++", ...)``,
   GD with von Oswald et al. 2023's input transformation ``x_j <- (I - gamma S) x_j`` (one loop
   is one step, ``theory.prove_loop_step``).
+* ``heavy_ball`` (``eta``, ``beta``): GD with momentum (Polyak),
+  ``w_{t+1} = w_t - eta (S w_t - S w*) + beta (w_t - w_{t-1})``, ``w_{-1} = w_0 = 0``: an
+  accelerated method whose error after k loops is a polynomial of degree k in S, as GD's is.
 * ``newton_schulz`` (``alpha``, ``u``): a reference one loop cannot implement (Fu et al. 2024):
   ``Y_1 = alpha I``, ``Y_{t+1} = Y_t (2 I - S Y_t)``, the estimate after t loops ``u Y_t S w*``.
 
@@ -49,6 +52,7 @@ FAMILIES = {
     "preconditioned_gd": ("eta", "alpha"),
     "gd++": ("gamma", "eta"),
     "newton_schulz": ("alpha", "u"),
+    "heavy_ball": ("eta", "beta"),
 }
 
 
@@ -57,14 +61,23 @@ def _check_family(name: str, params) -> dict:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {name!r}")
     names = FAMILIES[name]
     if not isinstance(params, dict):
-        params = dict(zip(names, np.atleast_1d(np.asarray(params, dtype=float)).tolist()))
+        values = list(params) if isinstance(params, (list, tuple, np.ndarray)) else [params]
+        if len(values) != len(names):
+            raise ValueError(f"family {name} takes {len(names)} scalar(s) ({', '.join(names)}), got {len(values)}")
+        params = dict(zip(names, values))
     if set(params) != set(names):
         raise ValueError(f"family {name} takes {', '.join(names)}, got {', '.join(sorted(params)) or 'nothing'}")
     out = {}
     for key in names:
-        value = float(params[key])
-        if not np.isfinite(value):
-            raise ValueError(f"{name}'s {key} must be finite, got {params[key]!r}")
+        raw = params[key]
+        value = None
+        if not isinstance(raw, (bool, str, np.bool_)) and np.ndim(raw) == 0:
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                value = None
+        if value is None or not np.isfinite(value):
+            raise ValueError(f"{name}'s {key} must be a finite real number, got {raw!r}")
         out[key] = value
     return out
 
@@ -102,7 +115,7 @@ def family_params(name: str, d: int, params, *, sigma=None) -> tuple[np.ndarray,
         P = p["eta"] * (_sigma_power(sigma, d, p["alpha"]) if name == "preconditioned_gd" else np.eye(d))
         V, W = _family_params_function("preconditioned", d)(P)
     else:
-        raise ValueError(f"one loop does not implement {name}: its (V, W) do not exist")
+        raise ValueError(f"{name} is a reference family: the toolkit has no (V, W) whose loop is its step")
     return np.array(V, dtype=np.float64), np.array(W, dtype=np.float64)
 
 
@@ -138,6 +151,12 @@ def family_iterates(name: str, X, y, params, k: int, *, sigma=None) -> np.ndarra
             w = out[..., 0, :]
             for t in range(k):
                 w = w - ((S @ w[..., None])[..., 0] - b) @ P.T
+                out[..., t + 1, :] = w
+            return out
+        if name == "heavy_ball":
+            w = previous = out[..., 0, :]
+            for t in range(k):
+                w, previous = w - p["eta"] * ((S @ w[..., None])[..., 0] - b) + p["beta"] * (w - previous), w
                 out[..., t + 1, :] = w
             return out
         Y = p["alpha"] * np.broadcast_to(np.eye(d), S.shape)
@@ -201,6 +220,7 @@ _STARTS = {
     "preconditioned_gd": [(0.4, 0.0), (0.4, 0.5), (0.3, 1.0)],
     "gd++": [(0.1, 0.4), (0.02, 0.45), (0.2, 0.3)],
     "newton_schulz": [(0.2, 1.0), (0.4, 1.0)],
+    "heavy_ball": [(0.4, 0.2), (0.6, 0.4)],
 }
 
 
@@ -217,6 +237,9 @@ def fit_family(name: str, X, y, w_star, k: int, *, sigma=None, target: np.ndarra
     w_star = np.asarray(w_star, dtype=np.float64)
     if name not in FAMILIES:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {name!r}")
+    if w_star.shape != X.shape[:-2] + (X.shape[-2],) or X.ndim != 3:
+        raise ValueError(f"w_star must have shape {X.shape[:-2] + (X.shape[-2],)} for X of shape {X.shape} "
+                         f"(a batch of prompts), got {w_star.shape}")
     m = X.shape[0] if fit_on is None else min(fit_on, X.shape[0])
     cap = 0.5 * 1e6 * (1 + np.sum(w_star[:m] ** 2, axis=-1))
 
@@ -299,7 +322,10 @@ def symmetry_floor(estimates, X, y, w_star, *, sigma=None, rotations: int = 16, 
     ``1 + 1/m`` (Monte Carlo; prompts on which the model diverges, on them or on a rotated copy, are
     left out and counted in ``excluded``).  Returns
     ``{"floor": [per loop], "equivariance_error": [E ||g(X) - Q^T g(Q X)||^2 / E ||g - w*||^2
-    per loop, for one Q per prompt], "rotations": m}``: a model that is equivariant has both 0."""
+    per loop, for one Q per prompt], "rotations": m, "prompts", "excluded", "averaged_median",
+    "averaged_mean"}``: a model that is equivariant has both 0; ``averaged_*`` is the loss after k
+    loops of the group average ``g_bar_m`` (an equivariant algorithm, not a loop of the layer; by
+    convexity and invariance its mean is at most the model's as m grows)."""
     X, y = check_prompt(X, y)
     rotations = check_int("rotations", rotations, 1)
     w_star = np.asarray(w_star, dtype=np.float64)
@@ -325,5 +351,7 @@ def symmetry_floor(estimates, X, y, w_star, *, sigma=None, rotations: int = 16, 
         den = np.mean(err[keep, 1:], axis=0)
         floor = np.mean(np.sum((g[keep, 1:] - g_bar[keep, 1:]) ** 2, axis=-1), axis=0) / den / (1 + 1 / rotations)
         single = np.mean(np.sum((g[keep, 1:] - first[keep, 1:]) ** 2, axis=-1), axis=0) / den
+        averaged = 0.5 * np.sum((g_bar[keep, -1] - w_star[keep]) ** 2, axis=-1)
     return {"floor": floor.tolist(), "equivariance_error": single.tolist(), "rotations": rotations,
-            "prompts": int(keep.sum()), "excluded": int(B - keep.sum())}
+            "prompts": int(keep.sum()), "excluded": int(B - keep.sum()),
+            "averaged_median": float(np.median(averaged)), "averaged_mean": float(np.mean(averaged))}

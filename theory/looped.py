@@ -98,6 +98,11 @@ def loop_family_step(family: str, G, Z, **params) -> sympy.Matrix:
     [     -S],
     [      0]])
     """
+    for name, value in (("G", G), ("Z", Z)):
+        try:
+            sympy.Matrix(value)
+        except (TypeError, ValueError, sympy.SympifyError) as exc:
+            raise ValueError(f"{name} must be a matrix, got {type(value).__name__} {str(value)[:40]!r}") from exc
     G, Z = sympy.Matrix(G), sympy.Matrix(Z)
     if G.rows != G.cols or G.rows % 2 or G.rows < 4 or Z.rows != G.rows:
         raise ValueError(f"G must be square of size 2d + 2 and Z must have as many rows, got "
@@ -328,6 +333,10 @@ def prove_loop_step(family: str, V=None, W=None, **params) -> LoopProof:
     (True, True)
     """
     if V is None and W is None:
+        allowed = {"preconditioned": {"P"}, "gd++": {"gamma", "eta"}}.get(family, set())
+        if set(params) - allowed:
+            raise ValueError(f"the {family} family takes {', '.join(sorted(allowed)) or 'nothing'}, got "
+                             f"{', '.join(sorted(params))}")
         if family == "preconditioned":
             args = {"P": params.get("P")}
             if args["P"] is not None and not isinstance(args["P"], sympy.MatrixExpr):

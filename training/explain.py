@@ -90,6 +90,18 @@ def _matches(family: dict, learned: dict) -> bool:
                 and family["deviation"] <= MATCH_DEVIATION)
 
 
+def _closest(fits: list):
+    """The family with the least deviation at the last loop; among those within 1% of it (e.g.
+    preconditioned GD and GD on Sigma = I, where they are one family), the one with the fewest
+    scalars, then the first listed."""
+    finite = [f for f in fits if np.isfinite(f["deviation"])]
+    if not finite:
+        return fits[0]["name"] if fits else None
+    least = min(f["deviation"] for f in finite)
+    near = [f for f in finite if f["deviation"] <= least * 1.01 + 1e-12]
+    return min(near, key=lambda f: len(f["params"]))["name"]
+
+
 def explain_run(run, *, samples: int = 20000, seed: int = 0, families=None, fit_on: int = 2000,
                 ablations: bool = True, rotations: int = 8, progress=None) -> dict:
     """Explain the model of a run directory (a path, a ``training.Run``, or a ``TrainResult``):
@@ -98,12 +110,14 @@ def explain_run(run, *, samples: int = 20000, seed: int = 0, families=None, fit_
     Returns ``{"run", "mode", "d", "n", "k", "samples", "seed", "learned": {"median", "mean", "se",
     "diverged_frac", "curve_median", "curve_mean"}, "families": [{"name", "params", "median",
     "mean", "se", "diverged_frac", "deviation", "deviation_per_loop", "deviation_median",
-    "curve_median", "curve_mean", "matches"}], "best": NAME, "explained_by": [NAMES], "ablations": [{"name", "median", "mean",
-    "diverged_frac"}], "symmetry": {"floor", "equivariance_error", "rotations", "prompts", "excluded"}}``.
+    "curve_median", "curve_mean", "matches"}], "best": NAME, "explained_by": [NAMES],
+    "ablations": [{"name", "median", "mean", "diverged_frac"}], "symmetry": {"floor",
+    "equivariance_error", "rotations", "prompts", "excluded", "averaged_median", "averaged_mean"}}``.
     ``symmetry`` (``numerics.loop_families.symmetry_floor`` on the first ``fit_on`` prompts, ``rotations``
     group elements per prompt; ``rotations=0`` leaves it out): the least deviation per loop that any
     algorithm equivariant under the distribution's symmetries -- every family here -- can have from
-    the learned model.  ``best`` is the family with the least deviation at the last loop;
+    the learned model.  ``best`` is the family with the least deviation at the last loop (the
+    simplest of those within 1% of it);
     ``explained_by`` the families that meet the target (``MATCH_LOSS_RTOL``, ``MATCH_DEVIATION``).
     ``families``: names from ``numerics.loop_families.FAMILIES`` (default: all).  ``progress``: a
     callable taking one line of text, told of each family as it is fitted.
@@ -139,7 +153,7 @@ def explain_run(run, *, samples: int = 20000, seed: int = 0, families=None, fit_
                  "curve_mean": fit.curve_mean}
         entry["matches"] = _matches(entry, learned)
         fits.append(entry)
-    best = min(fits, key=lambda f: f["deviation"] if np.isfinite(f["deviation"]) else np.inf)["name"] if fits else None
+    best = _closest(fits)
     symmetry = None
     if rotations:
         if progress is not None:

@@ -291,9 +291,6 @@ def test_refusals_are_one_line(call, needles):
 
 
 
-@pytest.mark.xfail(strict=True, reason="numerics.loop_families._check_family zips a sequence of scalars with the "
-                                       "family's names, so extra scalars are dropped silently ((0.1, 0.2) for gd "
-                                       "is eta 0.1)")
 def test_a_sequence_with_extra_scalars_is_refused():
     """Exact: params given as a sequence with more scalars than the family takes are refused, as
     an extra key in a mapping is (a fit's vector of the wrong family must not pass as another's)."""
@@ -301,9 +298,6 @@ def test_a_sequence_with_extra_scalars_is_refused():
         lf.family_iterates("gd", X1, Y1, (0.1, 0.2), 2)
 
 
-@pytest.mark.xfail(strict=True, reason="numerics.loop_families._check_family calls float() on each scalar unguarded: "
-                                       "None or a list raises TypeError, a string a ValueError that does not name "
-                                       "the scalar ('could not convert string to float')")
 @pytest.mark.parametrize("value", ["a", None, [0.1, 0.2]], ids=["string", "None", "list"])
 def test_a_non_number_scalar_is_one_value_error_naming_it(value):
     """Exact: a scalar that is not a number is refused with one ValueError naming it (eta), as a

@@ -478,8 +478,6 @@ def test_bad_input_is_one_line_naming_the_problem(call, needles):
     _one_line_error(call, *needles)
 
 
-@pytest.mark.xfail(strict=True, reason="theory.looped.prove_loop_step without (V, W) ignores parameter names "
-                                       "its family does not take (it reads params.get('P') / params.get('gamma'))")
 @pytest.mark.parametrize("family, params", [
     ("preconditioned", {"gamma": 1}),
     ("gd++", {"gama": 1, "eta": 1}),
@@ -490,8 +488,6 @@ def test_symbolic_proof_refuses_wrong_parameter_names(family, params):
     _one_line_error(lambda: theory.prove_loop_step(family, **params), family)
 
 
-@pytest.mark.xfail(strict=True, reason="theory.looped.loop_family_step calls sympy.Matrix(G) unguarded: a G "
-                                       "that is not a matrix (a string) raises TypeError, not ValueError")
 def test_family_step_refuses_a_non_matrix_gram():
     """Exact: a G that is not a matrix at all is a ValueError naming G, like one of the wrong shape."""
     _one_line_error(lambda: theory.loop_family_step("gd++", "abc", Z6, gamma=1, eta=1), "G")

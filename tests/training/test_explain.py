@@ -134,10 +134,6 @@ def test_explain_run_refusals():
         assert "\n" not in str(info.value) and needle in str(info.value), str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="training.explain picks 'best' by the least deviation alone: on Sigma = I "
-                                       "preconditioned_gd is gd for every alpha, so which of the two is 'best' for a "
-                                       "GD model is decided by Nelder-Mead's rounding (seed 0, fit_on 1000: "
-                                       "preconditioned_gd, deviation 0.0119216 against gd's 0.0119225)")
 def test_best_prefers_the_simpler_of_equal_families():
     """Numeric: for a GD model on Sigma = I, where preconditioned GD is GD whatever alpha (Sigma^-alpha
     = I), the best family is "gd", not the nested family that ties with it up to the optimiser's

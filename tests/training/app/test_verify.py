@@ -57,13 +57,13 @@ def _by_kind(kind) -> list:
 
 # ---------------------------------------------------------------- the registry
 def test_registry_names_kinds_and_needs():
-    assert len(verify.REGISTRY) == 32
+    assert len(verify.REGISTRY) == 34
     for name, entry in verify.REGISTRY.items():
         assert entry.name == name and re.fullmatch(r"[a-z0-9]+([.-][a-z0-9]+)*", name), name
         assert name.startswith(entry.kind + ".") and entry.kind in verify.KINDS
         assert entry.description and "\n" not in entry.description
         assert bool(entry.needs) == (entry.kind == "training"), name
-    assert [len(_by_kind(k)) for k in verify.KINDS] == [6, 4, 7, 15]
+    assert [len(_by_kind(k)) for k in verify.KINDS] == [7, 4, 7, 16]
     # Paired comparisons with GD say "same prompts"; comparisons with an independent Monte Carlo say so.
     assert sum(name.endswith("same-prompts") for name in verify.REGISTRY) == 4
     assert "independent Monte Carlo" in verify.REGISTRY["training.cot-loss-vs-gd-independent-mc"].description
@@ -203,7 +203,14 @@ def _stand_in_models(cot_loss_factor: float = 1.0) -> verify.TrainedModels:
     looped = SimpleNamespace(summary={
         "final_eval_loss": 0.15, "eval": {"median": 0.1}, "theory_same_prompts": {"median": 0.101, "mean": 0.16},
         "structure_step": 0.5, "learned_contraction_step": 0.5, "learned_step": 0.5})
-    looped_full = SimpleNamespace(summary={
+    # The full looped model: a preconditioned GD step with an anisotropic P (no rotation maps it to
+    # itself, as the learned model's blocks do not), so no equivariant family explains it.
+    P = np.diag(np.linspace(0.1, 0.7, PAPER.d))
+    V_full, W_full = numerics.loop_families.family_params("gd", PAPER.d, {"eta": 1.0})
+    L = theory.Layout(PAPER.d)
+    V_full[L.w, L.x] = -P
+    looped_full = SimpleNamespace(V=V_full, W=W_full, config=SimpleNamespace(
+        mode="looped", param="full", d=PAPER.d, n=PAPER.n, k=PAPER.k, sigma=None, noise=0.0), summary={
         "eval": {"median": 0.05, "mean_without_diverged": 0.09, "diverged_frac": 0.0},
         "theory_same_prompts": {"median": 0.108, "mean": 0.19}, "rescaled_gd_same_prompts": {"median": 0.09, "mean": 0.17}})
     cot_noise = {k: SimpleNamespace(summary={
@@ -213,7 +220,24 @@ def _stand_in_models(cot_loss_factor: float = 1.0) -> verify.TrainedModels:
     return verify.TrainedModels(cot=cot, nocot=nocot, looped=looped, looped_full=looped_full, cot_noise=cot_noise)
 
 
-def test_training_checks_pass_on_good_models():
+@pytest.fixture
+def small_explain(monkeypatch):
+    """The full looped model's explanation on fewer prompts (statistical check; the stand-in's
+    floor is far above 0.1)."""
+    monkeypatch.setattr(verify.training, "EXPLAIN_SIZES", {"samples": 1500, "fit_on": 600, "rotations": 4})
+
+
+def test_looped_full_explanation_fails_for_an_equivariant_model(small_explain):
+    """GD itself as the full looped model: its symmetry floor is 0, so the check fails."""
+    stand_in = _stand_in_models().looped_full
+    V, W = numerics.gd_params(PAPER.d, 0.5)
+    model = SimpleNamespace(V=V, W=W, config=stand_in.config, summary=stand_in.summary)
+    rows = verify.looped_full_no_equivariant_family(verify.VerifySettings(), verify.TrainedModels(looped_full=model))
+    floor = float(rows[0].measured.split(";")[0].split()[1])
+    assert rows[0].passed is False and floor < 1e-20
+
+
+def test_training_checks_pass_on_good_models(small_explain):
     settings = verify.VerifySettings(quick=True)
     models = _stand_in_models()
     for name in _by_kind("training"):
@@ -356,8 +380,9 @@ def test_full_looped_check_fails_on_each_target():
 # ---------------------------------------------------------------- full-run-only checks, scheduling, progress
 def test_quick_skips_the_full_looped_check_and_says_so(no_training, capsys):
     entry = verify.REGISTRY["training.looped-full-vs-best-gd-step-same-prompts"]
-    assert entry.full_only and [e.name for e in verify.REGISTRY.values() if e.full_only] == [entry.name]
-    report = verify.run_verify(quick=True, device="cpu", only="looped-full,gd-closed-form")
+    assert entry.full_only and sorted(e.name for e in verify.REGISTRY.values() if e.full_only) == [
+        "training.looped-full-no-equivariant-family", entry.name]
+    report = verify.run_verify(quick=True, device="cpu", only="looped-full-vs,gd-closed-form")
     assert _names(report) == ["symbolic.gd-closed-form"] and report["passed"]
     assert report["skipped"] == [{"name": entry.name, "kind": "training", "reason": verify.FULL_ONLY_REASON}]
     text = verify.format_report(report)
@@ -365,7 +390,7 @@ def test_quick_skips_the_full_looped_check_and_says_so(no_training, capsys):
     assert text.splitlines()[-1] == (f"1/1 checks passed in {report['seconds']:.1f} s (quick, device cpu), 1 skipped "
                                      "(full run only: cotgd verify without --quick): ALL PASS")
     assert "(full run only)" in verify.format_check_list("looped-full")
-    assert main(["verify", "--quick", "--device", "cpu", "--only", "looped-full"]) == 0
+    assert main(["verify", "--quick", "--device", "cpu", "--only", "looped-full-vs"]) == 0
     assert "SKIP" in capsys.readouterr().out
 
 
@@ -378,7 +403,7 @@ def test_full_run_trains_the_full_looped_model(monkeypatch):
         return stand_in.looped_full
 
     monkeypatch.setattr(verify.registry, "train", fake_train)
-    report = verify.run_verify(quick=False, device="cpu", only="looped-full", progress=False)
+    report = verify.run_verify(quick=False, device="cpu", only="looped-full-vs", progress=False)
     assert trained == [("looped", "full", PAPER.iters, PAPER.batch)]
     assert _names(report) == ["training.looped-full-vs-best-gd-step-same-prompts"] and report["passed"]
     assert report["skipped"] == [] and set(report["model_seconds"]) == {"looped_full"}

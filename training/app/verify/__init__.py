@@ -47,7 +47,7 @@ from .statistical import (NOISE_GRID, NOISE_NOCOT_GRID, Z_SE, argmin_consistency
                           within_se)
 from .training import (cot_beats_nocot, cot_loss_vs_gd, cot_structure_functional_deviation,
                        cot_structure_offdiag_energy, cot_structure_v31_w13, cot_structure_w24_v31,
-                       looped_full_vs_best_gd_step, looped_median_below_cot, looped_vs_best_gd_step, noise_cot_k5_vs_exact,
+                       looped_full_no_equivariant_family, looped_full_vs_best_gd_step, looped_median_below_cot, looped_vs_best_gd_step, noise_cot_k5_vs_exact,
                        noise_cot_k10_vs_exact, nocot_at_floor, ood_half_vs_gd, ood_one_and_half_vs_gd,
                        thm42_boundary_median_crossing)
 
@@ -65,7 +65,7 @@ __all__ = [
     "noise_nocot_floor_mc_vs_exact", "nocot_floor_mc_vs_exact", "thm42_boundary_predicted_fraction",
     "within_se", "cot_beats_nocot", "cot_loss_vs_gd", "cot_structure_functional_deviation",
     "cot_structure_offdiag_energy", "cot_structure_v31_w13", "cot_structure_w24_v31",
-    "looped_full_vs_best_gd_step", "looped_median_below_cot", "looped_vs_best_gd_step",
+    "looped_full_no_equivariant_family", "looped_full_vs_best_gd_step", "looped_median_below_cot", "looped_vs_best_gd_step",
     "noise_cot_k5_vs_exact", "noise_cot_k10_vs_exact", "nocot_at_floor", "ood_half_vs_gd",
     "ood_one_and_half_vs_gd", "thm42_boundary_median_crossing",
 ]

@@ -128,6 +128,33 @@ def looped_full_vs_best_gd_step(models):
                       f"{rescaled.get('median', float('nan')):.4g}, mean {rescaled.get('mean', float('nan')):.4g}")
 
 
+#: Prompts of the full looped model's explanation: all, those that fit the families and the symmetry
+#: floor's, and group elements per prompt for the floor.
+EXPLAIN_SIZES = {"samples": 5000, "fit_on": 1000, "rotations": 8}
+
+
+@check("training.looped-full-no-equivariant-family", kind="training", needs=("looped_full",),
+       full_only=FULL_ONLY_REASON)
+def looped_full_no_equivariant_family(settings, models):
+    """What the full looped model runs (docs/theory.md section 18; ``training.explain_run``,
+    statistical): the least functional deviation that any algorithm equivariant under the prompt
+    distribution's rotations can have from it (the symmetry floor) is above the 0.1 that would let
+    a family explain it, and the fitted families (GD, GD++) are no closer than that floor allows
+    (80% of it, for the Monte Carlo error of two estimates on different prompts)."""
+    from ...explain import MATCH_DEVIATION, explain_run
+    out = explain_run(models.looped_full, seed=settings.seed + 11, families=("gd", "gd++"), ablations=False,
+                      **EXPLAIN_SIZES)
+    floor = out["symmetry"]["floor"][-1]
+    closest = min(f["deviation"] for f in out["families"])
+    ok = floor > MATCH_DEVIATION and closest >= 0.8 * floor
+    gdpp = next(f for f in out["families"] if f["name"] == "gd++")
+    return result(f"floor {floor:.3g}; closest family {closest:.3g}", f"> {MATCH_DEVIATION}; >= 0.8 x floor",
+                  f"symmetry floor at the last loop ({EXPLAIN_SIZES['rotations']} rotations x {EXPLAIN_SIZES['fit_on']} "
+                  f"prompts); deviations on {EXPLAIN_SIZES['samples']} prompts", ok,
+                  f"learned median {out['learned']['median']:.4g}, GD++'s best member {gdpp['median']:.4g} "
+                  f"(gamma {gdpp['params']['gamma']:.3g}, eta {gdpp['params']['eta']:.3g})")
+
+
 def _ood_samples(settings: VerifySettings) -> int:
     return 5_000 if settings.quick else 20_000
 
