@@ -18,7 +18,8 @@ def _block_norms(M: np.ndarray, d: int) -> np.ndarray:
 
 def explain_figure(result: dict, V, W, path: str) -> str:
     """PNG at ``path``: left, the median loss per loop (log scale) of the learned model and of
-    each family's best member, the learned mean dashed; right, the Frobenius norms of the 16
+    each family's best member, the learned mean dashed, the median of the learned model averaged
+    over the distribution's symmetries (a star, when measured); right, the Frobenius norms of the 16
     blocks of the learned V and W beside those of the constructed (V, W) of the closest family
     that one loop implements (``numerics.loop_families.family_params``)."""
     plt = _plt()
@@ -33,6 +34,10 @@ def explain_figure(result: dict, V, W, path: str) -> str:
         params = ", ".join(f"{key} {value:.3g}" for key, value in f["params"].items())
         ax.plot(loops, f["curve_median"], "-", color=f"C{i}", lw=1.3,
                 label=f"{f['name']} ({params}); deviation {f['deviation']:.2g}")
+    sym = result.get("symmetry")
+    if sym:
+        ax.plot([loops[-1]], [sym["averaged_median"]], "k*", ms=11,
+                label=f"learned, averaged over {sym['rotations']} symmetries (median)")
     ax.set_yscale("log")
     ax.set_xlabel("loop")
     ax.set_ylabel("(1/2) ||w_t - w*||^2")
