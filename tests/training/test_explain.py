@@ -100,19 +100,21 @@ def test_ablations_zero_the_blocks_they_name():
     """Numeric (float64): the model GD++ (gamma 0.1, eta 0.5) has V11 beside the GD blocks.
     Setting the data rewrite V1*, V2* to zero, or keeping only the GD blocks, leaves GD of step
     0.5 (its median loss on the same prompts, computed here); zeroing blocks that are zero
-    changes nothing (bitwise); every ablation is listed for a full looped model, none when
-    ``ablations=False``."""
+    changes nothing (bitwise), and so does averaging blocks that are multiples of I (to rounding);
+    every ablation is listed for a full looped model, none when ``ablations=False``."""
     V, W = lf.family_params("gd++", D, {"gamma": 0.1, "eta": 0.5})
     r = explain_run(_run(V, W), samples=500, fit_on=200, families=["gd"], rotations=0)
     X, y, w_star = numerics.sample_prompts(D, N, 500, 0)
     gd_median = float(np.median(lf.per_loop_losses(lf.family_iterates("gd", X, y, {"eta": 0.5}, K), w_star)[:, -1]))
     by_name = {a["name"]: a for a in r["ablations"]}
-    assert len(by_name) == 6
+    assert len(by_name) == 7
     learned = r["learned"]["median"]
     assert abs(learned - gd_median) > 1e-3                        # V11 matters: GD++ is not GD
     for name, a in by_name.items():
         if name.startswith(("only V31", "without the data rewrite")):
             assert a["median"] == pytest.approx(gd_median, rel=1e-6), name
+        elif name.startswith("only the isotropic part"):
+            assert a["median"] == pytest.approx(learned, rel=1e-9), name
         else:
             assert a["median"] == learned, name
     assert explain_run(_run(V, W), samples=200, fit_on=100, families=["gd"], ablations=False,
