@@ -137,11 +137,11 @@ def test_evaluate_params_is_eval_losses_on_the_seeds_prompts_in_the_chunks_asked
 
     from training.evaluate import eval_generator, eval_losses, loss_reports
     V, W = numerics.gd_params(2, 0.3)
-    for chunk in (250, 1000):
+    for chunk in (250, 300, 1000):
         r = evaluate_params(V, W, d=2, n=4, k=3, samples=1000, seed=7, chunk=chunk)
         losses, norms = eval_losses("cot", torch.as_tensor(V).unsqueeze(0), torch.as_tensor(W).unsqueeze(0), n=4, k=3,
                                     samples=1000, generator=eval_generator(7, torch.device("cpu")), chunk=chunk)
-        assert r["mean"] == loss_reports(losses, norms)[0]["mean"]
+        assert r["mean"] == loss_reports(losses, norms)[0]["mean"] and r["samples"] == losses.shape[1] == 1000
 
 
 @pytest.mark.parametrize("V, W", [
@@ -178,7 +178,7 @@ def test_real_matrices_of_any_real_dtype_are_lsa_parameters_and_others_are_named
 def test_sigma_spectrum_names_its_arguments_and_reads_float32_in_float64():
     with pytest.raises(ValueError, match="^d must be an integer"):
         sigma_spectrum(None, 0)
-    with pytest.raises(ValueError, match="sigma"):
+    with pytest.raises(ValueError, match=r"^sigma\b"):
         sigma_spectrum(np.diag([1.0, -1.0]), 2)
     with pytest.raises(ValueError, match="Sigma_ood"):
         sigma_spectrum(np.diag([1.0, -1.0]), 2, name="Sigma_ood")
@@ -214,3 +214,26 @@ def test_eval_losses_names_its_arguments_and_takes_one_prompt_chunks():
     for kwargs, name in (({"samples": 0}, "samples"), ({"chunk": 0}, "chunk"), ({"w_scale": 0.0}, "w_scale")):
         with pytest.raises(ValueError, match=f"^{name} must be"):
             eval_losses("cot", V, W, n=4, k=2, generator=gen, **{"samples": 4, **kwargs})
+
+
+def test_a_rank_one_sigma_has_a_basis_of_its_range():
+    v = np.array([1.0, 2.0, 2.0]) / 3
+    s = sigma_spectrum(2.0 * np.outer(v, v), 3)
+    assert s.rank == 1 and s.basis.shape == (3, 1)
+    np.testing.assert_allclose(abs(s.basis[:, 0] @ v), 1.0, atol=1e-12)
+
+
+def test_nocot_reference_on_a_covariance_with_label_noise_is_the_noisy_optimum():
+    sigma = [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
+    ref = theory_reference(TrainConfig(**TINY, mode="nocot", sigma=sigma, noise=0.5))
+    assert ref["value"] == float(theory.nocot_min_loss_sigma(8, sympy.diag(2, 1, 0), noise_var=sympy.Rational(1, 4)))
+    assert ref["value"] > theory_reference(TrainConfig(**TINY, mode="nocot", sigma=sigma))["value"]
+
+
+@pytest.mark.parametrize("k, exact", [(3, True), (4, False)])
+def test_the_looped_rescaled_optimum_is_reported_while_the_exact_moments_suffice(monkeypatch, k, exact):
+    """rescaled_gd needs the exact Wishart moments up to 2k: reported iff 2k <= MAX_EXACT_MOMENT
+    (here lowered to 6, so that the boundary is at small k)."""
+    monkeypatch.setattr(theory, "MAX_EXACT_MOMENT", 6)
+    ref = theory_reference(TrainConfig(**dict(TINY, k=k), mode="looped"))
+    assert ("rescaled_gd" in ref) == exact
