@@ -15,8 +15,8 @@ Then it counts per module: generated, killed, equivalent (listed in
 ``tests/mutation/equivalent.txt`` with a one-line reason), survived, and writes each surviving
 mutant's diff to ``WORKDIR/<module>/survivors.txt`` and all counts to ``WORKDIR/report.json``.
 
-``--after`` re-runs a finished module's surviving mutants only, against the tests of the work
-tree now (its test files are copied over the module's copy): the counts before (saved as
+``--after`` re-runs a finished module's surviving mutants only (those of the last ``--after``
+when there was one), against the tests of the work tree now (its test files are copied over the module's copy): the counts before (saved as
 ``WORKDIR/<module>/before.json``) and after.  A mutant killed before stays killed (tests are
 only added).  So a campaign is: ``campaign.py --ref BASE`` (before), add tests, ``campaign.py
 --after`` (after).
@@ -179,7 +179,8 @@ def rerun_survivors(dest: Path, module: dict, skip_lines, args) -> dict:
     before_path = dest / "before.json"
     if not before_path.exists():
         before_path.write_text(json.dumps(results(dest, module["source"]), indent=0))
-    before = json.loads(before_path.read_text())
+    latest_path = dest / "latest.json"                   # the merged codes of an earlier --after
+    before = json.loads((latest_path if latest_path.exists() else before_path).read_text())
     survivors = [m for m, code in before.items() if STATUS.get(code, "suspicious") not in
                  ("killed", "timeout", "caught by type check")]
     for sub in ("tests", "mutants/tests"):
@@ -194,7 +195,9 @@ def rerun_survivors(dest: Path, module: dict, skip_lines, args) -> dict:
             subprocess.run(["nice", "-n", str(args.nice), "mutmut", "run", "--max-children", str(args.children),
                             *survivors], cwd=dest, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     now = results(dest, module["source"])
-    return {m: (now.get(m) if m in survivors else code) for m, code in before.items()}
+    merged = {m: (now.get(m) if m in survivors else code) for m, code in before.items()}
+    latest_path.write_text(json.dumps(merged, indent=0))
+    return merged
 
 
 def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
