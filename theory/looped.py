@@ -154,7 +154,7 @@ class LoopUpdate:
     ``{"x": (x coefficient, y coefficient), "y": ..., "w": ..., "one": ...}``.
     ``stats``: the statistics of the new data columns, ``{"S": S', "S w*": (1/n) sum x'_j y'_j,
     "w*^T S w*": (1/n) sum y'_j^2}``, and the Gram of what the loop wrote into their w rows with
-    their x rows, ``"U X^T / n"``.  ``column``: the new estimate column ``{"x", "y", "w", "one"}``.
+    their x rows, ``"U X^T / n"``, as products ``T_r S T_s^T`` (``expanded(name)`` multiplies one out).  ``column``: the new estimate column ``{"x", "y", "w", "one"}``.
     ``keeps_form``: True when the data columns stay zero on the w and one rows and the estimate
     column on the x and y rows (then the next loop sees a prompt of the same form)."""
 
@@ -163,6 +163,11 @@ class LoopUpdate:
     column: dict
     keeps_form: bool
     statistics: dict = field(repr=False)
+
+    def expanded(self, name: str):
+        """The statistic ``stats[name]`` multiplied out, like terms collected."""
+        S = self.statistics["S"]
+        return _collect(self.stats[name].doit().xreplace({S.T: S}))     # S is symmetric
 
     def __str__(self) -> str:
         lines = [f"S' = {self.stats['S']}", f"(S w*)' = {self.stats['S w*']}",
@@ -188,6 +193,10 @@ def loop_update(V, W) -> LoopUpdate:
     >>> u = loop_update(*loop_family_params("gd++", 2, gamma=gamma, eta=eta))
     >>> u.column["w"]
     (-eta)*S*w + eta*S*w_star + w
+    >>> u.stats["S"]
+    ((-gamma)*S + I)*S*((-gamma)*S + I)
+    >>> u.expanded("S")
+    (-2*gamma)*S**2 + gamma**2*S**3 + S
     >>> u.data["x"][0]
     (-gamma)*S + I
     >>> u.keeps_form
@@ -219,14 +228,13 @@ def loop_update(V, W) -> LoopUpdate:
     Mb = {(r, c): M(r, c) for r in range(1, 5) for c in range(1, 5)}
     data = {BLOCK_NAMES[r]: (Mb[(r, 1)], Mb[(r, 2)]) for r in range(1, 5)}
 
-    def gram(r, s):
-        """``(1/n) sum_j (row r of the new data column)(row s)^T`` from ``stat``."""
-        A = BlockMatrix([[Mb[(r, 1)], Mb[(r, 2)]]])
-        B = BlockMatrix([[Mb[(s, 1)], Mb[(s, 2)]]])
-        stat = BlockMatrix([[S, S * ws], [ws.T * S, ws.T * S * ws]])
-        return _collect(block_collapse(A * stat * B.T).xreplace({S.T: S}))   # S is symmetric
-
-    stats = {"S": gram(1, 1), "S w*": gram(1, 2), "w*^T S w*": gram(2, 2), "U X^T / n": gram(3, 1)}
+    # Labels are y_j = w*^T x_j, so a row block of the new data column is T_r x_j with
+    # T_r = M_r1 + M_r2 w*^T, and its statistics are products T_r S T_s^T (left unexpanded:
+    # ``LoopUpdate.expanded`` multiplies them out).
+    T = {r: _collect(sympy.MatAdd(Mb[(r, 1)], Mb[(r, 2)] * ws.T)) for r in range(1, 5)}
+    stats = {"S": T[1] * S * T[1].T, "S w*": T[1] * S * T[2].T, "w*^T S w*": T[2] * S * T[2].T,
+             "U X^T / n": T[3] * S * T[1].T}
+    stats = {key: value.xreplace({S.T: S}) for key, value in stats.items()}      # S is symmetric
     c = {3: w, 4: Identity(1)}
     column = {}
     for r in range(1, 5):
