@@ -129,7 +129,7 @@ def family_iterates(name: str, X, y, params, k: int, *, sigma=None) -> np.ndarra
     >>> family_iterates("gd", X, y, {"eta": 0.125}, 3)[0, :, 0].tolist()
     [0.0, 1.0, 1.5, 1.75]
     >>> family_iterates("newton_schulz", X, y, {"alpha": 0.125, "u": 1.0}, 3)[0, :, 0].tolist()
-    [0.0, 1.0, 1.75, 1.9375]
+    [0.0, 1.0, 1.5, 1.875]
     """
     X, y = check_prompt(X, y)
     k = check_int("k", k, 0)
@@ -199,7 +199,10 @@ class FamilyFit:
     scalars; ``mean``, ``se``, ``median``, ``diverged_frac``: its loss after k loops on the prompts
     (Monte Carlo); ``curve_mean``, ``curve_median``: per loop ``0 .. k``; ``deviation``: the
     functional deviation from the target per loop ``1 .. k`` (None without a target), and
-    ``deviation_median`` the same with medians (heavy tails make the means noisy)."""
+    ``deviation_median`` the same with medians (heavy tails make the means noisy); ``exact``: the
+    member's exact in-distribution mean loss where a closed form exists (GD: ``theory.gd_eval_loss``,
+    label noise included; stretched GD without noise: ``numerics.rescaled_gd_loss_value``; Sigma = I
+    and ``2k <= theory.MAX_EXACT_MOMENT``), else None."""
 
     name: str
     params: dict
@@ -211,6 +214,7 @@ class FamilyFit:
     curve_median: list
     deviation: list | None = None
     deviation_median: list | None = None
+    exact: float | None = None
     iterates: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
@@ -225,13 +229,14 @@ _STARTS = {
 
 
 def fit_family(name: str, X, y, w_star, k: int, *, sigma=None, target: np.ndarray | None = None,
-               fit_on: int | None = 2000, criterion: str = "loss") -> FamilyFit:
+               fit_on: int | None = 2000, criterion: str = "loss", noise_var: float = 0.0) -> FamilyFit:
     """The member of family ``name`` with the least mean loss ``(1/2) ||w_k - w*||^2`` on the
     prompts (``criterion="loss"``: the family's best member), or with the least functional
     deviation from ``target`` after k loops (``criterion="deviation"``: the member closest to the
     learned model), by Nelder-Mead from a few starts on the first ``fit_on`` prompts (a member that
     diverges on a prompt scores its capped loss), then measured on all of them.  ``target``: a
-    learned model's estimates ``(B, k + 1, d)`` on the same prompts, for ``deviation``."""
+    learned model's estimates ``(B, k + 1, d)`` on the same prompts, for ``deviation``;
+    ``noise_var``: the prompts' label-noise variance, for ``exact``."""
     X, y = check_prompt(X, y)
     k = check_int("k", k, 1)
     w_star = np.asarray(w_star, dtype=np.float64)
@@ -275,8 +280,22 @@ def fit_family(name: str, X, y, w_star, k: int, *, sigma=None, target: np.ndarra
     curve_median = [float(np.median(losses[:, t])) for t in range(k + 1)]
     deviation = None if target is None else functional_deviation(target, iterates, w_star).tolist()
     robust = None if target is None else functional_deviation(target, iterates, w_star, statistic="median").tolist()
+    exact = _exact_loss(name, params, X.shape[-2], X.shape[-1], k, sigma, noise_var)
     return FamilyFit(name, params, last.mean_without_diverged, last.se_without_diverged, last.median,
-                     last.diverged_frac, curve_mean, curve_median, deviation, robust, iterates)
+                     last.diverged_frac, curve_mean, curve_median, deviation, robust, exact, iterates)
+
+
+def _exact_loss(name: str, params: dict, d: int, n: int, k: int, sigma, noise_var: float) -> float | None:
+    """The exact mean loss of a GD or stretched-GD member (``FamilyFit.exact``), or None."""
+    from .exact import gd_eval_loss_value
+    from .optimize import rescaled_gd_loss_value
+    if sigma is not None or 2 * k > theory.MAX_EXACT_MOMENT:
+        return None
+    if name == "gd" and params["eta"] > 0:
+        return float(gd_eval_loss_value(d, n, params["eta"], k, noise_var=noise_var))
+    if name == "stretched_gd" and not noise_var:
+        return rescaled_gd_loss_value(d, n, params["c"], params["u"], k)
+    return None
 
 
 def symmetry_group_sample(sigma, d: int, size: int, seed) -> np.ndarray:

@@ -266,6 +266,30 @@ def _trace_power_polynomial(d: int, n: int, k: int) -> tuple[int, tuple[int, ...
     return P, tuple(int(sympy.Rational(a) * P) for a in coefficients)
 
 
+def _rescaled_traces(d: int, n: int, k: int, c: float) -> tuple[float, float]:
+    """``(E tr(I - P), E tr((I - P)^2))`` with ``P = (I - c S)^k`` (Sigma = I), from the exact
+    moments; ``E tr P^2 = 2 theory.gd_eval_loss(d, n, c, k)``."""
+    P1, a1 = _trace_power_polynomial(d, n, k)
+    P2, a2 = gd_eval_loss_polynomial(d, n, k)
+    t1 = d - polynomial_value(P1, a1, c)
+    return t1, d - 2 * polynomial_value(P1, a1, c) + 2 * polynomial_value(P2, a2, c)
+
+
+def rescaled_gd_loss_value(d: int, n: int, c: float, u: float, k: int) -> float:
+    """The in-distribution loss ``(1/2) E ||u (I - (I - c S)^k) w* - w*||^2`` (Sigma = I) of the
+    isotropic looped model (stretched GD, ``RescaledGDOptimum``), from the exact moments:
+    ``(1/2) (d - 2 u E tr(I - P) + u^2 E tr((I - P)^2))``.  Needs ``2k <= theory.MAX_EXACT_MOMENT``.
+
+    >>> round(rescaled_gd_loss_value(10, 20, 0.4, 1.0, 10), 12)    # u = 1: GD's 0.26952376850811866
+    0.269523768508
+    """
+    d = check_int("d", d)
+    n = check_int("n", n)
+    k = check_int("k", k, 1)
+    t1, t2 = _rescaled_traces(d, n, k, float(c))
+    return 0.5 * (d - 2 * float(u) * t1 + float(u) ** 2 * t2)
+
+
 def looped_rescaled_optimum(d: int, n: int, k: int) -> RescaledGDOptimum:
     """The isotropic looped model ``(V31, W13) = (a I, b I)``, ``W24 = -1``, with the least
     in-distribution loss after k loops (``RescaledGDOptimum``).  With ``P = (I - c S)^k`` the loss
@@ -281,18 +305,11 @@ def looped_rescaled_optimum(d: int, n: int, k: int) -> RescaledGDOptimum:
     d = check_int("d", d)
     n = check_int("n", n)
     k = check_int("k", k, 1)
-    P1, a1 = _trace_power_polynomial(d, n, k)
-    P2, a2 = gd_eval_loss_polynomial(d, n, k)
-
-    def parts(c: float) -> tuple[float, float]:
-        t1 = d - polynomial_value(P1, a1, c)                              # E tr(I - P)
-        t2 = d - 2 * polynomial_value(P1, a1, c) + 2 * polynomial_value(P2, a2, c)   # E tr((I - P)^2)
-        return t1, t2
 
     def loss(c: float) -> float:
-        t1, t2 = parts(c)
+        t1, t2 = _rescaled_traces(d, n, k, c)
         return 0.5 * (d - t1 * t1 / t2) if t2 > 0 else 0.5 * d
 
     c = _convex_argmin(loss, *_ETA_BRACKET)
-    t1, t2 = parts(c)
+    t1, t2 = _rescaled_traces(d, n, k, c)
     return RescaledGDOptimum(c=c, u=t1 / t2, loss=loss(c), method="exact")

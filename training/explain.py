@@ -122,7 +122,7 @@ def explain_run(run, *, samples: int = 20000, seed: int = 0, families=None, fit_
 
     Returns ``{"run", "mode", "d", "n", "k", "samples", "seed", "learned": {"median", "mean", "se",
     "diverged_frac", "curve_median", "curve_mean"}, "families": [{"name", "params", "median",
-    "mean", "se", "diverged_frac", "deviation", "deviation_per_loop", "deviation_median",
+    "mean", "se", "exact_mean", "diverged_frac", "deviation", "deviation_per_loop", "deviation_median",
     "curve_median", "curve_mean", "matches"}], "best": NAME, "explained_by": [NAMES],
     "ablations": [{"name", "median", "mean", "diverged_frac"}], "symmetry": {"floor",
     "equivariance_error", "rotations", "prompts", "excluded", "averaged_median", "averaged_mean"}}``.
@@ -135,6 +135,12 @@ def explain_run(run, *, samples: int = 20000, seed: int = 0, families=None, fit_
     ``families``: names from ``numerics.loop_families.FAMILIES`` (default: all).  ``progress``: a
     callable taking one line of text, told of each family as it is fitted.
     """
+    with np.errstate(over="ignore", invalid="ignore"):     # diverging prompts are counted, not warned about
+        return _explain_run(run, samples=samples, seed=seed, families=families, fit_on=fit_on,
+                            ablations=ablations, rotations=rotations, progress=progress)
+
+
+def _explain_run(run, *, samples, seed, families, fit_on, ablations, rotations, progress) -> dict:
     if not isinstance(run, Run) and not all(hasattr(run, key) for key in ("config", "V", "W")):
         run = load_run(run)                 # a path; a Run or a TrainResult is used as it is
     if run.V is None or run.W is None:
@@ -158,10 +164,12 @@ def explain_run(run, *, samples: int = 20000, seed: int = 0, families=None, fit_
     for name in names:
         if progress is not None:
             progress(f"fitting {name}")
-        fit = loop_families.fit_family(name, X, y, w_star, k, sigma=sigma, target=learned_it, fit_on=fit_on)
+        fit = loop_families.fit_family(name, X, y, w_star, k, sigma=sigma, target=learned_it, fit_on=fit_on,
+                                       noise_var=config.noise ** 2)
         entry = {"name": name, "params": fit.params, "median": fit.median, "mean": fit.mean, "se": fit.se,
                  "diverged_frac": fit.diverged_frac, "deviation": fit.deviation[-1],
                  "deviation_per_loop": fit.deviation, "deviation_median": fit.deviation_median[-1],
+                 "exact_mean": fit.exact,
                  "curve_median": fit.curve_median,
                  "curve_mean": fit.curve_mean}
         entry["matches"] = _matches(entry, learned)
@@ -200,6 +208,8 @@ def format_explanation(result: dict) -> str:
     for f in result["families"]:
         params = ", ".join(f"{key} {value:.4g}" for key, value in f["params"].items())
         mark = "  <- explains it" if f["matches"] else ""
+        if f.get("exact_mean") is not None:
+            params += f"; exact mean {f['exact_mean']:.4g}"
         lines.append(f"{f['name']:<22} {f['median']:>9.4g} {f['mean']:>9.4g} {f['se']:>8.2g} "
                      f"{f['deviation']:>10.3g} {f['deviation_median']:>10.3g}  {params}{mark}")
     rule = result["match_rule"]
