@@ -304,3 +304,34 @@ def test_a_non_number_scalar_is_one_value_error_naming_it(value):
     non-finite one is."""
     with pytest.raises(ValueError, match="eta"):
         lf.family_iterates("gd", X1, Y1, {"eta": value}, 2)
+
+
+def test_rescaled_gd_loss_value_is_the_one_definition():
+    """Numeric (float64 of exact moments): u = 1 is GD's exact loss; the optimum that
+    ``looped_rescaled_optimum`` reports is this function at its own (c, u); and a Monte Carlo mean
+    of the stretched-GD family agrees within 4 standard errors (statistical, d 3, n 8, k 2)."""
+    from numerics.optimize import rescaled_gd_loss_value
+    for d, n, c, k in ((3, 8, 0.3, 2), (10, 20, 0.4, 10), (5, 4, 0.2, 3)):
+        assert rescaled_gd_loss_value(d, n, c, 1.0, k) == pytest.approx(numerics.gd_eval_loss_value(d, n, c, k),
+                                                                          rel=1e-12)
+    r = numerics.looped_rescaled_optimum(6, 12, 4)
+    assert rescaled_gd_loss_value(6, 12, r.c, r.u, 4) == pytest.approx(r.loss, rel=1e-12)
+    X, y, w = numerics.sample_prompts(3, 8, 40000, 3)
+    losses = lf.per_loop_losses(lf.family_iterates("stretched_gd", X, y, {"c": 0.3, "u": 1.2}, 2), w)[:, -1]
+    exact = rescaled_gd_loss_value(3, 8, 0.3, 1.2, 2)
+    assert abs(losses.mean() - exact) <= 4 * losses.std(ddof=1) / np.sqrt(losses.size)
+
+
+def test_fit_reports_the_exact_loss_where_a_closed_form_exists():
+    """Numeric: a GD fit's ``exact`` is ``theory.gd_eval_loss`` at its fitted step (label noise
+    included), a stretched-GD fit's is ``rescaled_gd_loss_value``; families without a closed form,
+    or a Sigma other than I, give None."""
+    from numerics.optimize import rescaled_gd_loss_value
+    X, y, w = numerics.sample_prompts(3, 8, 600, 4, noise_var=0.25)
+    f = lf.fit_family("gd", X, y, w, 2, fit_on=300, noise_var=0.25)
+    assert f.exact == pytest.approx(numerics.gd_eval_loss_value(3, 8, f.params["eta"], 2, noise_var=0.25), rel=1e-12)
+    X, y, w = numerics.sample_prompts(3, 8, 600, 4)
+    f = lf.fit_family("stretched_gd", X, y, w, 2, fit_on=300)
+    assert f.exact == pytest.approx(rescaled_gd_loss_value(3, 8, f.params["c"], f.params["u"], 2), rel=1e-12)
+    assert lf.fit_family("heavy_ball", X, y, w, 2, fit_on=300).exact is None
+    assert lf.fit_family("gd", X, y, w, 2, fit_on=300, sigma=np.diag([1.0, 2.0, 3.0])).exact is None
