@@ -44,7 +44,7 @@ from .lsa import looped_rollout
 from .montecarlo import diverged_mask, loss_report
 
 __all__ = ["FAMILIES", "FamilyFit", "family_iterates", "family_params", "fit_family", "functional_deviation",
-           "per_loop_losses", "symmetry_floor", "symmetry_group_sample"]
+           "loss_summary", "per_loop_losses", "symmetry_floor", "symmetry_group_sample"]
 
 FAMILIES = {
     "gd": ("eta",),
@@ -174,6 +174,19 @@ def per_loop_losses(iterates: np.ndarray, w_star: np.ndarray) -> np.ndarray:
     return losses
 
 
+def loss_summary(iterates: np.ndarray, w_star: np.ndarray) -> dict:
+    """Estimates ``(B, k + 1, d)`` judged on their prompts' ``w*`` (Monte Carlo): after k loops
+    ``median``, ``mean`` and ``se`` over the prompts that did not diverge
+    (``numerics.diverged_mask``), ``diverged_frac``; per loop ``curve_median`` and ``curve_mean``."""
+    losses = per_loop_losses(iterates, w_star)
+    w2 = np.sum(w_star ** 2, axis=-1)
+    reports = [loss_report(losses[:, t], diverged_mask(2 * losses[:, t], w2)) for t in range(losses.shape[1])]
+    last = reports[-1]
+    return {"median": last.median, "mean": last.mean_without_diverged, "se": last.se_without_diverged,
+            "diverged_frac": last.diverged_frac, "curve_median": [r.median for r in reports],
+            "curve_mean": [r.mean_without_diverged for r in reports]}
+
+
 def functional_deviation(learned: np.ndarray, family: np.ndarray, w_star: np.ndarray, *,
                          statistic: str = "mean") -> np.ndarray:
     """``E ||w_t^learned - w_t^family||^2 / E ||w_t^learned - w*||^2`` per loop ``t >= 1``
@@ -272,17 +285,12 @@ def fit_family(name: str, X, y, w_star, k: int, *, sigma=None, target: np.ndarra
             best = result
     params = dict(zip(FAMILIES[name], (float(v) for v in best.x)))
     iterates = family_iterates(name, X, y, params, k, sigma=sigma)
-    losses = per_loop_losses(iterates, w_star)
-    w2 = np.sum(w_star ** 2, axis=-1)
-    last = loss_report(losses[:, -1], diverged_mask(2 * losses[:, -1], w2))
-    curve_mean = [loss_report(losses[:, t], diverged_mask(2 * losses[:, t], w2)).mean_without_diverged
-                  for t in range(k + 1)]
-    curve_median = [float(np.median(losses[:, t])) for t in range(k + 1)]
+    summary = loss_summary(iterates, w_star)
     deviation = None if target is None else functional_deviation(target, iterates, w_star).tolist()
     robust = None if target is None else functional_deviation(target, iterates, w_star, statistic="median").tolist()
     exact = _exact_loss(name, params, X.shape[-2], X.shape[-1], k, sigma, noise_var)
-    return FamilyFit(name, params, last.mean_without_diverged, last.se_without_diverged, last.median,
-                     last.diverged_frac, curve_mean, curve_median, deviation, robust, exact, iterates)
+    return FamilyFit(name, params, summary["mean"], summary["se"], summary["median"], summary["diverged_frac"],
+                     summary["curve_mean"], summary["curve_median"], deviation, robust, exact, iterates)
 
 
 def _exact_loss(name: str, params: dict, d: int, n: int, k: int, sigma, noise_var: float) -> float | None:

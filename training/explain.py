@@ -85,17 +85,6 @@ def _zeroed(V, W, blocks, d: int) -> tuple:
     return V, W
 
 
-def _loss_summary(iterates: np.ndarray, w_star: np.ndarray) -> dict:
-    losses = loop_families.per_loop_losses(iterates, w_star)
-    w2 = np.sum(w_star ** 2, axis=-1)
-    last = numerics.loss_report(losses[:, -1], numerics.diverged_mask(2 * losses[:, -1], w2))
-    return {"median": last.median, "mean": last.mean_without_diverged, "se": last.se_without_diverged,
-            "diverged_frac": last.diverged_frac,
-            "curve_median": [float(np.median(losses[:, t])) for t in range(losses.shape[1])],
-            "curve_mean": [numerics.loss_report(losses[:, t], numerics.diverged_mask(2 * losses[:, t], w2))
-                           .mean_without_diverged for t in range(losses.shape[1])]}
-
-
 def _matches(family: dict, learned: dict) -> bool:
     def close(a, b):
         return np.isfinite(a) and abs(a - b) <= MATCH_LOSS_RTOL * abs(b)
@@ -159,7 +148,7 @@ def _explain_run(run, *, samples, seed, families, fit_on, ablations, rotations, 
     X, y, w_star = numerics.sample_prompts(d, n, samples, seed, sigma=sigma, noise_var=config.noise ** 2)
     V, W = _float(run.V), _float(run.W)
     learned_it = learned_iterates(V, W, X, y, config.k, config.mode)
-    learned = _loss_summary(learned_it, w_star)
+    learned = loop_families.loss_summary(learned_it, w_star)
     fits = []
     for name in names:
         if progress is not None:
@@ -191,7 +180,7 @@ def _explain_run(run, *, samples, seed, families, fit_on, ablations, rotations, 
     if ablations and config.param == "full" and config.mode == "looped":
         for label, blocks in ABLATIONS:
             Va, Wa = _zeroed(V, W, blocks, d)
-            summary = _loss_summary(learned_iterates(Va, Wa, X, y, config.k, config.mode), w_star)
+            summary = loop_families.loss_summary(learned_iterates(Va, Wa, X, y, config.k, config.mode), w_star)
             out["ablations"].append({"name": label, "median": summary["median"], "mean": summary["mean"],
                                      "diverged_frac": summary["diverged_frac"]})
     return out
