@@ -126,7 +126,7 @@ def test_structure_metrics_defaults_and_precision():
     from training.structure import functional_deviation
     V, W = (torch.as_tensor(a) for a in numerics.gd_params(3, 0.3))
     V = V.clone()
-    V[Layout(3).w, Layout(3).x] *= 1.5
+    V[Layout(3).w, Layout(3).x] = -torch.diag(torch.tensor([0.1, 0.3, 0.5], dtype=V.dtype))  # depends on the prompts
     default = structure_metrics(V, W, n=6, eta=0.3, k=3)
     assert default == structure_metrics(V, W, n=6, eta=0.3, k=3, samples=4096, seed=0, noise=0.0)
     stream = functional_deviation(V.unsqueeze(0), W.unsqueeze(0), n=6, eta=0.3, k=3, samples=4096,
@@ -148,3 +148,16 @@ def test_bad_arguments_are_one_error_naming_them(kwargs, name):
         functional_deviation(torch.as_tensor(V), torch.as_tensor(W), generator=seeded_generator(0, "structure",
                                                                                                  torch.device("cpu")),
                              **args)
+
+
+def test_a_basis_of_the_range_is_checked_and_any_width_from_one_to_d_is_read():
+    V, W = (torch.as_tensor(a) for a in models(3))
+    Q = np.linalg.qr(np.random.default_rng(4).normal(size=(D_, D_)))[0]
+    for r in (1, 2, D_):
+        U = Q[:, :r]
+        want = invariants(V.numpy(), W.numpy(), U)
+        assert v31_w13(V, W, U).numpy() == pytest.approx(want[:, 0], rel=1e-12)
+        assert v31_w13(V.float(), W.float(), U).numpy() == pytest.approx(want[:, 0], rel=1e-5)   # float32 too
+    for bad in (Q[:, 0], Q[:2, :2], np.zeros((D_, 0)), np.zeros((D_, D_ + 1)), np.zeros((D_ + 1, 2))):
+        with pytest.raises(ValueError, match="^basis must be a d x r matrix"):
+            v31_w13(V, W, bad)
