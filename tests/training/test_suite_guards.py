@@ -116,3 +116,58 @@ def test_the_table_a_user_reads():
     ]
     assert format_table(dict(plain, model=dict(plain["model"], label="mine"))).splitlines()[0] == 'mine: mode cot, d 3, n 6, k 4; learned step 0.2988 (given); 100 prompts per case, seed 2'
     assert format_table(dict(plain, model=dict(plain["model"], noise=0.25))).splitlines()[-1] == 'Trained on its own distribution (Sigma_train, label noise s = 0.25): the in-distribution row, scale-x (Sigma = c^2 Sigma_train), scale-w and noisy use it.'
+
+
+def test_the_standard_suite_of_a_seed_and_its_cases_records():
+    """standard_suite(d, seed): skewed from seed, half_subspace from seed + 1, no label noise but
+    in the noisy case; a covariance of one's own is a 'custom' case 'user covariance'."""
+    from training.suite import (
+        covariance_case,
+        half_subspace_case,
+        skewed_case,
+        standard_suite,
+    )
+    cases = {c.name: c for c in standard_suite(3, 7)}
+    np.testing.assert_array_equal(cases["skewed"].sigma, skewed_case(3, 7).sigma)
+    np.testing.assert_array_equal(cases["half_subspace"].sigma, half_subspace_case(3, 8).sigma)
+    assert not np.allclose(skewed_case(3, 7).sigma, skewed_case(3, 8).sigma)
+    assert {n: c.label_noise for n, c in cases.items() if c.label_noise} == {"noisy": 1.0}
+    own = covariance_case("mine", np.eye(3), 3)
+    assert (own.kind, own.description, own.label_noise, own.w_scale) == ("custom", "user covariance", 0.0, 1.0)
+    with pytest.raises(ValueError, match="^d must be an integer"):
+        covariance_case("mine", np.eye(3), 0)
+
+
+def test_covariance_files_npy_without_pickles_and_text_of_any_size(tmp_path):
+    from training.suite import load_covariance
+    np.savetxt(tmp_path / "one.txt", [[2.5]])
+    one = load_covariance(tmp_path / "one.txt", 1)
+    assert one.name == "one" and one.sigma.shape == (1, 1) and one.sigma[0, 0] == 2.5
+    np.savetxt(tmp_path / "two.txt", np.diag([2.0, 0.5]))
+    np.testing.assert_array_equal(load_covariance(tmp_path / "two.txt", 2, name="wide").sigma, np.diag([2.0, 0.5]))
+    np.save(tmp_path / "obj.npy", np.array([np.eye(2), "x"], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="obj.npy"):
+        load_covariance(tmp_path / "obj.npy", 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from training import TrainConfig, train
+    path = tmp_path_factory.mktemp("cot") / "run"
+    train(TrainConfig(mode="cot", d=3, n=6, k=2, batch=32, iters=5, eval_every=5, eval_samples=200,
+                      theory_samples=300, structure_samples=64, progress=False, device="cpu", out=str(path)))
+    return str(path)
+
+
+def test_evaluate_run_records_run_suite_seed_step_and_pairs(tiny_run):
+    from training.suite import evaluate_run
+    mat = np.diag([2.0, 1.0, 0.5])
+    out = evaluate_run(tiny_run, suite="none", sigmas=[("pair", mat)], samples=200, theory_samples=200, seed=3,
+                       step=0.25, reference=False)
+    assert (out["run"], out["suite"], out["seed"]) == (tiny_run, "none", 3)
+    assert out["model"]["learned_step"] == 0.25 and out["model"]["step_source"] == "given"
+    (case,) = out["cases"]
+    assert case["name"] == "pair" and case["sigma_eigenvalues"] == [2.0, 1.0, 0.5] and case["step"] == 0.25
+    seed0 = evaluate_run(tiny_run, suite="none", sigmas=[("pair", mat)], samples=200, theory_samples=200,
+                         step=0.25, reference=False)
+    assert seed0["cases"][0]["median"] != case["median"]          # another seed, other prompts
