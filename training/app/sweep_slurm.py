@@ -21,7 +21,7 @@ import os
 import sys
 
 from ..errors import one_line
-from ..sweep import ClusterError, dask_executor, run_sweep
+from ..sweep import RESULTS_PARQUET, ClusterError, dask_executor, run_sweep
 from ..sweep.processes import write_worker_config
 
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     c = result.counts
     print(f"sweep {result.name}: {len(result.table)} cells ({c['done']} done, {c['failed']} failed, "
           f"{c['diverged']} diverged); {result.ran} run now, {result.reused} reused; SLURM jobs "
-          f"{' '.join(jobs) or '-'}; {result.seconds:.1f} s; {os.path.join(result.out, 'results.parquet')}")
+          f"{' '.join(jobs) or '-'}; {result.seconds:.1f} s; {os.path.join(result.out, RESULTS_PARQUET)}")
     return 0
 
 

@@ -85,4 +85,4 @@ def test_run_bench_quick_reports_every_figure(monkeypatch):
                  "batched_models_time_ratio", "fused_vs_loop_step_ratio", "mc_prompts_per_s", "looped_ms_per_iter",
                  "sweep_cells_per_minute"):
         assert name in text
-    assert set(figures["sweep_cells_per_minute"]) == {"local-1", "local-2", "dask-2"}
+    assert set(figures["sweep_cells_per_minute"]) == {"local-1", "local-2", "dask-2", "dask-external-2"}
