@@ -151,12 +151,13 @@ def diffs(dest: Path, names: list[str]) -> str:
 
 
 def summarise(name: str, codes: dict, equivalents: dict) -> dict:
-    counts = {"generated": len(codes), "killed": 0, "equivalent": 0, "survived": 0, "other": 0}
+    counts = {"generated": len(codes), "killed": 0, "equivalent": 0, "survived": 0, "other": 0, "timeout": 0}
     survivors, stale = [], []
     for mutant, code in sorted(codes.items()):
         status = STATUS.get(code, "suspicious")
         if status in ("killed", "timeout", "caught by type check"):
-            counts["killed"] += 1
+            counts["killed"] += 1                      # a timeout counts as caught, as in mutmut
+            counts["timeout"] += status == "timeout"
             if mutant in equivalents:
                 stale.append(mutant)
         elif mutant in equivalents:
@@ -236,7 +237,7 @@ def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
     (dest / "survivors.txt").write_text(diffs(dest, summary["survivors"]))
     print(f"   {name}: {summary['generated']} generated, {summary['killed']} killed, "
           f"{summary['equivalent']} equivalent, {summary['survived']} survived, {summary['other']} other "
-          f"({summary['killed_of_non_equivalent']} of non-equivalent killed)"
+          f"({summary['killed_of_non_equivalent']} of non-equivalent killed; {summary['timeout']} of the kills timeouts)"
           + (f" in {summary['seconds']} s" if summary["seconds"] is not None else ""), flush=True)
     return summary
 
