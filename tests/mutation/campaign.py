@@ -4,6 +4,7 @@
     python tests/mutation/campaign.py suite evaluate       # some modules
     python tests/mutation/campaign.py --ref HEAD           # a committed tree instead of the work tree
     python tests/mutation/campaign.py --report-only        # re-read the last results
+    python tests/mutation/campaign.py --resume suite       # go on with an interrupted module
 
 For each module of ``tests/mutation/map.toml`` it copies the repository (the work tree's tracked
 and untracked-but-not-ignored files, or ``git archive REF``) to ``WORKDIR/<module>`` (default
@@ -218,12 +219,15 @@ def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
               f"{before['killed_of_non_equivalent']}) in {summary['seconds']} s", flush=True)
         return summary
     if not args.report_only:
-        print(f"== {name}: copying the tree to {dest}", flush=True)
-        copy_tree(dest, args.ref)
-        tests = configure(dest, module, skip_lines)
-        print(f"   mutating {', '.join(module['source'])} against {len(tests)} test selections", flush=True)
+        if args.resume and (dest / "mutants").exists():
+            print(f"== {name}: resuming in {dest} (mutants not yet checked)", flush=True)
+        else:
+            print(f"== {name}: copying the tree to {dest}", flush=True)
+            copy_tree(dest, args.ref)
+            tests = configure(dest, module, skip_lines)
+            print(f"   mutating {', '.join(module['source'])} against {len(tests)} test selections", flush=True)
         env = dict(os.environ, CI="true", PYTHONDONTWRITEBYTECODE="1")
-        with open(dest / "mutmut.log", "w") as log:
+        with open(dest / "mutmut.log", "a" if args.resume else "w") as log:
             rc = subprocess.run(["nice", "-n", str(args.nice), "mutmut", "run", "--max-children",
                                  str(args.children)], cwd=dest, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, check=False).returncode
@@ -250,6 +254,8 @@ def main(argv=None) -> int:
     p.add_argument("--children", type=int, default=2, help="parallel mutant runs (default 2)")
     p.add_argument("--nice", type=int, default=19)
     p.add_argument("--report-only", action="store_true", help="re-count the results in WORKDIR")
+    p.add_argument("--resume", action="store_true",
+                   help="go on with an interrupted module in WORKDIR (its copy and settings as they are)")
     p.add_argument("--after", action="store_true",
                    help="re-run each module's survivors against the work tree's tests now")
     args = p.parse_args(argv)
