@@ -100,7 +100,8 @@ def bench_sweep(device: str = "cpu", quick: bool = False, *, cells: int | None =
     cell_seconds = _cell_seconds(iters)
     import tempfile
     scratch = tempfile.TemporaryDirectory()
-    external = DaskProcesses(os.path.join(scratch.name, "cluster"), workers=2)
+    # in the bench's own session, as the local pools' workers: the same share of a loaded CPU
+    external = DaskProcesses(os.path.join(scratch.name, "cluster"), workers=2, new_session=False)
 
     def external_engine() -> DaskExecutor:
         return DaskExecutor(address=external.start().address)
