@@ -42,3 +42,30 @@ def test_the_id_is_stable_and_ignores_fields_that_change_no_number():
     assert cell_id(a) == cell_id(TrainConfig(**BASE)) and len(cell_id(a)) == 12
     assert cell_id(TrainConfig(**BASE, checkpoint_every=3)) == cell_id(a)
     assert cell_id(TrainConfig(**BASE, prefetch=False)) == cell_id(a)
+
+
+@pytest.mark.parametrize("table, where", [
+    ({"grid": {"param": ["isotropic", "full"], "d": [3]}, "fixed": {"init_ab": [0.1, 0.1]}},
+     '[grid] cell param = "full", d = 3: '),
+    ({"fixed": {"param": "full", "init_ab": [0.1, 0.1]}}, "[grid] cell (fixed only): "),
+    ({"grid": {"d": [3]}, "cells": [{"d": 4}, {"param": "full", "init_ab": [0.1, 0.2]}]}, "[[cells]] entry 2: "),
+])
+def test_a_bad_cell_is_named_by_its_place_in_the_grid(table, where):
+    with pytest.raises(ValueError) as err:
+        parse_grid(table)
+    assert str(err.value).startswith(where + "init_ab is for param 'isotropic' only")
+
+
+def test_saved_fields_that_are_not_a_config_are_never_the_same_config():
+    config = TrainConfig(**BASE)
+    for saved in ("not a dict", None, {"d": 0}, {"no_such_field": 1}, {**BASE, "mode": "no such mode"}):
+        assert not same_config(saved, config)
+
+
+def test_a_grid_file_records_its_name_and_absolute_source(tmp_path, monkeypatch):
+    from training.sweep import load_grid
+    (tmp_path / "phase.toml").write_text('[grid]\nseed = [0, 1]\n[fixed]\nd = 3\nn = 6\n')
+    monkeypatch.chdir(tmp_path)
+    grid = load_grid("phase.toml")
+    assert grid.name == "phase" and grid.source == str(tmp_path / "phase.toml")
+    assert [c.config.seed for c in grid.expand()] == [0, 1]
