@@ -171,3 +171,58 @@ def test_evaluate_run_records_run_suite_seed_step_and_pairs(tiny_run):
     seed0 = evaluate_run(tiny_run, suite="none", sigmas=[("pair", mat)], samples=200, theory_samples=200,
                          step=0.25, reference=False)
     assert seed0["cases"][0]["median"] != case["median"]          # another seed, other prompts
+
+
+def test_the_reference_and_scale_w_cases_records():
+    from training.suite import in_distribution_case
+    ref = in_distribution_case()
+    assert (ref.name, ref.kind, ref.label_noise, ref.sigma) == ("in_distribution", "reference", 0.0, None)
+    assert ref.description == "Sigma = I, w* ~ N(0, I): the training distribution"
+    own = in_distribution_case(0.5, np.eye(2))
+    assert own.label_noise == 0.5 and np.array_equal(own.sigma, np.eye(2))
+    assert own.description == "Sigma = Sigma_train, w* ~ N(0, I), label noise s = 0.5: the training distribution"
+    w = scale_w_case(2, sigma=np.eye(2), noise=0.5)
+    assert (w.name, w.kind, w.w_scale, w.label_noise) == ("scale-w=2", "scale-w", 2, 0.5)
+    assert np.array_equal(w.sigma, np.eye(2))
+    assert w.description == "w* multiplied by 2: w* ~ N(0, 4 I), Sigma = Sigma_train, label noise s = 0.5"
+    with pytest.raises(ValueError, match="^c must be"):
+        scale_w_case(0.0)
+
+
+def test_a_runs_model_and_the_suites_record_of_it(tiny_run, tmp_path):
+    import os
+    import shutil
+
+    from training import load_run
+    from training.suite import evaluate_suite, model_from_run
+    run = load_run(tiny_run)
+    m = model_from_run(tiny_run, step=0.2)
+    assert (m.step, m.step_source, m.eta, m.label, m.noise, m.mode) == (0.2, "given", run.config.eta, tiny_run, 0.0, "cot")
+    assert m.target_step == run.summary["structure_step"]
+    out = evaluate_suite(m, [scale_w_case(2)], samples=100, theory_samples=100)
+    assert out["seed"] == 0 and out["suite_seed"] == 2025
+    assert {k: out["model"][k] for k in ("label", "eta", "learned_step", "gd_steps")} == {
+        "label": tiny_run, "eta": run.config.eta, "learned_step": 0.2, "gd_steps": run.config.k}
+    with pytest.raises(ValueError, match="^threads must be"):
+        evaluate_suite(m, [scale_w_case(2)], samples=10, theory_samples=10, threads=0)
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_run, bare)
+    os.remove(bare / "summary.json")
+    assert model_from_run(str(bare), step=0.2).target_step is None
+    os.remove(bare / "params.pt")
+    with pytest.raises(ValueError, match="has no params.pt"):
+        model_from_run(str(bare))
+
+
+def test_the_default_cases_are_the_models_own_distribution():
+    """cases=None: standard_suite of the model's d, training Sigma and label noise."""
+    from training.suite import evaluate_suite, standard_suite
+    sigma = np.diag([2.0, 1.0, 0.5])
+    m = suite_model(*numerics.gd_params(D, ETA), mode="cot", n=N, k=K, sigma=sigma, noise=0.5)
+    out = evaluate_suite(m, samples=20, theory_samples=20, reference=False)
+    want = standard_suite(D, sigma=sigma, noise=0.5)
+    assert [c["name"] for c in out["cases"]] == [c.name for c in want]
+    got = {c["name"]: c for c in out["cases"]}
+    assert got["scale-x=2"]["sigma_eigenvalues"] == pytest.approx([8.0, 4.0, 2.0])
+    assert got["scale-w=2"]["sigma_eigenvalues"] == pytest.approx([2.0, 1.0, 0.5])
+    assert out["model"]["noise"] == 0.5 and out["model"]["sigma"] == sigma.tolist()
