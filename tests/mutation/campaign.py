@@ -166,10 +166,12 @@ def summarise(name: str, codes: dict, equivalents: dict) -> dict:
         elif status == "survived" or status == "no tests":
             counts["survived"] += 1
             survivors.append(mutant)
+        elif code is None:
+            counts["not_checked"] = counts.get("not_checked", 0) + 1
         else:
             counts["other"] += 1
             survivors.append(mutant)
-    live = counts["generated"] - counts["equivalent"]
+    live = counts["generated"] - counts["equivalent"] - counts.get("not_checked", 0)
     counts["killed_of_non_equivalent"] = round(counts["killed"] / live, 4) if live else None
     counts["survivors"] = survivors
     counts["equivalent_but_killed"] = stale
@@ -184,7 +186,7 @@ def rerun_survivors(dest: Path, module: dict, skip_lines, args) -> dict:
     latest_path = dest / "latest.json"                   # the merged codes of an earlier --after
     before = json.loads((latest_path if latest_path.exists() else before_path).read_text())
     survivors = [m for m, code in before.items()             # timeouts again too: a busy machine makes them
-                 if STATUS.get(code, "suspicious") not in ("killed", "caught by type check")]
+                 if code is not None and STATUS.get(code, "suspicious") not in ("killed", "caught by type check")]
     for sub in ("tests", "mutants/tests"):
         shutil.rmtree(dest / sub, ignore_errors=True)
         shutil.copytree(ROOT / "tests", dest / sub, ignore=shutil.ignore_patterns("__pycache__"))
@@ -274,11 +276,11 @@ def main(argv=None) -> int:
         report[n] = run_module(n, mods[n], spec.get("skip_lines", []), args, equivalents)
         report_path.write_text(json.dumps(report, indent=1))
     print(f"campaign: {round(time.monotonic() - t0)} s; report {report_path}")
-    print("| module | generated | killed | equivalent | survived | killed of non-equivalent |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| module | generated | not checked | killed | equivalent | survived | killed of non-equivalent (checked) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for n, s in report.items():
-        print(f"| {n} | {s['generated']} | {s['killed']} | {s['equivalent']} | {s['survived'] + s['other']} "
-              f"| {s['killed_of_non_equivalent']} |")
+        print(f"| {n} | {s['generated']} | {s.get('not_checked', 0)} | {s['killed']} | {s['equivalent']} "
+              f"| {s['survived'] + s['other']} | {s['killed_of_non_equivalent']} |")
     return 0
 
 
