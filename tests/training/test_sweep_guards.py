@@ -3,6 +3,7 @@
 A cell's id decides which run directory a cell reuses and which rows a table has: two cells
 whose runs give different numbers must never share one.  A grid over seeds is the common case
 (a sweep over seeds that reused seed 0's cell would report one seed's numbers for every seed)."""
+import numpy as np
 import pytest
 
 from training import TrainConfig
@@ -69,3 +70,21 @@ def test_a_grid_file_records_its_name_and_absolute_source(tmp_path, monkeypatch)
     grid = load_grid("phase.toml")
     assert grid.name == "phase" and grid.source == str(tmp_path / "phase.toml")
     assert [c.config.seed for c in grid.expand()] == [0, 1]
+
+
+def test_duplicate_grid_points_are_one_cell_at_their_first_place_and_the_rest_follow():
+    cells = parse_grid({"grid": {"seed": [0, 0, 1], "eta": [0.3, 0.2]},
+                        "fixed": {k: v for k, v in BASE.items() if k not in ("seed", "eta")}}).expand()
+    assert [(c.config.seed, c.config.eta) for c in cells] == [(0, 0.3), (0, 0.2), (1, 0.3), (1, 0.2)]
+    assert [c.index for c in cells] == [0, 1, 2, 3]
+    assert cells[2].axes == {"seed": 1, "eta": 0.3}
+
+
+def test_make_config_names_where_and_reads_a_number_as_c_identity_at_the_default_d():
+    from training.sweep import make_config
+    with pytest.raises(ValueError, match="^cell: d must be an integer >= 1"):
+        make_config({"d": 0})
+    with pytest.raises(ValueError, match="^mine: d must be an integer, got 'x'"):
+        make_config({"d": "x"}, "mine")
+    c = make_config({"sigma": 2.0})
+    assert c.sigma == (2.0 * np.eye(TrainConfig().d)).tolist()
