@@ -13,7 +13,10 @@ runs its ``tests`` there with CI=true.  The sample passes only when
 * every mutant makes its tests fail (pytest exit status 1; a collection or usage error, exit
   status 2-5, is not a kill).
 
-Exit status 0 then, 1 otherwise, with one line per mutant.  Two mutants run at a time (``-j``).
+Exit status 0 then, 1 otherwise, with one line per mutant.  Two mutants run at a time (``-j``),
+each in a child forked from this process once it has imported the heavy libraries (torch, numpy,
+scipy, sympy, pytest), so a mutant costs its tests, not an interpreter start; the project's own
+packages are imported in the child, from the mutated copy.
 """
 from __future__ import annotations
 
@@ -24,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 try:
@@ -35,6 +37,7 @@ except ImportError:                          # Python 3.10
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SAMPLE = HERE / "sample.toml"
+OWN = ("theory", "numerics", "training")     # imported only in the children, from the copy
 
 
 def load() -> list[dict]:
@@ -56,31 +59,41 @@ def copy_tree(dest: Path) -> None:
             shutil.copy2(src, dest / f)
 
 
-def pytest(copy: Path, tests: list[str]) -> tuple[int, str]:
-    env = dict(os.environ, CI="true", PYTHONDONTWRITEBYTECODE="1")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header",
-                        *tests], cwd=copy, env=env, capture_output=True, text=True, check=False)
-    return r.returncode, (r.stdout + r.stderr).strip().splitlines()[-1:] and (r.stdout + r.stderr).strip().splitlines()[-1]
-
-
-def run_one(m: dict, copy: Path) -> tuple[bool, str]:
-    path = copy / m["file"]
-    pristine = path.read_text()
-    found = pristine.count(m["old"])
-    if found != 1:
-        return False, f"SOURCE MOVED  {m['name']}: `{m['old'].strip()}` occurs {found} times in {m['file']} (update sample.toml)"
-    t0 = time.monotonic()
+def fork_pytest(copy: Path, tests: list[str], log: Path) -> int:
+    """Run pytest on ``tests`` in ``copy`` in a forked child (output to ``log``); its pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    rc = 99
     try:
-        path.write_text(pristine.replace(m["old"], m["new"]))
-        rc, last = pytest(copy, m["tests"])
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.chdir(copy)
+        os.environ.update(CI="true", PYTHONDONTWRITEBYTECODE="1")
+        sys.dont_write_bytecode = True           # no .pyc of a mutant outlives it in the copy
+        sys.path.insert(0, str(copy))
+        import pytest
+        rc = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "--no-header", *tests]))
+    except BaseException as exc:                 # noqa: BLE001 - the child reports and exits, whatever it was
+        print(f"sample child: {type(exc).__name__}: {exc}", flush=True)
     finally:
-        path.write_text(pristine)
-    took = f"{time.monotonic() - t0:.0f} s"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+
+
+def last_line(log: Path) -> str:
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "(no output)"
+
+
+def verdict(m: dict, rc: int, took: float, log: Path) -> tuple[bool, str]:
     if rc == 1:
-        return True, f"killed    {m['name']} ({took})"
+        return True, f"killed    {m['name']} ({took:.0f} s)"
     if rc == 0:
-        return False, f"SURVIVED  {m['name']}: {' '.join(m['tests'])} pass with `{m['new'].strip()}` ({took})"
-    return False, f"ERROR     {m['name']}: pytest exit status {rc}, not a kill: {last}"
+        return False, f"SURVIVED  {m['name']}: {' '.join(m['tests'])} pass with `{m['new'].strip()}` ({took:.0f} s)"
+    return False, f"ERROR     {m['name']}: pytest exit status {rc}, not a kill: {last_line(log)}"
 
 
 def main(argv=None) -> int:
@@ -93,31 +106,50 @@ def main(argv=None) -> int:
         for m in mutants:
             print(f"{m['name']}: {m['file']}: `{m['old'].strip()}` -> `{m['new'].strip()}`  [{' '.join(m['tests'])}]")
         return 0
+    leaked = [name for name in OWN if name in sys.modules]
+    if leaked:
+        raise SystemExit(f"mutation sample: {leaked} imported before the fork; the children would not read the copy")
     t0 = time.monotonic()
+    for heavy in ("numpy", "scipy", "sympy", "torch", "pytest", "hypothesis"):   # once here, for every child
+        __import__(heavy)
     with tempfile.TemporaryDirectory(prefix="cotgd-sample-") as tmp:
         copies = [Path(tmp) / f"copy{i}" for i in range(max(1, args.j))]
         for c in copies:
             copy_tree(c)
         tests = sorted({t for m in mutants for t in m["tests"]})
-        rc, last = pytest(copies[0], tests)
+        log = Path(tmp) / "clean.log"
+        _, status = os.waitpid(fork_pytest(copies[0], tests, log), 0)
+        rc = os.waitstatus_to_exitcode(status)
         if rc != 0:
-            print(f"mutation sample: the sample's tests fail on the unmutated tree (exit {rc}): {last}")
+            print(f"mutation sample: the sample's tests fail on the unmutated tree (exit {rc}): {last_line(log)}")
             return 1
-        print(f"mutation sample: {len(tests)} test files pass unmutated ({time.monotonic() - t0:.0f} s)", flush=True)
-        free = list(copies)
-        results = []
-
-        def job(m):
-            c = free.pop()
-            try:
-                ok, line = run_one(m, c)
-            finally:
-                free.append(c)
-            print("  " + line, flush=True)
-            return ok
-
-        with ThreadPoolExecutor(len(copies)) as pool:
-            results = list(pool.map(job, mutants))
+        print(f"mutation sample: {len(tests)} test selections pass unmutated ({time.monotonic() - t0:.0f} s)",
+              flush=True)
+        pending, free, running, results = list(mutants), list(copies), {}, []
+        while pending or running:
+            while pending and free:
+                m, copy = pending.pop(0), free.pop()
+                path = copy / m["file"]
+                pristine = path.read_text()
+                found = pristine.count(m["old"])
+                if found != 1:
+                    results.append(False)
+                    print(f"  SOURCE MOVED  {m['name']}: `{m['old'].strip()}` occurs {found} times in {m['file']} "
+                          f"(update sample.toml)", flush=True)
+                    free.append(copy)
+                    continue
+                path.write_text(pristine.replace(m["old"], m["new"]))
+                log = Path(tmp) / f"{len(results) + len(running)}.log"
+                pid = fork_pytest(copy, m["tests"], log)
+                running[pid] = (m, copy, path, pristine, time.monotonic(), log)
+            if running:
+                pid, status = os.wait()
+                m, copy, path, pristine, start, log = running.pop(pid)
+                path.write_text(pristine)
+                free.append(copy)
+                ok, line = verdict(m, os.waitstatus_to_exitcode(status), time.monotonic() - start, log)
+                results.append(ok)
+                print("  " + line, flush=True)
     killed = sum(results)
     print(f"mutation sample: {killed} of {len(mutants)} mutants killed in {time.monotonic() - t0:.0f} s")
     return 0 if killed == len(mutants) else 1
