@@ -226,3 +226,16 @@ def test_the_default_cases_are_the_models_own_distribution():
     assert got["scale-x=2"]["sigma_eigenvalues"] == pytest.approx([8.0, 4.0, 2.0])
     assert got["scale-w=2"]["sigma_eigenvalues"] == pytest.approx([2.0, 1.0, 0.5])
     assert out["model"]["noise"] == 0.5 and out["model"]["sigma"] == sigma.tolist()
+    noisy_w = evaluate_case(m, scale_w_case(2, sigma=sigma, noise=0.5), samples=20, theory_samples=20)
+    assert got["scale-w=2"]["mean"] == noisy_w["mean"]                # the run's label noise too
+    assert got["scale-w=2"]["expected_loss"] == noisy_w["expected_loss"]
+
+
+def test_the_tables_note_on_a_model_trained_on_its_own_covariance_without_noise():
+    model = {"label": "", "mode": "cot", "d": 3, "n": 6, "k": 4, "eta": None, "learned_step": 0.3,
+             "step_source": "given", "target_step": None, "gd_steps": 4, "noise": 0.0, "sigma": [[1.0]]}
+    result = {"run": None, "model": model, "samples": 10, "seed": 0, "theory_samples": 5, "in_distribution": None,
+              "cases": [_case("skewed")]}
+    assert format_table(result).splitlines()[-1] == (
+        "Trained on its own distribution (Sigma_train): the in-distribution row, scale-x (Sigma = c^2 Sigma_train), "
+        "scale-w and noisy use it.")
