@@ -53,12 +53,12 @@ def readme_slurm_command(tmp_path, grid) -> list:
     instead of 16, this Python's environment in the prologue, the scheduler and the workers on
     loopback (``--interface lo``: this machine talks to itself on loopback only)."""
     block = readme_block("Running on a cluster", "On SLURM, dask-jobqueue")
-    command = [c for c in readme_commands(block) if c[:3] == ["python", "-m", "training.app.sweep_slurm"]]
+    command = [c for c in readme_commands(block) if c[:3] == ["cotgd", "sweep", "slurm"]]
     assert len(command) == 1, block
     mapping = {"examples/sweeps/phase.toml": str(grid), "16": "2",
                "source ~/venvs/cotgd/bin/activate": f"source {sys.prefix}/bin/activate"}
     argv = [mapping.get(t, t.replace("/shared", str(tmp_path / "shared"))) for t in command[0]]
-    return [sys.executable] + argv[1:] + ["--interface", "lo"]
+    return [sys.executable, "-m", "training.app.cli"] + argv[1:] + ["--interface", "lo"]
 
 
 def queue() -> list:
@@ -67,7 +67,7 @@ def queue() -> list:
 
 
 def test_a_sweep_through_slurm_jobs_gives_the_local_table(tmp_path):
-    """Training: README.md's ``python -m training.app.sweep_slurm ...`` (``readme_slurm_command``)
+    """Training: README.md's ``cotgd sweep slurm ...`` (``readme_slurm_command``)
     runs the 4 cells in SLURM jobs: the table equals ``--workers 2``'s bitwise but for
     the execution columns, each row names its SLURM job, and no job is left in the queue."""
     pytest.importorskip("dask_jobqueue")
@@ -96,8 +96,12 @@ def test_bad_slurm_options_are_one_line_exit_2(tmp_path):
     """Argument check: a --slurm-option without '=' is one line, exit status 2 (no job submitted)."""
     grid = tmp_path / "slurm.toml"
     grid.write_text(GRID)
-    run = subprocess.run([sys.executable, "-m", "training.app.sweep_slurm", str(grid), "--out", str(tmp_path / "s"),
-                          "--jobs", "1", "--slurm-option", "partition"],
-                         cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120, check=False)
-    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0
-    assert "--slurm-option expects KEY=VALUE" in run.stderr
+    for head in (["-m", "training.app.cli", "sweep", "slurm"], ["-m", "training.app.sweep_slurm"]):
+        run = subprocess.run([sys.executable, *head, str(grid), "--out", str(tmp_path / "s"),
+                              "--jobs", "1", "--slurm-option", "partition"],
+                             cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120, check=False)
+        assert run.returncode == 2 and run.stderr.strip().count("\n") == 0, (head, run.stderr)
+        assert "--slurm-option expects KEY=VALUE" in run.stderr
+        bad = subprocess.run([sys.executable, *head, str(grid), "--out", str(tmp_path / "s"), "--jobs", "0"],
+                             cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120, check=False)
+        assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--jobs" in bad.stderr, bad.stderr

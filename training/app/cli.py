@@ -8,6 +8,7 @@
     cotgd dynamics    the reduced gradient-flow ODE laid over real training (Theorem 4.1)
     cotgd selftest    prove the toolkit on this device (sync-free steps, bitwise resume, ...)
     cotgd sweep run   a grid of cells on local processes or a Dask cluster, resumable
+    cotgd sweep slurm the same on SLURM jobs (dask-jobqueue)
     cotgd sweep plot  its phase diagrams
     cotgd bench       speed figures (training step, rollout, many models, Monte Carlo, sweeps)
 
@@ -247,6 +248,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="a progress bar over cells with an ETA (default: when stderr is a terminal)")
     q.add_argument("--json", dest="json_file", metavar="FILE", help="write the sweep's counts as JSON")
+    q = sweep.add_parser("slurm", help="run a sweep on SLURM jobs through dask-jobqueue (pip install \"cotgd[cluster]\")",
+                         formatter_class=_DefaultsShown,
+                         description="Run every cell of GRID.toml into DIR (on a filesystem the compute nodes share) "
+                                     "on SLURM jobs started by dask_jobqueue.SLURMCluster, one core and one worker "
+                                     "each; the jobs are cancelled at the end, even after a failure; each row of the "
+                                     "table names its job (training.app.sweep_slurm).")
+    q.add_argument("grid", metavar="GRID.toml", help="the grid file (TOML)")
+    q.add_argument("--out", required=True, metavar="DIR", help="the sweep's directory (on a shared filesystem)")
+    q.add_argument("--jobs", type=_positive_int, required=True, metavar="N", help="SLURM jobs, one worker (one core) each")
+    q.add_argument("--memory", default="4GB", help="memory per job")
+    q.add_argument("--walltime", default="04:00:00", help="walltime per job")
+    q.add_argument("--prologue", action="append", default=[], metavar="LINE",
+                   help="a shell line each job runs first (repeatable), e.g. 'source ~/venvs/cotgd/bin/activate'")
+    q.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an sbatch option (repeatable), e.g. partition=short or account=myproject")
+    q.add_argument("--interface", default=None, help="network interface of the scheduler and workers (e.g. ib0, lo)")
+    q.add_argument("--adapt", action="store_true", help="scale between 0 and N jobs with the queue")
     q = sweep.add_parser("plot", help="phase diagrams (PNG) from a sweep's table",
                          description="Phase diagrams from DIR/results.parquet: the trained CoT / no-CoT loss ratio "
                                      "over (n/d, k) with the theory's ratio as contours, trained / theory per cell, "
@@ -531,6 +549,9 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
+    if args.sweep_command == "slurm":
+        from .sweep_slurm import cli_slurm
+        return cli_slurm(args)
     from .sweep_cli import cli_sweep
     return cli_sweep(args)
 

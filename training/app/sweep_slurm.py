@@ -1,7 +1,9 @@
 """A sweep on SLURM through dask-jobqueue (``pip install "cotgd[cluster]"``), from a login node:
 
-    python -m training.app.sweep_slurm GRID.toml --out DIR --jobs N [--memory 4GB] [--walltime 04:00:00]
+    cotgd sweep slurm GRID.toml --out DIR --jobs N [--memory 4GB] [--walltime 04:00:00]
         [--prologue "source ~/venvs/cotgd/bin/activate"] [--slurm-option KEY=VALUE ...] [--interface IFACE]
+
+(``python -m training.app.sweep_slurm ...`` is the same command)
 
 or, in Python, ``slurm_sweep(grid, out, jobs=N, ...)``.  It starts a Dask scheduler in this
 process and ``dask_jobqueue.SLURMCluster`` workers as SLURM jobs (one core, one worker process,
@@ -16,7 +18,6 @@ without cotgd, of other versions, a lost scheduler) one line, exit status 1.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -69,37 +70,27 @@ def slurm_sweep(grid, out, *, jobs: int, memory: str = "4GB", walltime: str = "0
             return run_sweep(grid, out, executor=engine, progress=progress)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.app.sweep_slurm",
-                                     description="cotgd sweep run on SLURM jobs through dask-jobqueue")
-    parser.add_argument("grid", metavar="GRID.toml")
-    parser.add_argument("--out", required=True, metavar="DIR", help="the sweep's directory (on a shared filesystem)")
-    parser.add_argument("--jobs", type=int, required=True, metavar="N", help="SLURM jobs, one worker (one core) each")
-    parser.add_argument("--memory", default="4GB", help="memory per job")
-    parser.add_argument("--walltime", default="04:00:00", help="walltime per job")
-    parser.add_argument("--prologue", action="append", default=[], metavar="LINE",
-                        help="a shell line each job runs first (repeatable), e.g. 'source ~/venvs/cotgd/bin/activate'")
-    parser.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="an sbatch option (repeatable), e.g. partition=short or account=myproject")
-    parser.add_argument("--interface", help="network interface of the scheduler and workers (e.g. ib0, lo)")
-    parser.add_argument("--adapt", action="store_true", help="scale between 0 and N jobs with the queue")
-    args = parser.parse_args(argv)
+def cli_slurm(args) -> int:
+    """``cotgd sweep slurm`` (``training.app.cli`` parses the arguments)."""
     try:
         result = slurm_sweep(args.grid, args.out, jobs=args.jobs, memory=args.memory, walltime=args.walltime,
                              prologue=args.prologue, options=args.slurm_option, interface=args.interface,
                              adapt=args.adapt)
-    except ClusterError as exc:
+    except ClusterError as exc:        # the cluster, not the arguments, is at fault: exit status 1
         print(f"cotgd: error: {one_line(exc)}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as exc:
-        print(f"cotgd: error: {one_line(exc)}", file=sys.stderr)
-        return 2
     jobs = sorted({str(j) for j in result.table["job_id"].dropna()})
     c = result.counts
     print(f"sweep {result.name}: {len(result.table)} cells ({c['done']} done, {c['failed']} failed, "
           f"{c['diverged']} diverged); {result.ran} run now, {result.reused} reused; SLURM jobs "
           f"{' '.join(jobs) or '-'}; {result.seconds:.1f} s; {os.path.join(result.out, RESULTS_PARQUET)}")
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m training.app.sweep_slurm ARGS`` is ``cotgd sweep slurm ARGS``."""
+    from .cli import main as cotgd
+    return cotgd(["sweep", "slurm", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
