@@ -88,3 +88,27 @@ def test_make_config_names_where_and_reads_a_number_as_c_identity_at_the_default
         make_config({"d": "x"}, "mine")
     c = make_config({"sigma": 2.0})
     assert c.sigma == (2.0 * np.eye(TrainConfig().d)).tolist()
+
+
+def test_a_cells_id_is_the_same_across_versions():
+    """The id names the cell's directory: a rerun finds its finished cells by it, so the hash of
+    a given config must not change (this one has been a5a08d44bf92 since the sweep package began)."""
+    assert cell_id(TrainConfig(**BASE)) == "a5a08d44bf92"
+    assert cell_name(TrainConfig(**BASE)) == "cot-full-d3-n6-k4-eta0.3-seed0-a5a08d44bf92"
+
+
+def test_sigma_as_a_number_in_a_grid_cell():
+    from training.sweep import make_config
+    assert make_config({"d": 1, "n": 4, "sigma": 2.0}).sigma == [[2.0]]
+    assert make_config({"d": 2, "sigma": 1.0}).sigma is None                      # 1 I is the default identity
+    assert make_config({"d": 2, "sigma": 2}).sigma == [[2.0, 0.0], [0.0, 2.0]]
+    with pytest.raises(ValueError, match="^cell: d must be an integer >= 1"):
+        make_config({"d": 0, "sigma": 2.0})
+    with pytest.raises(ValueError, match="^cell: sigma"):
+        make_config({"d": 2, "sigma": -1.0})
+
+
+def test_a_cells_label_shows_strings_quoted_and_other_values_as_python_writes_them():
+    with pytest.raises(ValueError) as err:
+        parse_grid({"grid": {"prefetch": [True], "param": ["full"]}, "fixed": {"init_ab": [0.1, 0.1]}})
+    assert str(err.value).startswith('[grid] cell prefetch = True, param = "full": ')
