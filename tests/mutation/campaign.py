@@ -17,7 +17,9 @@ Then it counts per module: generated, killed, equivalent (listed in
 mutant's diff to ``WORKDIR/<module>/survivors.txt`` and all counts to ``WORKDIR/report.json``.
 
 ``--after`` re-runs a finished module's surviving mutants only (those of the last ``--after``
-when there was one), against the tests of the work tree now (its test files are copied over the module's copy): the counts before (saved as
+when there was one), against the tests of the work tree now (test files new since the module's
+run and the ``*_guards.py`` files are copied into the module's copy; its other tests stay as they
+were, matching the source it mutated): the counts before (saved as
 ``WORKDIR/<module>/before.json``) and after.  A mutant killed before stays killed (tests are
 only added).  So a campaign is: ``campaign.py --ref BASE`` (before), add tests, ``campaign.py
 --after`` (after).
@@ -187,9 +189,16 @@ def rerun_survivors(dest: Path, module: dict, skip_lines, args) -> dict:
     before = json.loads((latest_path if latest_path.exists() else before_path).read_text())
     survivors = [m for m, code in before.items()             # timeouts again too: a busy machine makes them
                  if code is not None and STATUS.get(code, "suspicious") not in ("killed", "caught by type check")]
-    for sub in ("tests", "mutants/tests"):
-        shutil.rmtree(dest / sub, ignore_errors=True)
-        shutil.copytree(ROOT / "tests", dest / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    # the tests added since (new files, and the guards, which grow): the module's other tests stay as they
+    # were at its run, which match its source (the work tree's may test a newer one)
+    for src in sorted((ROOT / "tests").rglob("*")):
+        rel = src.relative_to(ROOT)
+        if not src.is_file() or "__pycache__" in rel.parts:
+            continue
+        for sub in (dest, dest / "mutants"):
+            if not (sub / rel).exists() or src.name.endswith("_guards.py"):
+                (sub / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, sub / rel)
     configure(dest, module, skip_lines)
     shutil.copy2(dest / "pyproject.toml", dest / "mutants" / "pyproject.toml")
     print(f"   re-running {len(survivors)} survivors with the current tests", flush=True)
