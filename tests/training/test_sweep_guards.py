@@ -112,3 +112,33 @@ def test_a_cells_label_shows_strings_quoted_and_other_values_as_python_writes_th
     with pytest.raises(ValueError) as err:
         parse_grid({"grid": {"prefetch": [True], "param": ["full"]}, "fixed": {"init_ab": [0.1, 0.1]}})
     assert str(err.value).startswith('[grid] cell prefetch = True, param = "full": ')
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"grid": {"seed": [0]}, "cells": [{"d": 3}, {"nonsense": 1}]},
+     "[[cells]] entry 2 nonsense: unknown field (TrainConfig fields: mode, param, d, n, k, eta,"),
+    ({"grid": {"nonsense": [1]}}, "[grid] nonsense: unknown field (TrainConfig fields: mode, param, d,"),
+    ({"grid": {"d": ["x"]}}, "[grid] d: d must be an integer, got 'x'"),
+    ({"fixed": {"d": "x"}}, "[fixed] d: d must be an integer, got 'x'"),
+    ({"cells": [{"d": "x"}]}, "[[cells]] d: d must be an integer, got 'x'"),
+    ({"cells": [1, 2]}, "cells must be an array of tables ([[cells]])"),
+    ({"name": "a/b", "grid": {"seed": [0]}}, "name must be a non-empty string without '/', got 'a/b'"),
+    ({"name": " ", "grid": {"seed": [0]}}, "name must be a non-empty string without '/'"),
+    ({"name": 3, "grid": {"seed": [0]}}, "name must be a non-empty string without '/'"),
+    ({"train": "yes", "grid": {"seed": [0]}}, "train must be true or false, got 'yes'"),
+    ({"retries": -1, "grid": {"seed": [0]}}, "retries must be an integer >= 0, got -1"),
+    ({"retries": True, "grid": {"seed": [0]}}, "retries must be an integer >= 0, got True"),
+    ({"retries": 1.5, "grid": {"seed": [0]}}, "retries must be an integer >= 0, got 1.5"),
+])
+def test_a_bad_grid_is_one_error_naming_its_place(table, message):
+    with pytest.raises(ValueError) as err:
+        parse_grid(table)
+    assert str(err.value).startswith(message)
+
+
+def test_a_grids_settings_are_kept():
+    table = {"grid": {"seed": [0, 1]}, "train": False, "retries": 0}
+    g = parse_grid(table)
+    assert (g.name, g.train, g.retries, g.raw, g.source) == ("sweep", False, 0, table, None)
+    g = parse_grid({"grid": {"seed": [0]}, "retries": 3, "name": "mine"}, source="/x/mine.toml")
+    assert (g.name, g.train, g.retries, g.source) == ("mine", True, 3, "/x/mine.toml")
