@@ -239,3 +239,38 @@ def test_the_tables_note_on_a_model_trained_on_its_own_covariance_without_noise(
     assert format_table(result).splitlines()[-1] == (
         "Trained on its own distribution (Sigma_train): the in-distribution row, scale-x (Sigma = c^2 Sigma_train), "
         "scale-w and noisy use it.")
+
+
+def test_the_out_of_distribution_cases_records():
+    """Each case as `cotgd evaluate` reports it: name, kind, description, label noise, and its Sigma."""
+    from training.suite import half_subspace_case, noisy_case, scale_x_case, skewed_case
+    records = [(c.name, c.kind, c.description, c.label_noise) for c in (
+        skewed_case(3), half_subspace_case(3), scale_x_case(3, 2),
+        scale_x_case(2, 0.5, sigma=np.diag([2.0, 1.0]), noise=0.5), noisy_case(), noisy_case(0.5, sigma=np.eye(2)))]
+    assert records == [
+        ("skewed", "skewed", "eigenvalues ~ 1/i^2 (top 2.2), trace d, random eigenbasis (seed 2025)", 0.0),
+        ("half_subspace", "half_subspace", "x in a random 1-dimensional subspace, trace d (seed 2026)", 0.0),
+        ("scale-x=2", "scale-x", "x multiplied by 2: Sigma = 4 I", 0.0),
+        ("scale-x=0.5", "scale-x", "x multiplied by 0.5: Sigma = 0.25 Sigma_train, label noise s = 0.5", 0.5),
+        ("noisy", "noisy", "labels y = <w*, x> + eps, eps ~ N(0, 1), Sigma = I", 1.0),
+        ("noisy", "noisy", "labels y = <w*, x> + eps, eps ~ N(0, 0.25), Sigma = Sigma_train", 0.5)]
+    lam = 1.0 / np.arange(1, 4) ** 2
+    lam *= 3 / lam.sum()
+    sk = skewed_case(3)
+    np.testing.assert_allclose(np.linalg.eigvalsh(sk.sigma)[::-1], lam, rtol=1e-12)
+    top = numerics.random_rotation(3, 2025)[:, 0]
+    np.testing.assert_allclose(sk.sigma @ top, lam[0] * top, atol=1e-12)      # the top eigenvalue along Q's first column
+    assert np.linalg.matrix_rank(half_subspace_case(3).sigma, tol=1e-9) == 1
+    assert np.linalg.matrix_rank(half_subspace_case(2).sigma, tol=1e-9) == 1
+    np.testing.assert_array_equal(scale_x_case(2, 0.5, sigma=np.diag([2.0, 1.0])).sigma, np.diag([0.5, 0.25]))
+    for make, args, name in ((skewed_case, (0,), "d"), (half_subspace_case, (0,), "d"), (scale_x_case, (3, 0), "c"),
+                             (scale_x_case, (0, 2), "d"), (noisy_case, (-1.0,), "s")):
+        with pytest.raises(ValueError, match=f"^{name} must be"):
+            make(*args)
+
+
+def test_a_suite_model_without_a_label_and_read_from_float32():
+    m = suite_model(*(a.astype(np.float32) for a in numerics.gd_params(D, ETA)), mode="cot", n=N, k=K,
+                    sigma=np.diag([2.0, 1.0, 0.0]).astype(np.float32))
+    assert m.label == "" and m.d == D and m.sigma.dtype == np.float64
+    assert m.step == pytest.approx(ETA, rel=1e-6)
