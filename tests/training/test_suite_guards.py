@@ -274,3 +274,19 @@ def test_a_suite_model_without_a_label_and_read_from_float32():
                     sigma=np.diag([2.0, 1.0, 0.0]).astype(np.float32))
     assert m.label == "" and m.d == D and m.sigma.dtype == np.float64
     assert m.step == pytest.approx(ETA, rel=1e-6)
+
+
+def test_where_a_suite_models_step_comes_from():
+    V, W = numerics.gd_params(D, ETA)
+    assert suite_model(V, W, mode="cot", n=N, k=K).step_source == "mean diagonal of W24 V31"
+    singular = suite_model(V, W, mode="cot", n=N, k=K, sigma=np.diag([2.0, 1.0, 0.0]))
+    assert singular.step_source == "mean diagonal of W24 V31 on range(Sigma)"
+    with pytest.raises(ValueError, match="^step must be"):
+        suite_model(V, W, mode="cot", n=N, k=K, step=0.0)
+
+
+def test_scale_x_reads_a_float32_training_covariance_in_float64():
+    from training.suite import scale_x_case
+    sigma32 = np.diag([2.0, 1.0, 0.3]).astype(np.float32)
+    np.testing.assert_array_equal(scale_x_case(3, 0.333, sigma=sigma32).sigma,
+                                  0.333 * 0.333 * sigma32.astype(np.float64))
