@@ -38,10 +38,11 @@ import sympy
 import theory
 from theory.validation import check_int
 
-from .checks import _covariance_eigen, check_prompt
+from .checks import _covariance_eigen, check_prompt, check_seed
 from .gd import gd_iterates
 from .lsa import looped_rollout
 from .montecarlo import diverged_mask, loss_report
+from .rotations import haar_orthogonal
 
 __all__ = ["FAMILIES", "FamilyFit", "family_iterates", "family_params", "fit_family", "functional_deviation",
            "loss_summary", "per_loop_losses", "symmetry_floor", "symmetry_group_sample"]
@@ -314,8 +315,7 @@ def symmetry_group_sample(sigma, d: int, size: int, seed) -> np.ndarray:
     eigenspace of Sigma (sign flips for simple eigenvalues)."""
     d = check_int("d", d)
     size = check_int("size", size, 1)
-    rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
-    from .rotations import haar_orthogonal
+    rng = check_seed(seed)
     if sigma is None:
         return haar_orthogonal(rng.standard_normal((size, d, d)))
     _, lam, Q = _covariance_eigen(sigma, d, "sigma")
@@ -358,7 +358,7 @@ def symmetry_floor(estimates, X, y, w_star, *, sigma=None, rotations: int = 16, 
     w_star = np.asarray(w_star, dtype=np.float64)
     B, d = X.shape[0], X.shape[-2]
     g = np.asarray(estimates(X, y), dtype=np.float64)
-    rng = np.random.default_rng(seed)
+    rng = check_seed(seed)
     total = np.zeros_like(g)
     first = None
     w2 = np.sum(w_star ** 2, axis=-1)

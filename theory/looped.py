@@ -40,7 +40,7 @@ from sympy import BlockMatrix, Identity, ImmutableMatrix, MatrixSymbol, ZeroMatr
 from .layout import BLOCK_NAMES, Layout
 from .params import _blocks, check_step
 from .proof import _check_pair, _collect
-from .validation import check_dim, exact_real
+from .validation import check_dim, exact_matrix, exact_real
 
 __all__ = ["LOOP_FAMILIES", "LoopProof", "LoopUpdate", "loop_family_params", "loop_family_step",
            "loop_update", "prove_loop_step"]
@@ -360,7 +360,6 @@ def prove_loop_step(family: str, V=None, W=None, **params) -> LoopProof:
     d, _, _ = _check_pair(V, W)
     if isinstance(d, sympy.Symbol):
         raise ValueError("prove_loop_step with a given (V, W) needs an integer d (explicit matrices)")
-    from .validation import exact_matrix
     V, W = exact_matrix("V", V), exact_matrix("W", W)
     args = _family_args(family, params, d)
     G = _symbolic_gram(d)
