@@ -208,7 +208,8 @@ def rerun_survivors(dest: Path, module: dict, skip_lines, args) -> dict:
             subprocess.run(["nice", "-n", str(args.nice), "mutmut", "run", "--max-children", str(args.children),
                             *survivors], cwd=dest, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     now = results(dest, module["source"])
-    merged = {m: (now.get(m) if m in survivors else code) for m, code in before.items()}
+    # a survivor mutmut did not get to again keeps its earlier code (it is not counted as killed)
+    merged = {m: (now[m] if m in survivors and now.get(m) is not None else code) for m, code in before.items()}
     latest_path.write_text(json.dumps(merged, indent=0))
     return merged
 
