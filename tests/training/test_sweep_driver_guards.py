@@ -35,7 +35,7 @@ from sweep_helpers import inline_executor
 from training import TrainConfig
 from training.rundir import git_commit, versions
 from training.sweep import (CELL_RECORD, CELLS_DIR, CellExecutor, ClusterError, Grid, cell_id, cell_path,
-                            identity_dict, load_results, parse_grid, read_record, record_row, row_columns,
+                            identity_dict, load_results, parse_grid, read_record, record_row, row_columns, run_cell,
                             run_sweep, table_frame, write_results)
 from training.sweep import driver
 
@@ -80,6 +80,8 @@ class LazyFuture(cf.Future):
 
     def result(self, timeout=None):
         self.collected = True
+        if not self.done():
+            self.pool.blocked.append(timeout)     # the driver asked a cell still in flight
         return super().result(timeout)
 
 
@@ -90,9 +92,11 @@ class ScriptedPool(cf.Executor):
 
     def __init__(self, owner, script, runner, out):
         self.owner, self.script, self.runner, self.out = owner, script, runner, out
-        self.futures, self.log, self.broken = [], [], 0
+        self.futures, self.log, self.broken, self.blocked = [], [], 0, []
 
     def submit(self, fn, task):
+        if fn is not run_cell:
+            raise AssertionError(f"the engine was given {fn!r} to run, not run_cell")
         if self.broken:
             self.broken -= 1
             raise BrokenProcessPool("the pool was broken before this submit")
@@ -101,7 +105,9 @@ class ScriptedPool(cf.Executor):
                  "in_flight": sum(1 for f in self.futures if not f.collected)}
         if self.out is not None:
             entry["table"] = table_seeds(self.out)
-            entry["status"] = json.loads(Path(self.out, "sweep.json").read_text())["status"]
+            manifest = json.loads(Path(self.out, "sweep.json").read_text())
+            entry.update(status=manifest["status"], created=manifest["created"], executor=manifest["executor"],
+                         counts=manifest["counts"])
             entry["lock_held"] = lock_held(self.out)
         self.log.append(entry)
         future = LazyFuture(self, fn, task)
@@ -179,7 +185,7 @@ class Waits:
     period); a driver that spins on nothing fails the test instead of hanging."""
 
     def __init__(self):
-        self.calls, self.timeouts, self.empty = [], 0, 0
+        self.calls, self.timeouts, self.empty, self.eager = [], 0, 0, False
 
     def __call__(self, fs, timeout=None, return_when=cf.ALL_COMPLETED):
         fs = list(fs)
@@ -194,10 +200,17 @@ class Waits:
             self.timeouts -= 1
             return set(), set(fs)
         lazy = [f for f in fs if isinstance(f, LazyFuture)]
-        if lazy and not any(f.done() for f in fs):
-            pending = [f for f in lazy[0].pool.futures if f in lazy and not f.done()]
-            pending[0].pool.complete(pending[0])
-        return REAL_WAIT(fs, timeout=timeout, return_when=return_when)
+        if not lazy:
+            return REAL_WAIT(fs, timeout=timeout, return_when=return_when)
+        pool = lazy[0].pool
+        order = [f for f in pool.futures if any(f is g for g in lazy)]          # submission order
+        if self.eager:                  # every cell in flight finishes before the driver looks
+            for f in order:
+                if not f.done():
+                    pool.complete(f)
+        elif not any(f.done() for f in order):
+            pool.complete(next(f for f in order if not f.done()))
+        return [f for f in order if f.done()], [f for f in order if not f.done()]
 
 
 REAL_WAIT = cf.wait
@@ -245,16 +258,10 @@ def one_error(call) -> str:
 
 
 # ------------------------------------------------------------------------------ real cells
-@pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    out = tmp_path_factory.mktemp("real") / "sweep"
-    with inline_executor() as ex:
-        result = run_sweep(MAIN, out, executor=ex, progress=False)
-    return out, result, parse_grid(MAIN).expand()
-
-
-def test_the_table_is_one_row_per_grid_point_in_grid_order_each_its_cells_record(real):
-    out, result, cells = real
+# One test runs the real sweep and checks everything on it: mutmut runs a test for a mutant only
+# when the test itself calls the mutated function (a module fixture's sweep would link one test).
+def check_table(out, result, cells) -> None:
+    """One row per grid point in grid order, the columns of row_columns, each row its cell's record."""
     table = result.table
     assert list(table.columns) == row_columns(cells)
     assert list(table["cell"]) == [c.name for c in cells]
@@ -270,8 +277,8 @@ def test_the_table_is_one_row_per_grid_point_in_grid_order_each_its_cells_record
     assert table["train"].dtype == bool and table["train"].all()
 
 
-def test_no_cot_points_of_other_k_share_one_run_and_keep_their_own_k(real):
-    out, result, cells = real
+def check_sharing(out, result) -> None:
+    """No-CoT points of other k share one run and keep their own k."""
     table = result.table
     assert (result.ran, result.reused, result.distinct) == (8, 0, 6)
     assert result.counts == {"done": 8, "failed": 0, "diverged": 0}
@@ -281,13 +288,12 @@ def test_no_cot_points_of_other_k_share_one_run_and_keep_their_own_k(real):
         assert list(nocot["k"]) == [2, 3] and nocot["cell"].nunique() == 1
         assert nocot["final_eval_loss"].nunique() == 1 and nocot["seconds"].nunique() == 1
         cot = table[(table["d"] == d) & (table["mode"] == "cot")]
-        assert cot["cell"].nunique() == 2
+        assert cot["cell"].nunique() == 2 and cot["final_eval_loss"].nunique() == 2
     assert result.name == "guards" and result.out == str(out) and os.path.isabs(result.out)
     assert 0 < result.seconds < 300
 
 
-def test_results_files_are_the_table(real):
-    out, result, cells = real
+def check_files(out, result, cells) -> None:
     pd.testing.assert_frame_equal(load_results(out), result.table, check_exact=True)
     pd.testing.assert_frame_equal(load_results(str(out)), result.table, check_exact=True)
     import pyarrow.parquet as pq
@@ -299,8 +305,7 @@ def test_results_files_are_the_table(real):
     assert list(from_csv["final_eval_loss"]) == list(result.table["final_eval_loss"])
 
 
-def test_the_manifest_says_finished_with_the_counts_and_the_engine(real):
-    out, result, cells = real
+def check_manifest(out, cells) -> None:
     text = (out / "sweep.json").read_text()
     manifest = json.loads(text)
     assert text == json.dumps(manifest, indent=2) + "\n"
@@ -312,12 +317,13 @@ def test_the_manifest_says_finished_with_the_counts_and_the_engine(real):
     assert manifest["cells"] == [{"name": c.name, "id": c.id, "axes": c.axes} for c in cells]
     assert manifest["cells"][2]["axes"] == {"d": 2, "mode": "nocot", "k": 2}
     assert manifest["versions"] == versions() and manifest["git_commit"] == git_commit()
-    assert re.match(TIME_FORMAT, manifest["created"]) and re.match(TIME_FORMAT, manifest["updated"])
+    assert re.match(TIME_FORMAT, manifest["created"]) and manifest["updated"] == manifest["created"]
 
 
-def test_a_rerun_reuses_every_cell_and_keeps_when_the_sweep_was_created(real, tmp_path):
-    out, result, cells = real
-    copy = tmp_path / "copy"
+def check_rerun(out, result, tmp_path) -> None:
+    """A rerun reuses every cell (nothing submitted, no record rewritten) and keeps when the sweep
+    was created."""
+    copy = tmp_path / "rerun"
     shutil.copytree(out, copy)
     manifest = json.loads((copy / "sweep.json").read_text())
     manifest["created"] = "2001-02-03T04:05:06+0000"
@@ -330,16 +336,40 @@ def test_a_rerun_reuses_every_cell_and_keeps_when_the_sweep_was_created(real, tm
     assert (again.ran, again.reused, again.distinct) == (0, 8, 6)
     assert again.counts == {"done": 8, "failed": 0, "diverged": 0}
     pd.testing.assert_frame_equal(again.table, result.table, check_exact=True)
+    pd.testing.assert_frame_equal(load_results(copy), result.table, check_exact=True)
     assert {p: p.stat().st_mtime_ns for p in records} == before
     manifest = json.loads((copy / "sweep.json").read_text())
-    assert manifest["created"] == "2001-02-03T04:05:06+0000" and manifest["updated"] != manifest["created"]
+    assert manifest["created"] == "2001-02-03T04:05:06+0000" and re.match(TIME_FORMAT, manifest["updated"])
     assert manifest["executor"] == "scripted" and manifest["status"] == "finished"
 
 
-def test_an_edited_grid_reuses_the_cells_it_shares_and_runs_the_others(real, tmp_path):
-    out, result, cells = real
-    copy = tmp_path / "copy"
+def check_grid_forms(out, tmp_path) -> None:
+    """The grid as a file path (str or Path) or a Grid: the same cells, all reused."""
+    path = tmp_path / "guards.toml"
+    path.write_text('[grid]\nd = [2, 3]\nmode = ["cot", "nocot"]\nk = [2, 3]\n[fixed]\n'
+                    + "".join(f"{k} = {json.dumps(v)}\n" for k, v in FIXED.items()))
+    for n, grid in enumerate((str(path), path, parse_grid(MAIN))):
+        copy = tmp_path / f"form{n}"
+        shutil.copytree(out, copy)
+        again = run_sweep(grid, copy, executor=Scripted(), progress=False)
+        assert again.reused == 8 and again.ran == 0 and again.name == "guards"
+    assert json.loads((tmp_path / "form1" / "sweep.json").read_text())["grid_file"] == str(path)
+
+
+def check_changed_grids(out, result, tmp_path) -> None:
+    """A grid sharing no cell, or of another name, is refused and the sweep left as it was; an
+    edited grid reuses the cells it shares and runs the others."""
+    copy = tmp_path / "changed"
     shutil.copytree(out, copy)
+    text = (copy / "sweep.json").read_text()
+    other = dict(MAIN, grid={"d": [4]})
+    assert one_error(lambda: run_sweep(other, copy, executor=Scripted(), progress=False)) == (
+        f"--out {str(copy)!r} holds a different sweep 'guards' that shares no cell with this grid: use another --out")
+    renamed = dict(MAIN, name="renamed")
+    assert one_error(lambda: run_sweep(renamed, copy, executor=Scripted(), progress=False)) == (
+        f"--out {str(copy)!r} holds the sweep 'guards', not 'renamed' (a grid's name is its 'name' key, else its "
+        f"file name): use another --out")
+    assert (copy / "sweep.json").read_text() == text
     edited = dict(MAIN, grid={"d": [3], "mode": ["cot", "nocot"], "k": [2, 4]})
     with inline_executor() as ex:
         more = run_sweep(edited, copy, executor=ex, progress=False)
@@ -351,33 +381,18 @@ def test_an_edited_grid_reuses_the_cells_it_shares_and_runs_the_others(real, tmp
     assert losses[1] not in list(first)
 
 
-def test_grid_given_as_a_file_path_or_grid(real, tmp_path):
-    out, result, cells = real
-    path = tmp_path / "guards.toml"
-    path.write_text('[grid]\nd = [2, 3]\nmode = ["cot", "nocot"]\nk = [2, 3]\n[fixed]\n'
-                    + "".join(f"{k} = {json.dumps(v)}\n" for k, v in FIXED.items()))
-    for n, grid in enumerate((str(path), path, parse_grid(MAIN))):
-        copy = tmp_path / f"copy{n}"
-        shutil.copytree(out, copy)
-        again = run_sweep(grid, copy, executor=Scripted(), progress=False)
-        assert again.reused == 8 and again.ran == 0 and again.name == "guards"
-    manifest = json.loads((tmp_path / "copy1" / "sweep.json").read_text())
-    assert manifest["grid_file"] == str(path)
-
-
-def test_a_changed_grid_in_the_same_out_is_refused(real, tmp_path):
-    out, result, cells = real
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    text = (copy / "sweep.json").read_text()
-    other = dict(MAIN, grid={"d": [4]})
-    assert one_error(lambda: run_sweep(other, copy, executor=Scripted(), progress=False)) == (
-        f"--out {str(copy)!r} holds a different sweep 'guards' that shares no cell with this grid: use another --out")
-    renamed = dict(MAIN, name="renamed")
-    assert one_error(lambda: run_sweep(renamed, copy, executor=Scripted(), progress=False)) == (
-        f"--out {str(copy)!r} holds the sweep 'guards', not 'renamed' (a grid's name is its 'name' key, else its "
-        f"file name): use another --out")
-    assert (copy / "sweep.json").read_text() == text
+def test_a_real_sweep_its_table_files_manifest_rerun_and_edits(tmp_path):
+    out = tmp_path / "sweep"
+    with inline_executor() as ex:
+        result = run_sweep(MAIN, out, executor=ex, progress=False)
+    cells = parse_grid(MAIN).expand()
+    check_table(out, result, cells)
+    check_sharing(out, result)
+    check_files(out, result, cells)
+    check_manifest(out, cells)
+    check_rerun(out, result, tmp_path)
+    check_grid_forms(out, tmp_path)
+    check_changed_grids(out, result, tmp_path)
 
 
 # ------------------------------------------------------------------------------ out and arguments
@@ -503,7 +518,8 @@ def test_the_next_cell_starts_before_the_table_is_written_and_the_manifest_says_
     assert [e["seed"] for e in engine.log] == [0, 1, 2, 3]
     assert [e["table"] for e in engine.log] == [[], [], [0], [0, 1]]
     assert [e["in_flight"] for e in engine.log] == [0, 0, 0, 0]
-    assert all(e["status"] == "running" and e["lock_held"] for e in engine.log)
+    assert all(e["status"] == "running" and e["lock_held"] and e["counts"] == {} for e in engine.log)
+    assert all(e["executor"] == "scripted" and re.match(TIME_FORMAT, e["created"]) for e in engine.log)
     assert all(e["retry_failed"] is False and e["attempt"] == 1 for e in engine.log)
     assert list(result.table["seed"]) == [0, 1, 2, 3] and list(result.table["attempts"]) == [1] * 4
     assert list(result.table["final_eval_loss"]) == [1.0, 1.125, 1.25, 1.375]
@@ -602,7 +618,7 @@ def test_a_broken_pool_sends_every_cell_in_flight_back_and_is_renewed(tmp_path):
     result = run_sweep(stub_grid(4), out, executor=engine, progress=False)
     assert [(e["seed"], e["attempt"]) for e in engine.log] == [(0, 1), (1, 1), (2, 1), (2, 1), (1, 1), (0, 2),
                                                                (3, 1)]
-    assert engine.renewals == 1
+    assert engine.renewals == 1 and engine.pool.blocked == [0, 0]   # the cells in flight, never waited for
     assert result.counts == {"done": 4, "failed": 0, "diverged": 0}
     assert list(result.table["attempts"]) == [2, 1, 1, 1]
 
@@ -657,9 +673,9 @@ def test_a_cluster_that_cannot_go_on_ends_the_sweep_keeping_what_finished(tmp_pa
 def test_a_quiet_period_asks_the_engine_whether_it_can_go_on(tmp_path, waits):
     out = tmp_path / "s"
     engine = Scripted(out)
-    waits.timeouts = 2
+    waits.timeouts = 3
     result = run_sweep(stub_grid(2), out, executor=engine, progress=False)
-    assert engine.failures == [None, None] and result.counts["done"] == 2
+    assert engine.failures == [None, None, None] and result.counts["done"] == 2
     assert engine.closes == []
     lost = Scripted(tmp_path / "l", fatal=lambda exc: ClusterError("lost the scheduler") if exc is None else None)
     waits.timeouts = 1
@@ -754,7 +770,8 @@ def test_retry_failed_reruns_a_real_failed_cell(tmp_path):
 def test_the_bar_counts_cells_and_names_each_failed_one(tmp_path, capsys, bars):
     out = tmp_path / "s"
     long = BrokenProcessPool("y" * 400)
-    script = {1: [("lost", long)] * 3, 2: [("status", "diverged", "training diverged at iteration 3")]}
+    script = {1: [("lost", long)] * 3, 2: [("status", "diverged", "training diverged at iteration 3")],
+              3: [("status", "failed", None)]}
     engine = Scripted(out, script=script)
     result = run_sweep(stub_grid(4), out, executor=engine, progress=True)
     captured = capsys.readouterr()
@@ -762,12 +779,14 @@ def test_the_bar_counts_cells_and_names_each_failed_one(tmp_path, capsys, bars):
     lost_line = f"cell {name1} failed on ?: " + ("worker lost 3 times: BrokenProcessPool: " + "y" * 400)[:200]
     assert lost_line + "\n" in captured.err and lost_line + "y" not in captured.err
     assert f"cell {name2} diverged on stub-worker: training diverged at iteration 3\n" in captured.err
+    assert f"cell {result.table['cell'][3]} failed on stub-worker: \n" in captured.err
     assert captured.out == ""
     bar = bars[0]
     assert (bar.kwargs["total"], bar.kwargs["initial"], bar.kwargs["unit"]) == (4, 0, "cell")
     assert bar.kwargs["desc"] == "sweep stub" and bar.kwargs["disable"] is False
-    assert bar.postfixes[-1] == "done 2 running 0 failed 2" and bar.n == 4
-    assert "sweep stub: 100%" in captured.err and "4/4" in captured.err and "done 2 running 0 failed 2" in captured.err
+    assert bar.postfixes == ["done 1 running 1 failed 0", "done 1 running 1 failed 1", "done 1 running 1 failed 2",
+                             "done 1 running 0 failed 3"] and bar.n == 4
+    assert "sweep stub: 100%" in captured.err and "4/4" in captured.err and "done 1 running 0 failed 3" in captured.err
     quiet = Scripted(tmp_path / "q", script={0: [("lost", long)] * 3})
     run_sweep(stub_grid(2), tmp_path / "q", executor=quiet, progress=False)
     assert capsys.readouterr().err == "" and bars[1].kwargs["disable"] is True
@@ -858,3 +877,56 @@ def test_a_grid_object_is_taken_as_it_is(tmp_path):
     manifest = json.loads((tmp_path / "s" / "sweep.json").read_text())
     assert manifest["train"] is False and manifest["retries"] == 0 and manifest["grid"] == {}
     assert result.table.iloc[0]["train"] == False  # noqa: E712
+
+
+def test_with_no_retries_no_cell_runs_alone(tmp_path):
+    out = tmp_path / "s"
+    engine = Scripted(out, slots=2, script={0: [("lost", RuntimeError("gone"))]})
+    result = run_sweep(stub_grid(3), out, executor=engine, progress=False, retries=0)
+    assert [(e["seed"], e["attempt"], e["in_flight"]) for e in engine.log] == [(0, 1, 0), (1, 1, 1), (2, 1, 1)]
+    assert list(result.table["status"]) == ["failed", "done", "done"]
+    assert result.table.iloc[0]["error"] == "worker lost 1 times: RuntimeError: gone"
+
+
+def test_with_one_retry_the_second_attempt_runs_alone(tmp_path):
+    out = tmp_path / "s"
+    engine = Scripted(out, slots=2, script={0: [("lost", RuntimeError("gone"))] * 2})
+    result = run_sweep(stub_grid(4), out, executor=engine, progress=False, retries=1)
+    assert [(e["seed"], e["attempt"], e["in_flight"]) for e in engine.log] == [
+        (0, 1, 0), (1, 1, 1), (0, 2, 0), (2, 1, 0), (3, 1, 1)]
+    assert result.table.iloc[0]["error"] == "worker lost 2 times: RuntimeError: gone"
+
+
+def test_cells_done_beside_a_lost_one_are_recorded_in_the_same_round(tmp_path, waits):
+    out = tmp_path / "s"
+    waits.eager = True
+    engine = Scripted(out, slots=2, script={0: [("lost", RuntimeError("gone"))]})
+    result = run_sweep(stub_grid(3), out, executor=engine, progress=False)
+    assert [(e["seed"], e["attempt"], e["in_flight"], e["table"]) for e in engine.log] == [
+        (0, 1, 0, []), (1, 1, 1, []), (0, 2, 0, []), (2, 1, 1, [])]
+    assert list(result.table["attempts"]) == [2, 1, 1] and result.counts["done"] == 3
+
+
+def test_a_rerun_says_running_with_the_first_creation_time_while_it_runs(tmp_path):
+    out = tmp_path / "s"
+    run_sweep(stub_grid(1), out, executor=Scripted(), progress=False)
+    manifest = json.loads((out / "sweep.json").read_text())
+    manifest["created"] = "2001-02-03T04:05:06+0000"
+    (out / "sweep.json").write_text(json.dumps(manifest))
+    engine = Scripted(out, description="second")
+    result = run_sweep(stub_grid(2), out, executor=engine, progress=False)
+    assert [(e["seed"], e["status"], e["created"], e["executor"]) for e in engine.log] == [
+        (1, "running", "2001-02-03T04:05:06+0000", "second")]
+    assert (result.ran, result.reused) == (1, 1)
+
+
+def test_a_cell_no_worker_starts_keeps_its_attempts_while_other_cells_finish(tmp_path):
+    """Failures of a task that never began count against nobody as long as cells finish beside
+    it (a round with a finished cell ends a stall), even with retries 0."""
+    out = tmp_path / "s"
+    never = OSError("refused")
+    engine = Scripted(out, slots=2, script={0: [("never", never)] * 3})
+    result = run_sweep(stub_grid(4), out, executor=engine, progress=False, retries=0)
+    assert [(e["seed"], e["attempt"]) for e in engine.log] == [(0, 1), (1, 1), (0, 1), (2, 1), (0, 1), (3, 1),
+                                                               (0, 1)]
+    assert list(result.table["status"]) == ["done"] * 4 and list(result.table["attempts"]) == [1] * 4
