@@ -30,7 +30,7 @@ from runlog import crash_at, stripped
 from training import TrainConfig, TrainingDiverged, evaluate_params, load_run, resume, train
 from training.config import resolved_clip, resolved_lr
 from training.data import BatchFeed, prompt_streams
-from training.errors import RunFileError
+from training.errors import RunExists, RunFileError
 from training.evaluate import report_dict, theory_reference
 from training.kernels import objective
 from training.model import DEFAULT_INIT_SCALE
@@ -798,3 +798,304 @@ def test_manifest_timings_at_every_checkpoint(tmp_path, monkeypatch):
         t = m["timings"]
         assert t["train_seconds"] > 0 and t["ms_per_iteration"] == pytest.approx(1e3 * t["train_seconds"] / m["iteration"],
                                                                                  rel=1e-12)
+
+
+# ------------------------------------------------------------------------------ run directories and manifests
+def test_a_directory_holding_a_run_is_refused_naming_it(tmp_path, monkeypatch):
+    """A new run into a directory that holds one is RunExists (nothing touched), one line saying
+    what it holds (status, models, iteration reached of the configured) and what to do; an
+    unreadable run directory too.  ``held_run`` is None for a missing, empty or foreign one."""
+    done, cut, odd = str(tmp_path / "done"), str(tmp_path / "cut"), str(tmp_path / "odd")
+    train(_config(out=done))
+    crash_at(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        train_models(_config(out=cut), ks=[1, 2])
+    monkeypatch.undo()
+    os.makedirs(odd)
+    (tmp_path / "odd" / "metrics.jsonl").write_text("")
+    before = {p: os.stat(os.path.join(done, p)).st_mtime_ns for p in os.listdir(done)}
+    force = "or overwrite it with --force (library: overwrite=True)"
+    for call, out, held, keep in [
+            (lambda: train(_config(out=done)), done, "a finished run (iteration 6 of 6)",
+             f"read it with training.load_run({done!r})"),
+            (lambda: train_models(_config(out=done), ks=[1, 2]), done, "a finished run (iteration 6 of 6)",
+             f"read it with training.load_run({done!r})"),
+            (lambda: train_models(_config(out=done, iters=9)), done, "a finished run (iteration 6 of 6)",
+             f"read it with training.load_run({done!r})"),
+            (lambda: train(_config(out=cut)), cut, "an interrupted run (2 models, iteration 4 of 6)",
+             f"continue it with cotgd train --resume {cut}"),
+            (lambda: train(_config(out=odd)), odd, "an unreadable run (iteration ? of None)",
+             f"continue it with cotgd train --resume {odd}")]:
+        with pytest.raises(RunExists) as info:
+            call()
+        assert str(info.value) == f"{out!r} holds {held}; {keep}, {force}"
+        assert engine.held_run(out) == held
+    assert {p: os.stat(os.path.join(done, p)).st_mtime_ns for p in os.listdir(done)} == before
+    m = json.loads((tmp_path / "done" / "manifest.json").read_text())
+    (tmp_path / "done" / "manifest.json").write_text(json.dumps(dict(m, status="failed", iteration=5)))
+    assert engine.held_run(done) == "a failed run (iteration 5 of 6)"
+    with pytest.raises(RunExists, match=r"read it with training\.load_run"):
+        train(_config(out=done))
+    os.makedirs(tmp_path / "empty")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a run")
+    for out in (tmp_path / "missing", tmp_path / "empty", tmp_path / "notes"):
+        assert engine.held_run(str(out)) is None
+    train(_config(out=str(tmp_path / "notes")))
+    assert (tmp_path / "notes" / "readme.txt").read_text() == "not a run"
+
+
+def test_overwrite_starts_afresh(tmp_path):
+    """overwrite=True replaces a run: the previous run's files (a longer checkpoint, its models'
+    directories, temporaries of a killed write) are gone, the new run's are its own."""
+    out = tmp_path / "run"
+    train_models(_config(out=str(out), checkpoint_every=2), ks=[1, 2])
+    (out / ".tmp-abc").write_text("half a file")
+    with pytest.raises(RunExists):
+        train_models(_config(out=str(out)), ks=[1, 3])
+    result = train_models(_config(out=str(out), iters=3, eval_every=3), overwrite=True)[0]
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "manifest.json", "metrics.jsonl", "params.pt", "summary.json"]
+    assert result.config.out == str(out) and load_run(out).config == result.config
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["iteration"] == 3
+    again = train_models(_config(out=str(out)), ks=[1, 2], overwrite=True)
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "manifest.json", "models"]
+    assert [r.config.k for r in again] == [1, 2]
+    train(_config(out=str(out), seed=3), overwrite=True)
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "manifest.json", "metrics.jsonl", "params.pt", "summary.json"]
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 3
+
+
+def test_manifests_of_single_and_many_model_runs(tmp_path):
+    """The manifest records status, device, settings, threads, provenance, iteration, checkpoint
+    and timings, with the config and seed of a single run, or the configs and model directories
+    of a run of several (each model's own manifest: its config, seed, index, M and status)."""
+    import platform
+
+    from training.device import run_settings
+    from training.rundir import versions
+    train(_config(out=str(tmp_path / "one"), threads=2))
+    m = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    c = _config(out=str(tmp_path / "one"), threads=2)
+    assert (m["status"], m["device"], m["device_record"]["type"]) == ("finished", "cpu", "cpu")
+    assert m["settings"] == run_settings() and m["torch_threads"] == 2
+    assert m["versions"] == versions() and m["platform"] == platform.platform() and "git_commit" in m
+    assert (m["iteration"], m["checkpoint_iteration"]) == (6, 6)
+    assert m["config"] == c.to_dict() and m["seed"] == 0
+    assert not {"configs", "models", "model_index", "error"} & set(m)
+    assert set(m["timings"]) == {"seconds", "train_seconds", "ms_per_iteration"}
+    base = _config(out=str(tmp_path / "many"), threads=1)
+    results = train_models(base, seeds=[0, 2], ks=[1])
+    m = json.loads((tmp_path / "many" / "manifest.json").read_text())
+    names = ["00-seed0-k1-eta0.4", "01-seed2-k1-eta0.4"]
+    assert m["status"] == "finished" and m["models"] == names and m["torch_threads"] == 1
+    assert m["configs"] == [r.config.to_dict() for r in results] and "config" not in m and "seed" not in m
+    for j, (name, r) in enumerate(zip(names, results, strict=True)):
+        own = json.loads((tmp_path / "many" / "models" / name / "manifest.json").read_text())
+        assert own == dict(m, config=r.config.to_dict(), seed=r.config.seed, configs=None, model_index=j, models=2,
+                           status="finished")
+
+
+def test_a_failing_model_fails_its_run_and_only_its_own_manifest(tmp_path):
+    """A model whose final evaluation diverges on most prompts (isotropic init at GD step 3 for 8
+    steps, not trained) is failed in its summary and manifest, with the verdict's message; the
+    run's manifest says failed; the model of k 1 finished."""
+    base = _config(param="isotropic", init_ab=[-3.0, 1.0], lr=1e-9, iters=1, eval_every=1, out=str(tmp_path / "run"))
+    results = train_models(base, ks=[1, 8])
+    assert [r.summary["status"] for r in results] == ["finished", "failed"]
+    for r in results:
+        verdict = judge(r.config, r.summary["eval"], iterations=1, same_prompts=r.summary["theory_same_prompts"])
+        assert r.summary["verdict"] == verdict
+    assert results[1].summary["verdict"]["message"].startswith("training failed: the trained model diverges on")
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert m["status"] == "failed"
+    statuses = [json.loads((tmp_path / "run" / "models" / name / "manifest.json").read_text())["status"]
+                for name in m["models"]]
+    assert statuses == ["finished", "failed"]
+    one = train(dataclasses.replace(base, k=8, out=str(tmp_path / "one")))
+    assert one.summary["status"] == "failed"
+    assert json.loads((tmp_path / "one" / "manifest.json").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["verdict"] == one.summary["verdict"]
+
+
+@pytest.mark.parametrize("models", [1, 2])
+def test_isotropic_init_ab_is_every_models_start(models):
+    """init_ab = [a, b] starts every model at V31 = a I, W13 = b I."""
+    base = _config(param="isotropic", init_ab=[-0.7, 0.3])
+    e = Engine([dataclasses.replace(base, seed=s) for s in range(models)])
+    assert e.model.a.tolist() == pytest.approx([-0.7] * models) and e.model.b.tolist() == pytest.approx([0.3] * models)
+    e.batches.shutdown()
+
+
+def test_a_failed_manifest_write_does_not_hide_what_stopped_the_run(tmp_path, monkeypatch):
+    """When the manifest cannot be written as the run stops, the exception that stopped it
+    (here Ctrl-C) is what the caller sees."""
+    write = engine.write_manifest
+
+    def failing(run_dir, manifest):
+        if manifest["status"] != "running":
+            raise OSError("disk full")
+        write(run_dir, manifest)
+
+    monkeypatch.setattr(engine, "write_manifest", failing)
+    crash_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(out=str(tmp_path / "run")))
+    with pytest.raises(KeyboardInterrupt):
+        train_models(_config(out=str(tmp_path / "many")), ks=[1, 2])
+
+
+@pytest.mark.parametrize("where", ["W", "V"])
+def test_a_checkpoint_of_non_finite_parameters_is_refused(tmp_path, where):
+    """Training: parameters that became non-finite between evaluations are caught at the next
+    checkpoint (iteration 2, rows every 3): TrainingDiverged, no checkpoint written, the manifest
+    says diverged."""
+    def poison(eng, loss):
+        if eng.iteration == 2:
+            with torch.no_grad():
+                getattr(eng.model, where)[0, 1, 1] = float("inf")
+
+    c = _config(checkpoint_every=2, out=str(tmp_path / "run"))
+    e = Engine([c], out=c.out, on_step=poison)
+    engine._fresh_run_dir(c.out, e, False)
+    with torch_threads_kept(), pytest.raises(TrainingDiverged) as info:
+        e.run()
+    assert str(info.value) == ("training diverged at iteration 2: non-finite parameters; "
+                               "no checkpoint was written before it")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "diverged"
+
+
+def test_a_run_whose_start_is_not_finite_diverges_at_iteration_0(tmp_path):
+    e = Engine([_config()])
+    with torch.no_grad():
+        e.model.W[0, 0, 0] = float("nan")
+    with pytest.raises(TrainingDiverged, match="^training diverged at iteration 0: non-finite parameters; no "):
+        e.run()
+
+
+def test_a_checkpoint_of_another_run_with_the_same_shapes_is_refused(tmp_path, monkeypatch):
+    """File check: a checkpoint of a run of another seed (same shapes) put into a run is refused
+    as another run's, naming it; one whose model does not load names the checkpoint and the
+    cause, in one line of at most 200 characters of it."""
+    for seed in (0, 1):
+        crash_at(monkeypatch, 5)
+        with pytest.raises(KeyboardInterrupt):
+            train(_config(seed=seed, checkpoint_every=4, out=str(tmp_path / f"s{seed}")))
+        monkeypatch.undo()
+    path = tmp_path / "s0" / "checkpoint.pt"
+    os.replace(tmp_path / "s1" / "checkpoint.pt", path)
+    with pytest.raises(RunFileError) as info:
+        resume(tmp_path / "s0")
+    assert str(info.value) == f"cannot load {path}: it belongs to another run: its config differs from manifest.json's"
+    crash_at(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(seed=1, checkpoint_every=4, out=str(tmp_path / "s2")))
+    monkeypatch.undo()
+    path = tmp_path / "s2" / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    state["model"]["V"], state["model"]["W"] = torch.zeros(1, 5, 7), torch.zeros(1, 7, 5)
+    torch.save(state, path)
+    with pytest.raises(RuntimeError) as exc:
+        Engine([_config(seed=1)]).load_state(state)
+    cause = " ".join(str(exc.value).split())
+    assert len(cause) > 200
+    with pytest.raises(RunFileError) as info:
+        resume(tmp_path / "s2")
+    assert str(info.value) == f"cannot load {path}: it does not fit its config: {cause[:200]}"
+
+
+def test_models_of_one_run_differing_in_another_field_are_named():
+    """Bad input: the refusal names the model and the fields in which it differs from model 0."""
+    a = _config()
+    with pytest.raises(ValueError) as info:
+        Engine([a, dataclasses.replace(a, seed=1), dataclasses.replace(a, seed=2, n=6, batch=4)])
+    assert str(info.value) == ("the models of one run may differ only in seed, k, eta; "
+                               "model 2 differs from model 0 in n, batch")
+    with pytest.raises(ValueError) as info:
+        Engine([a, dataclasses.replace(a, lr=0.1, k=3)])
+    assert str(info.value).endswith("model 1 differs from model 0 in lr")
+
+
+def test_an_unstable_step_warns_for_cot_only():
+    """A CoT run whose eta is past the stable step warns before it starts (train and
+    train_models); a stable one, and nocot or looped runs (which do not read eta), do not."""
+    with pytest.warns(RuntimeWarning, match="eta = 3 is past the stable step"):
+        train(_config(eta=3.0, iters=1, eval_every=1))
+    with pytest.warns(RuntimeWarning, match="eta = 3 is past the stable step"):
+        train_models(_config(eta=3.0, iters=1, eval_every=1), ks=[1, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(_config(iters=1, eval_every=1, eta=0.2))
+        train(_config(mode="nocot", eta=3.0, iters=1, eval_every=1))
+        train_models(_config(mode="looped", eta=3.0, iters=1, eval_every=1), ks=[1, 2])
+
+
+def test_deprecated_aliases_keep_their_names_and_say_what_replaces_them():
+    """A deprecated alias (``_deprecated``, as sweep_configs and sweep_workers are made) has its
+    old name and a docstring naming the new function, and passes positional and keyword
+    arguments through, warning."""
+    assert engine.sweep_configs.__name__ == engine.sweep_configs.__qualname__ == "sweep_configs"
+    assert engine.sweep_workers.__doc__ == "Deprecated name of ``worker_threads``."
+    assert engine.sweep_configs.__doc__ == "Deprecated name of ``model_grid_configs``."
+    alias = engine._deprecated("grid_of", model_grid_configs)
+    assert alias.__name__ == alias.__qualname__ == "grid_of"
+    assert alias.__doc__ == "Deprecated name of ``model_grid_configs``."
+    base = _config()
+    with pytest.warns(DeprecationWarning, match="training.engine.grid_of is deprecated; use model_grid_configs"):
+        assert alias(base, seeds=[0, 1], ks=[2]) == model_grid_configs(base, seeds=[0, 1], ks=[2])
+
+
+def test_train_models_of_one_model_is_train_with_the_run_directory(tmp_path):
+    """train_models without a grid is train of base (its run directory included); an existing
+    run is refused unless overwrite."""
+    [r] = train_models(_config(out=str(tmp_path / "run")))
+    assert r.config.out == str(tmp_path / "run") and r.summary["config"]["out"] == str(tmp_path / "run")
+    assert "models" not in json.loads((tmp_path / "run" / "manifest.json").read_text())
+    with pytest.raises(RunExists):
+        train_models(_config(out=str(tmp_path / "run")))
+    with pytest.raises(RunExists):
+        train_models(_config(out=str(tmp_path / "run")), ks=[1, 2])
+    [again] = train_models(_config(out=str(tmp_path / "run")), overwrite=True)
+    assert torch.equal(again.V, r.V)
+
+
+def test_a_moved_run_directory_resumes_where_it_is_now(tmp_path, monkeypatch):
+    """Training: a run killed before or after its first checkpoint and then moved resumes in its
+    new directory (its results' config says so) to the uninterrupted run; without its manifest it
+    still resumes from the checkpoint."""
+    whole = train(_config(checkpoint_every=4, out=str(tmp_path / "whole")))
+    for crash in (2, 5):
+        crash_at(monkeypatch, crash)
+        with pytest.raises(KeyboardInterrupt):
+            train(_config(checkpoint_every=4, out=str(tmp_path / f"cut{crash}")))
+        monkeypatch.undo()
+        moved = tmp_path / f"moved{crash}"
+        os.replace(tmp_path / f"cut{crash}", moved)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r = resume(moved)
+        assert torch.equal(r.V, whole.V) and torch.equal(r.W, whole.W)
+        assert r.config.out == str(moved) and load_run(moved).config.out == str(moved)
+        assert json.loads((moved / "manifest.json").read_text())["config"]["out"] == str(moved)
+    crash_at(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(checkpoint_every=4, out=str(tmp_path / "bare")))
+    monkeypatch.undo()
+    os.unlink(tmp_path / "bare" / "manifest.json")
+    r = resume(tmp_path / "bare")
+    assert torch.equal(r.V, whole.V) and json.loads((tmp_path / "bare" / "manifest.json").read_text())["status"] == \
+        "finished"
+
+
+def test_a_bad_config_in_the_checkpoint_names_the_checkpoint(tmp_path, monkeypatch):
+    crash_at(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(checkpoint_every=4, out=str(tmp_path / "run")))
+    monkeypatch.undo()
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    state["configs"][0]["d"] = 0
+    torch.save(state, path)
+    with pytest.raises(RunFileError) as info:
+        resume(tmp_path / "run")
+    assert str(info.value).startswith(f"cannot load {path}: it holds a bad run config: d must be")
