@@ -290,3 +290,249 @@ def test_scale_x_reads_a_float32_training_covariance_in_float64():
     sigma32 = np.diag([2.0, 1.0, 0.3]).astype(np.float32)
     np.testing.assert_array_equal(scale_x_case(3, 0.333, sigma=sigma32).sigma,
                                   0.333 * 0.333 * sigma32.astype(np.float64))
+
+
+# ------------------------------------------------------------------------ refusals, one line each
+def test_a_case_needs_a_name_and_reads_its_sigma_as_float64():
+    from training.suite import Case
+    for bad in ("   ", "", 5):
+        with pytest.raises(ValueError, match="^case name must be a non-empty string"):
+            Case(bad)
+    c = Case("ints", [[2, 0], [0, 1]])
+    assert isinstance(c.sigma, np.ndarray) and c.sigma.dtype == np.float64
+    np.testing.assert_array_equal(c.sigma, np.diag([2.0, 1.0]))
+
+
+@pytest.mark.parametrize("arg", ["n", "k"])
+def test_suite_model_refuses_sizes_naming_them(arg):
+    V, W = numerics.gd_params(D, ETA)
+    sizes = dict(dict(n=N, k=K), **{arg: 0})
+    with pytest.raises(ValueError, match=f"^{arg} must be an integer >= 1, got 0$"):
+        suite_model(V, W, mode="cot", **sizes)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(samples=0), "^samples must be an integer >= 1, got 0$"),
+    (dict(theory_samples=0), "^theory_samples must be an integer >= 1, got 0$"),
+    (dict(seed=-1), "^seed must be an integer >= 0, got -1$"),
+    (dict(device="cuda"), "^device 'cuda' is not available"),          # this machine has no GPU
+])
+def test_evaluate_case_refuses_its_options_naming_them(gd_model, options, message):
+    run = dict(dict(samples=8, theory_samples=8), **options)
+    with pytest.raises(ValueError, match=message):
+        evaluate_case(gd_model, Case("id"), **run)
+
+
+def test_a_case_covariance_that_is_not_symmetric_is_refused_naming_the_case(gd_model):
+    bad = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    with pytest.raises(ValueError, match="^mine must be symmetric"):
+        evaluate_case(gd_model, Case("mine", bad), samples=8, theory_samples=8)
+
+
+# ------------------------------------------------------------------------------- a case's record
+RECORD_KEYS = {
+    "name", "kind", "description", "w_scale", "sigma_eigenvalues", "rank", "samples",
+    "mean", "se", "median", "q10", "q90", "diverged_frac",
+    "gd_median", "gd_q10", "gd_q90", "gd_mean", "gd_diverged_frac",
+    "nocot_median", "nocot_q10", "nocot_q90", "nocot_mean", "nocot_expected", "nocot_sigma_median",
+    "step", "gd_steps", "spectrum_interval", "spectrum_top", "eta_top", "predicted_stable", "stable_step_bound",
+    "spectrum_top_ambient", "loss_bound", "unstable_frac", "expected_loss", "expected_se", "expected_method",
+    "unrecoverable", "limit_loss", "reports"}
+STATS = ("median", "q10", "q90", "mean", "diverged_frac")
+
+
+def test_a_cases_record_keys_and_the_gd_reference_on_the_same_prompts(gd_model):
+    """The model is Theorem 3.2's GD transformer with step ETA: GD with its learned step on the
+    same prompts gives the very same losses, statistic by statistic; ``reports`` holds the four
+    full reports (model, gd, nocot, nocot_sigma) the flat fields come from."""
+    case = Case("mine", np.diag([2.0, 1.0, 0.5]), w_scale=2.0, label_noise=0.5, description="my words", kind="kind")
+    row = evaluate_case(gd_model, case, samples=64, theory_samples=64, seed=1)
+    assert set(row) == RECORD_KEYS
+    assert (row["name"], row["kind"], row["description"], row["w_scale"], row["samples"]) == (
+        "mine", "kind", "my words", 2.0, 64)
+    assert (row["step"], row["gd_steps"], row["rank"], row["sigma_eigenvalues"]) == (ETA, K, 3, [2.0, 1.0, 0.5])
+    assert {s: row["gd_" + s] for s in STATS} == {s: row[s] for s in STATS}
+    assert 0 < row["q10"] < row["median"] < row["q90"] and row["diverged_frac"] == 0.0
+    reports = row["reports"]
+    assert set(reports) == {"model", "gd", "nocot", "nocot_sigma"}
+    for name, prefix in (("model", ""), ("gd", "gd_"), ("nocot", "nocot_")):
+        assert reports[name]["samples"] == 64
+        assert {s: reports[name][s] for s in ("median", "q10", "q90", "mean")} == {
+            s: row[prefix + s] for s in ("median", "q10", "q90", "mean")}
+    assert reports["model"]["se"] == row["se"] and reports["gd"]["diverged_frac"] == row["gd_diverged_frac"]
+    assert reports["nocot_sigma"]["median"] == row["nocot_sigma_median"] and reports["nocot_sigma"]["samples"] == 64
+    assert reports["nocot_sigma"]["median"] != reports["nocot"]["median"]     # the case's own optimum, not I's
+
+
+def test_a_nocot_models_record_is_theorem_31s_optimum_on_the_same_prompts():
+    """A no-CoT model at Theorem 3.1's optimum for Sigma = I: its losses are the nocot_* fields,
+    its GD reference is one step of eta_1 = n/(n + d + 1), and on Sigma = I the case's own
+    optimum is the same model; nocot_expected is theory.linear_prediction_loss of it."""
+    model = suite_model(*numerics.nocot_params(D, N), mode="nocot", n=N, k=K)
+    assert (model.step, model.gd_steps, model.mode) == (pytest.approx(N / (N + D + 1), rel=1e-12), 1, "nocot")
+    row = evaluate_case(model, Case("id"), samples=64, theory_samples=64)
+    assert {s: row["nocot_" + s] for s in ("median", "q10", "q90", "mean")} == {
+        s: row[s] for s in ("median", "q10", "q90", "mean")}
+    assert row["nocot_sigma_median"] == row["median"]
+    eta1 = sympy.Rational(N, N + D + 1)
+    exact = float(theory.linear_prediction_loss(N, sympy.eye(D), eta1 * sympy.eye(D)))
+    assert row["nocot_expected"] == pytest.approx(exact, rel=1e-12)
+    assert row["expected_loss"] == pytest.approx(exact, rel=1e-12)        # one GD step of eta_1 is that model
+    assert row["expected_method"] == "exact theory.gd_eval_loss" and row["expected_se"] == 0.0
+
+
+# ------------------------------------------------------------------------- the expected GD loss
+R = sympy.Rational(3, 10)
+
+
+@pytest.mark.parametrize("case, sigma, noise_var, method", [
+    (Case("id"), None, 0, "exact theory.gd_eval_loss"),
+    (Case("id-noisy", label_noise=1.0), None, 1, "exact theory.gd_eval_loss"),
+    (Case("scale-x=2", 4 * np.eye(D)), 4 * sympy.eye(D), 0,
+     "exact theory.gd_eval_loss at step eta s, Sigma = s I (s = 4)"),
+    (Case("scale-x=2 noisy", 4 * np.eye(D), label_noise=1.0), 4 * sympy.eye(D), 1,
+     "exact theory.gd_eval_loss at step eta s, Sigma = s I (s = 4)"),
+    (Case("scale-x=0.5 noisy", 0.25 * np.eye(D), label_noise=0.5), sympy.eye(D) / 4, sympy.Rational(1, 4),
+     "exact theory.gd_eval_loss at step eta s, Sigma = s I (s = 0.25)"),
+])
+def test_expected_loss_on_sigma_s_i_is_theorys_exact_value(case, sigma, noise_var, method):
+    """Sigma = s I, with and without label noise: theory.gd_eval_loss at Sigma itself (not the
+    suite's rescaling to step eta s and noise v / s), and how it was obtained."""
+    from training.suite import expected_gd_loss
+    exact_sigma = None if sigma is None else sympy.Matrix(sigma)
+    out = expected_gd_loss(ETA, K, case, D, N, exact_sigma, theory_samples=10, seed=0)
+    want = float(theory.gd_eval_loss(D, N, R, K, sigma=sigma, noise_var=noise_var))
+    assert out == {"expected_loss": pytest.approx(want, rel=1e-12), "expected_se": 0.0, "expected_method": method}
+
+
+def test_expected_loss_in_one_dimension_on_sigma_2():
+    """d = 1: Sigma = [[2]] is 2 I, the exact path at step 2 eta."""
+    from training.suite import expected_gd_loss
+    out = expected_gd_loss(ETA, K, Case("two", [[2.0]]), 1, N, sympy.Matrix([[2]]), theory_samples=10, seed=0)
+    assert out == {"expected_loss": pytest.approx(float(theory.gd_eval_loss(1, N, R, K, sigma=sympy.Matrix([[2]]))),
+                                                  rel=1e-12),
+                   "expected_se": 0.0, "expected_method": "exact theory.gd_eval_loss at step eta s, Sigma = s I (s = 2)"}
+
+
+def test_expected_loss_exact_up_to_k_12_then_monte_carlo():
+    """k <= evaluate.EXACT_THEORY_MAX_K = 12 is exact on Sigma = I; k = 13 is Monte Carlo."""
+    from training.evaluate import EXACT_THEORY_MAX_K
+    from training.suite import expected_gd_loss
+    assert EXACT_THEORY_MAX_K == 12
+    d, n = 2, 4
+    at = expected_gd_loss(0.3, 12, Case("id"), d, n, None, theory_samples=10, seed=0)
+    assert at == {"expected_loss": numerics.gd_eval_loss_value(d, n, 0.3, 12), "expected_se": 0.0,
+                  "expected_method": "exact theory.gd_eval_loss"}
+    past = expected_gd_loss(0.3, 13, Case("id"), d, n, None, theory_samples=200, seed=0)
+    assert past["expected_method"] == "monte_carlo numerics.eval_loss_mc (200 prompts)"
+    assert 0 < past["expected_loss"] < d / 2 and 0 < past["expected_se"] < past["expected_loss"]
+
+
+def test_a_sigma_with_equal_diagonal_but_correlations_is_not_isotropic(gd_model):
+    """[[1, 1/2, 0], [1/2, 1, 0], [0, 0, 1]] has eigenvalues 3/2, 1/2, 1: Monte Carlo, within
+    4 SE of the exact loss at its spectrum (w* ~ N(0, I) is rotation invariant)."""
+    sigma = np.array([[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    row = evaluate_case(gd_model, Case("corr", sigma), samples=16, theory_samples=20000)
+    assert row["expected_method"] == "monte_carlo numerics.eval_loss_mc (20000 prompts)"
+    exact = float(theory.gd_eval_loss(D, N, R, K, sigma=sympy.diag(sympy.Rational(3, 2), sympy.Rational(1, 2), 1)))
+    assert abs(row["expected_loss"] - exact) < 4 * row["expected_se"]
+
+
+def test_the_monte_carlo_expected_loss_and_its_se_scale_with_w_scale_squared():
+    from training.suite import expected_gd_loss
+    sigma = np.diag([2.0, 1.0, 0.5])
+    exact = sympy.diag(2, 1, sympy.Rational(1, 2))
+    one = expected_gd_loss(ETA, K, Case("a", sigma), D, N, exact, theory_samples=500, seed=4)
+    three = expected_gd_loss(ETA, K, Case("a", sigma, w_scale=3.0), D, N, exact, theory_samples=500, seed=4)
+    assert one["expected_method"] == three["expected_method"] == "monte_carlo numerics.eval_loss_mc (500 prompts)"
+    assert three["expected_loss"] == pytest.approx(9 * one["expected_loss"], rel=1e-12)
+    assert three["expected_se"] == pytest.approx(9 * one["expected_se"], rel=1e-12)
+    assert 0 < one["expected_se"] < one["expected_loss"]
+
+
+def test_the_one_step_expected_loss_record():
+    from training.suite import expected_gd_loss
+    exact = sympy.diag(2, 1, sympy.Rational(1, 2))
+    out = expected_gd_loss(ETA, 1, Case("a", np.diag([2.0, 1.0, 0.5])), D, N, exact, theory_samples=10, seed=0)
+    want = float(theory.linear_prediction_loss(N, exact, R * sympy.eye(D)))
+    assert out == {"expected_loss": pytest.approx(want, rel=1e-12), "expected_se": 0.0,
+                   "expected_method": "exact theory.linear_prediction_loss"}
+    with pytest.raises(ValueError, match="^step must be a finite real number, got nan$"):
+        expected_gd_loss(float("nan"), 1, Case("a", np.diag([2.0, 1.0, 0.5])), D, N, exact, theory_samples=10, seed=0)
+
+
+def test_infinite_expected_losses_are_none():
+    """A Monte Carlo mean that overflows (every prompt diverges) and an exact value that
+    overflows once scaled by w_scale^2 are reported as None, saying why."""
+    from training.suite import expected_gd_loss
+    exact = sympy.diag(2, 1, sympy.Rational(1, 2))
+    mc = expected_gd_loss(1e200, 2, Case("a", np.diag([2.0, 1.0, 0.5])), D, N, exact, theory_samples=10, seed=0)
+    assert mc == {"expected_loss": None, "expected_se": None,
+                  "expected_method": "monte_carlo numerics.eval_loss_mc (10 prompts): infinite (100.0% of prompts diverge)"}
+    big = numerics.gd_eval_loss_value(D, N, 1e75, 2)
+    assert 1e300 < big < 1e308                                                  # finite, but not times 1e10
+    ex = expected_gd_loss(1e75, 2, Case("id", w_scale=1e5), D, N, None, theory_samples=10, seed=0)
+    assert ex == {"expected_loss": None, "expected_se": 0.0, "expected_method": "exact theory.gd_eval_loss"}
+
+
+def test_sigma_zero_gd_never_moves_and_theorem_42_on_rank_0():
+    """Sigma = 0 (x = 0): GD stays at w_0 = 0, loss c^2 d/2; Theorem 4.2 has nothing to bound
+    (stable at any step, interval [0, 0]), the bound is d/2."""
+    from training.evaluate import sigma_spectrum
+    from training.suite import expected_gd_loss, theorem_42
+    spectrum = sigma_spectrum(np.zeros((D, D)), D)
+    out = expected_gd_loss(ETA, K, Case("zero", np.zeros((D, D)), w_scale=2.0), D, N, spectrum.exact,
+                           theory_samples=10, seed=0)
+    assert out == {"expected_loss": 2.0 ** 2 * D / 2, "expected_se": 0.0,
+                   "expected_method": "exact: Sigma = 0, GD never moves"}
+    assert theorem_42(ETA, spectrum, D, N, K) == {
+        "spectrum_interval": [0.0, 0.0], "spectrum_top": 0.0, "eta_top": 0.0, "predicted_stable": True,
+        "stable_step_bound": float("inf"), "spectrum_top_ambient": 0.0, "loss_bound": D / 2}
+
+
+@pytest.mark.parametrize("lam", [0.8, 2.0])
+def test_theorem_42_on_a_rank_one_sigma(lam):
+    """Rank 1: the interval is [lam (1 - sqrt(1/n))^2, lam (1 + sqrt(1/n))^2], the bound
+    (1/2) max|1 - eta lambda|^{2k} over it plus (d - 1)/2, the ambient top lam (1 + sqrt(d/n))^2."""
+    from training.evaluate import sigma_spectrum
+    from training.suite import theorem_42
+    u = numerics.random_rotation(D, 5)[:, :1]
+    spectrum = sigma_spectrum(lam * (u @ u.T), D)
+    assert spectrum.rank == 1
+    lo, hi = lam * (1 - np.sqrt(1 / N)) ** 2, lam * (1 + np.sqrt(1 / N)) ** 2
+    out = theorem_42(ETA, spectrum, D, N, K)
+    rate = max(abs(1 - ETA * lo), abs(1 - ETA * hi))
+    assert out["spectrum_interval"] == pytest.approx([lo, hi], rel=1e-9)
+    assert out["loss_bound"] == pytest.approx(rate ** (2 * K) / 2 + (D - 1) / 2, rel=1e-9)
+    assert out["spectrum_top_ambient"] == pytest.approx(lam * (1 + np.sqrt(D / N)) ** 2, rel=1e-9)
+    assert out["predicted_stable"] is bool(ETA * hi < 2) and out["eta_top"] == pytest.approx(ETA * hi, rel=1e-12)
+
+
+def test_the_unstable_fraction_counts_step_times_lambda_max_equal_to_2():
+    """A prompt with step * lambda_max(S) = 2 exactly does not contract (|1 - 2| = 1): unstable."""
+    from training.data import derived_seed
+    from training.suite import unstable_fraction
+    S = numerics.sample_gram(D, N, 1, seed=derived_seed(0, "suite-spectrum"))
+    top = float(np.linalg.eigvalsh(S)[0, -1])
+    step = 2 / top
+    while step * top < 2:
+        step = np.nextafter(step, np.inf)
+    while step * top > 2:
+        step = np.nextafter(step, 0)
+    assert step * top == 2.0
+    assert unstable_fraction(step, Case("id"), D, N, samples=1, seed=0) == 1.0
+    assert unstable_fraction(np.nextafter(step, 0), Case("id"), D, N, samples=1, seed=0) == 0.0
+
+
+# ------------------------------------------------------------------------------- the limit loss
+def test_the_limit_loss_with_label_noise_and_where_theory_has_none():
+    """limit_loss = c^2 theory.gd_limit_loss(noise v / c^2) = the noiseless (d - min(n, r))/2
+    c^2 plus the noise part; None where theory has no closed form (noise, n < rank - 1, unequal
+    eigenvalues)."""
+    model = suite_model(*numerics.gd_params(D, ETA), mode="cot", n=N, k=K)
+    row = evaluate_case(model, Case("noisy", w_scale=2.0, label_noise=1.0), samples=8, theory_samples=8)
+    assert row["limit_loss"] == pytest.approx(4 * float(theory.gd_limit_loss(D, N, noise_var=sympy.Rational(1, 4))))
+    assert row["limit_loss"] == pytest.approx(1 * D / (2 * (N - D - 1)), rel=1e-12)      # s^2 d / (2 (n - d - 1))
+    few = suite_model(*numerics.gd_params(4, ETA), mode="cot", n=2, k=2)
+    row = evaluate_case(few, Case("aniso", np.diag([4.0, 3.0, 2.0, 1.0]), label_noise=1.0), samples=8, theory_samples=8)
+    assert row["limit_loss"] is None
