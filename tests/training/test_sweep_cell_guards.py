@@ -416,7 +416,12 @@ def test_a_cell_killed_after_a_checkpoint_resumes_from_it_and_ends_as_an_uninter
     monkeypatch.setattr(training.engine, "write_checkpoint", real)
     assert not os.path.exists(os.path.join(task["dir"], "cell.json")) and attempt_started(task["dir"], 1)
     assert cellmod._checkpoint_iteration(task["dir"]) == 3
+    calls = []
+    real_resume, real_train = training.engine.resume, training.engine.train
+    monkeypatch.setattr(training.engine, "resume", lambda out: calls.append(("resume", out)) or real_resume(out))
+    monkeypatch.setattr(training.engine, "train", lambda c, **kw: calls.append(("train", c.out)) or real_train(c, **kw))
     record = run_cell({**task, "attempt": 2})
+    assert calls == [("resume", task["dir"])]
     assert record["status"] == "done" and record["resumed_from"] == 3 and record["attempts"] == 2
     assert [r["attempt"] for r in record["runs"]] == [1, 2] and attempt_started(task["dir"], 2)
     whole = run_cell(cell_task(grid, cell, str(tmp_path / "whole"), 1))
