@@ -127,6 +127,7 @@ def configure(dest: Path, module: dict, skip_lines: list[str]) -> list[str]:
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
         f"do_not_mutate_patterns = {toml_list(skip_lines)}\n"
         'process_isolation = "forkserver"\n'
+        'also_copy = ["examples"]\n'       # tests read the example grids and covariances
     )
     py.write_text(text)
     return tests
