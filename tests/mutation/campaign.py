@@ -247,9 +247,15 @@ def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
         if rc != 0:
             print(f"   mutmut exited {rc}; see {dest / 'mutmut.log'}", flush=True)
     codes = results(dest, module["source"])
+    if args.report_only and (dest / "latest.json").exists():
+        # after --after: mutmut's own files hold the re-run survivors' codes only, latest.json all
+        codes = json.loads((dest / "latest.json").read_text())
     if not args.report_only or not (dest / "before.json").exists():
         (dest / "before.json").write_text(json.dumps(codes, indent=0))
     summary = summarise(name, codes, equivalents)
+    if args.report_only and (dest / "before.json").exists():
+        before = summarise(name, json.loads((dest / "before.json").read_text()), equivalents)
+        summary["before"] = {k: v for k, v in before.items() if k not in ("survivors", "equivalent_but_killed")}
     summary["seconds"] = round(time.monotonic() - t0, 1) if not args.report_only else None
     (dest / "survivors.txt").write_text(diffs(dest, summary["survivors"]))
     print(f"   {name}: {summary['generated']} generated, {summary['killed']} killed, "
@@ -284,8 +290,13 @@ def main(argv=None) -> int:
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     t0 = time.monotonic()
     for n in names:
-        report[n] = run_module(n, mods[n], spec.get("skip_lines", []), args, equivalents)
-        report_path.write_text(json.dumps(report, indent=1))
+        summary = run_module(n, mods[n], spec.get("skip_lines", []), args, equivalents)
+        # campaigns of other modules may run at the same time: re-read, then write this module's entry
+        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+        report[n] = summary
+        tmp = report_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(report, indent=1))
+        os.replace(tmp, report_path)
     print(f"campaign: {round(time.monotonic() - t0)} s; report {report_path}")
     print("| module | generated | not checked | killed | equivalent | survived | killed of non-equivalent (checked) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
