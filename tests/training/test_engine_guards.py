@@ -817,6 +817,9 @@ def test_a_directory_holding_a_run_is_refused_naming_it(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_models(_config(out=cut), ks=[1, 2])
     monkeypatch.undo()
+    for name in ("", "models/00-seed0-k1-eta0.4", "models/01-seed0-k2-eta0.4"):
+        m = json.loads((tmp_path / "cut" / name / "manifest.json").read_text())
+        assert (m["status"], m["iteration"], m["checkpoint_iteration"]) == ("interrupted", 4, None)
     os.makedirs(odd)
     (tmp_path / "odd" / "metrics.jsonl").write_text("")
     before = {p: os.stat(os.path.join(done, p)).st_mtime_ns for p in os.listdir(done)}
@@ -1119,3 +1122,21 @@ def test_an_engine_run_again_stands_where_it_is(models):
     for a, b in zip(first, again, strict=True):
         assert torch.equal(a.V, b.V) and torch.equal(a.W, b.W) and a.history == b.history
         assert stripped(a.summary) == stripped(b.summary)
+
+
+def test_worker_threads_follow_the_cores_this_process_may_use(monkeypatch):
+    """Without ``threads`` a run of M models takes one worker per core this process may use (its
+    CPU affinity, as taskset sets it), at most M; where the system has no affinity call, every
+    CPU, and one when their number is unknown."""
+    cores = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cores)})
+        assert engine.worker_threads(_config(), 4) == 1
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert engine.worker_threads(_config(), 64) == len(cores)
+    monkeypatch.delattr(engine.os, "sched_getaffinity")
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 3)
+    assert engine.worker_threads(_config(), 2) == 2 and engine.worker_threads(_config(), 8) == 3
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: None)
+    assert engine.worker_threads(_config(), 8) == 1
