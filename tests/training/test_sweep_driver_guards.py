@@ -446,6 +446,7 @@ def test_a_missing_out_is_made_with_its_parents_and_a_relative_one_is_made_absol
     monkeypatch.chdir(tmp_path)
     result = run_sweep(stub_grid(1), os.path.join("a", "b"), executor=Scripted(), progress=False)
     assert result.out == str(tmp_path / "a" / "b") and (tmp_path / "a" / "b" / "sweep.json").is_file()
+    assert os.listdir(tmp_path) == ["a"] and os.listdir(tmp_path / "a") == ["b"]
     mode = (tmp_path / "a" / "b" / ".sweep.lock").stat().st_mode & 0o777
     umask = os.umask(0)
     os.umask(umask)
@@ -930,3 +931,12 @@ def test_a_cell_no_worker_starts_keeps_its_attempts_while_other_cells_finish(tmp
     assert [(e["seed"], e["attempt"]) for e in engine.log] == [(0, 1), (1, 1), (0, 1), (2, 1), (0, 1), (3, 1),
                                                                (0, 1)]
     assert list(result.table["status"]) == ["done"] * 4 and list(result.table["attempts"]) == [1] * 4
+
+
+def test_the_cells_directory_is_made_even_when_no_cell_began(tmp_path):
+    out = tmp_path / "s"
+    engine = Scripted(out, script={0: [("never", OSError("refused"))] * 2})
+    result = run_sweep(stub_grid(1), out, executor=engine, progress=False, retries=0)
+    assert result.table.iloc[0]["error"] == "worker lost 1 times: OSError: refused"
+    assert (out / "cells").is_dir() and os.listdir(out / "cells") == []
+    assert sorted(os.listdir(tmp_path)) == ["s"]
