@@ -434,7 +434,9 @@ def evaluate_case(model: SuiteModel, case: Case, *, samples: int = DEFAULT_SAMPL
     m = _report(model.mode, model.V.unsqueeze(0), model.W.unsqueeze(0), k=model.k, **run)
     gd = _report("cot", *numerics.gd_params(d, model.step), k=model.gd_steps, **run)
     nocot = _report("nocot", *numerics.nocot_params(d, n, model.sigma, noise_var=model.noise ** 2), k=1, **run)
-    nocot_sigma = nocot if case.sigma is None else _report("nocot", *numerics.nocot_params(d, n, case.sigma), k=1, **run)
+    # Theorem 3.1's optimum for the case's Sigma, noise-free: the training one when they coincide
+    same = case.sigma is None and model.sigma is None and not model.noise
+    nocot_sigma = nocot if same else _report("nocot", *numerics.nocot_params(d, n, case.sigma), k=1, **run)
     c2 = case.w_scale ** 2
     out = {"name": case.name, "kind": case.kind, "description": case.description, "w_scale": case.w_scale,
            "sigma_eigenvalues": [float(v) for v in lam], "rank": rank, "samples": samples,

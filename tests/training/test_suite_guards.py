@@ -536,3 +536,17 @@ def test_the_limit_loss_with_label_noise_and_where_theory_has_none():
     few = suite_model(*numerics.gd_params(4, ETA), mode="cot", n=2, k=2)
     row = evaluate_case(few, Case("aniso", np.diag([4.0, 3.0, 2.0, 1.0]), label_noise=1.0), samples=8, theory_samples=8)
     assert row["limit_loss"] is None
+
+
+@pytest.mark.parametrize("trained", [dict(sigma=np.diag([2.0, 1.0, 0.5])), dict(noise=0.5)])
+def test_the_no_cot_optimum_for_the_cases_sigma_is_the_same_for_none_and_the_identity(trained):
+    """``nocot_sigma_median`` is Theorem 3.1's noise-free optimum for the case's Sigma (module
+    docstring), whatever the model was trained on: ``Case(sigma=None)`` (identity) and
+    ``Case(sigma=I)`` give the same number (found by the mutation campaign: the model's own
+    training optimum stood in for it)."""
+    m = suite_model(*numerics.gd_params(D, ETA), mode="cot", n=N, k=K, **trained)
+    none = evaluate_case(m, Case(name="id-none", kind="test", description="x ~ N(0, I)"), samples=400)
+    eye = evaluate_case(m, Case(name="id-eye", kind="test", description="x ~ N(0, I)", sigma=np.eye(D)),
+                        samples=400)
+    assert none["nocot_sigma_median"] == pytest.approx(eye["nocot_sigma_median"], rel=1e-12)
+    assert none["nocot_median"] != pytest.approx(none["nocot_sigma_median"], rel=1e-6)
