@@ -518,10 +518,14 @@ def test_a_many_model_run_resumes_bitwise_from_a_checkpoint_between_rows(tmp_pat
     with pytest.raises(KeyboardInterrupt):
         train_models(dataclasses.replace(base, out=str(tmp_path / "cut")), ks=[1, 2])
     monkeypatch.setattr(engine.Engine, "step", _original_step)
+    saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert 0 < saved["train_seconds"] < saved["seconds"]
     resumed = resume(tmp_path / "cut")
     for a, b in zip(resumed, whole, strict=True):
         assert torch.equal(a.V, b.V) and torch.equal(a.W, b.W)
         assert stripped(a.history) == stripped(b.history) and stripped(a.summary) == stripped(b.summary)
+        # the whole run's times: the earlier session's and this one's
+        assert a.summary["seconds"] > saved["seconds"] and a.summary["train_seconds"] > saved["train_seconds"]
     _same_state(torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False),
                 torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False))
 
@@ -672,8 +676,10 @@ def test_many_models_run_on_named_worker_threads_with_one_torch_thread_each(monk
     train(_config(threads=3))
     assert set(names) == {threading.current_thread().name} and set(counts[-6:]) == {3}
     seen = _thread_spy(monkeypatch)
+    torch.set_num_threads(2)
     train_models(_config(threads=2), seeds=[0, 1])
     assert seen == [1] * 6                      # the caller's thread too: one per worker
+    assert torch.get_num_threads() == 2
     cores = len(os.sched_getaffinity(0))
     assert engine.worker_threads(_config(), 64) == min(cores, 64)
     assert engine.worker_threads(_config(threads=5), 1) == 1
@@ -898,6 +904,7 @@ def test_manifests_of_single_and_many_model_runs(tmp_path):
     names = ["00-seed0-k1-eta0.4", "01-seed2-k1-eta0.4"]
     assert m["status"] == "finished" and m["models"] == names and m["torch_threads"] == 1
     assert m["configs"] == [r.config.to_dict() for r in results] and "config" not in m and "seed" not in m
+    assert [r.config.out for r in results] == [None, None]          # the run's directory is base's
     for j, (name, r) in enumerate(zip(names, results, strict=True)):
         own = json.loads((tmp_path / "many" / "models" / name / "manifest.json").read_text())
         assert own == dict(m, config=r.config.to_dict(), seed=r.config.seed, configs=None, model_index=j, models=2,
@@ -1140,3 +1147,17 @@ def test_worker_threads_follow_the_cores_this_process_may_use(monkeypatch):
     assert engine.worker_threads(_config(), 2) == 2 and engine.worker_threads(_config(), 8) == 3
     monkeypatch.setattr(engine.os, "cpu_count", lambda: None)
     assert engine.worker_threads(_config(), 8) == 1
+
+
+def test_grid_configs_have_no_run_directory_and_the_structure_step():
+    """Each model of a grid is base with its (seed, eta, k), without a run directory of its own;
+    the structure is compared with eta (cot) or the theory's step (None without one)."""
+    base = _config(out="somewhere")
+    configs = model_grid_configs(base, seeds=[0, 1], etas=[0.3], ks=[1, 2])
+    assert [(c.seed, c.eta, c.k, c.out) for c in configs] == [(0, 0.3, 1, None), (0, 0.3, 2, None),
+                                                             (1, 0.3, 1, None), (1, 0.3, 2, None)]
+    assert all(dataclasses.replace(c, seed=0, eta=0.4, k=2, out="somewhere") == base for c in configs)
+    assert engine.structure_step(_config(eta=0.3), None) == 0.3
+    assert engine.structure_step(_config(mode="nocot"), None) is None
+    assert engine.structure_step(_config(mode="looped"), {"step": 0.25}) == 0.25
+    assert engine.structure_step(_config(mode="looped"), {"step": None}) is None
