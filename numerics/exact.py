@@ -70,7 +70,7 @@ def _rounded(value: Fraction) -> float:
     try:
         return float(value)
     except OverflowError:
-        return math.copysign(math.inf, value)
+        return math.inf if value > 0 else -math.inf      # float(value) overflowed, so value != 0
 
 
 def gd_eval_loss_value(d: int, n: int, eta, k: int, *, noise_var: float = 0.0):

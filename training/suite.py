@@ -194,9 +194,11 @@ def noisy_case(s: float = None, *, sigma=None) -> Case:
 
 
 def covariance_case(name: str, sigma, d: int) -> Case:
-    """A covariance of your own (any symmetric PSD d x d matrix, singular allowed), validated by
-    ``numerics.covariance_root`` (ValueError naming ``name``)."""
-    numerics.covariance_root(sigma, check_int("d", d), name=name)
+    """A covariance of your own (any symmetric PSD d x d matrix but 0, singular allowed), validated
+    by ``numerics.covariance_root`` (ValueError naming ``name``)."""
+    root = numerics.covariance_root(sigma, check_int("d", d), name=name)
+    if not np.any(root):
+        raise ValueError(f"{name}: Sigma = 0 (x = 0 carries no information on w*): no case to evaluate")
     return Case(name, sigma, kind="custom", description="user covariance")
 
 

@@ -1,11 +1,14 @@
 """Monte Carlo of evaluation losses against theory's exact values, the samplers against each other,
 and the divergence reporting.  Each test docstring says its kind: numeric (float64, exact to
 rounding) or statistical (within 4 standard errors, fixed seeds so the outcome is reproducible)."""
+import math
+
 import numpy as np
 import pytest
 import scipy.stats
 import sympy
 
+import numerics
 import theory
 from numerics import (DIVERGENCE_FACTOR, LossReport, diverged_mask, eval_loss_mc, eval_loss_mc_params,
                       gd_eval_loss_value, gd_iterates, gd_params, loss_report, nocot_loss_mc, nocot_params,
@@ -170,3 +173,15 @@ def test_loss_report_semantics():
 def test_bad_input_names_the_parameter(call, name):
     with pytest.raises(ValueError, match=rf"^{name}\b"):
         call()
+
+
+@pytest.mark.parametrize("eta", [1e200, 1e90])
+def test_exact_loss_past_the_float_range_is_inf_not_an_overflow_error(eta):
+    """A step so large that the exact loss (a Fraction) exceeds the float range rounds to inf
+    (``numerics.exact._rounded``), like any diverged loss, instead of raising OverflowError;
+    a value past the range on the negative side rounds to -inf."""
+    from fractions import Fraction
+
+    from numerics.exact import _rounded
+    assert numerics.gd_eval_loss_value(3, 6, eta, 2) == math.inf
+    assert _rounded(-Fraction(10) ** 400) == -math.inf and _rounded(Fraction(1, 3)) == 1 / 3

@@ -550,3 +550,15 @@ def test_the_no_cot_optimum_for_the_cases_sigma_is_the_same_for_none_and_the_ide
                         samples=400)
     assert none["nocot_sigma_median"] == pytest.approx(eye["nocot_sigma_median"], rel=1e-12)
     assert none["nocot_median"] != pytest.approx(none["nocot_sigma_median"], rel=1e-6)
+
+
+def test_a_zero_covariance_of_your_own_is_refused_naming_it(tmp_path):
+    """x = 0 carries nothing to evaluate; the refusal names the case (the file's stem for
+    ``--sigma``) instead of failing later inside Theorem 3.1's optimum."""
+    from training.suite import covariance_case, load_covariance
+    with pytest.raises(ValueError, match=r"^flat: Sigma = 0"):
+        covariance_case("flat", np.zeros((D, D)), D)
+    np.save(tmp_path / "nothing.npy", np.zeros((D, D)))
+    with pytest.raises(ValueError, match=r"^nothing: Sigma = 0"):
+        load_covariance(tmp_path / "nothing.npy", D)
+    assert covariance_case("rank1", np.diag([1.0, 0.0, 0.0]), D).sigma is not None
