@@ -851,6 +851,8 @@ def test_a_directory_holding_a_run_is_refused_naming_it(tmp_path, monkeypatch):
     assert engine.held_run(done) == "a failed run (iteration 5 of 6)"
     with pytest.raises(RunExists, match=r"read it with training\.load_run"):
         train(_config(out=done))
+    (tmp_path / "odd" / "manifest.json").write_text(json.dumps({"status": "running", "configs": [3, 4], "iteration": 2}))
+    assert engine.held_run(odd) == "a running run (2 models, iteration 2 of None)"
     os.makedirs(tmp_path / "empty")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("not a run")
