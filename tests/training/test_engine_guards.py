@@ -1163,3 +1163,13 @@ def test_grid_configs_have_no_run_directory_and_the_structure_step():
     assert engine.structure_step(_config(mode="nocot"), None) is None
     assert engine.structure_step(_config(mode="looped"), {"step": 0.25}) == 0.25
     assert engine.structure_step(_config(mode="looped"), {"step": None}) is None
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"seeds": []}, "seeds"), ({"seeds": [-1]}, "seeds"), ({"seeds": [0, 0]}, "seeds"), ({"seeds": 3}, "seeds"),
+    ({"ks": [0]}, "ks"), ({"ks": []}, "ks"), ({"etas": [0.0]}, "etas"), ({"etas": []}, "etas")])
+def test_a_bad_grid_argument_is_named_first(kwargs, name):
+    """Bad input: the refusal's message starts with the argument's name."""
+    with pytest.raises(ValueError) as info:
+        model_grid_configs(_config(), **kwargs)
+    assert str(info.value).startswith(f"{name} must")
