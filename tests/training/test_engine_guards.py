@@ -27,6 +27,7 @@ import torch
 import numerics
 import theory
 from runlog import crash_at, stripped
+from engine_helpers import thread_spy
 from training import TrainConfig, TrainingDiverged, evaluate_params, load_run, resume, train
 from training.config import resolved_clip, resolved_lr
 from training.data import BatchFeed, prompt_streams
@@ -592,18 +593,6 @@ def test_a_bad_config_in_the_manifest_is_named_on_resume(tmp_path, checkpoint):
 
 
 # ------------------------------------------------------------------------------ threads
-def _thread_spy(monkeypatch):
-    seen = []
-    step = engine.Engine.step
-
-    def spy(self):
-        seen.append(torch.get_num_threads())
-        step(self)
-
-    monkeypatch.setattr(engine.Engine, "step", spy)
-    return seen
-
-
 THREAD_CASES = [(True, None, 3, 3), (True, 2, 3, 2), (True, None, 1, 1)] + [
     (False, threads, saved, expected)
     for threads, saved, expected in [(None, 3, 3), (2, 3, 2), (None, 1, 1), (None, 0, 2), (None, "x", 2)]]
@@ -629,7 +618,7 @@ def test_resume_runs_with_the_recorded_thread_count(tmp_path, monkeypatch, check
         m = json.loads((out / "manifest.json").read_text())
         (out / "manifest.json").write_text(json.dumps(dict(m, torch_threads=saved)))
     torch.set_num_threads(2)
-    seen = _thread_spy(monkeypatch)
+    seen = thread_spy(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = resume(out)
@@ -675,7 +664,7 @@ def test_many_models_run_on_named_worker_threads_with_one_torch_thread_each(monk
     names.clear()
     train(_config(threads=3))
     assert set(names) == {threading.current_thread().name} and set(counts[-6:]) == {3}
-    seen = _thread_spy(monkeypatch)
+    seen = thread_spy(monkeypatch)
     torch.set_num_threads(2)
     train_models(_config(threads=2), seeds=[0, 1])
     assert seen == [1] * 6                      # the caller's thread too: one per worker

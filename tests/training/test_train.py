@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+from engine_helpers import thread_spy
 from training import TrainConfig, TrainingDiverged, resume, train
 from training.config import resolved_lr
 from training.data import BatchFeed
@@ -197,13 +198,6 @@ def test_guard_gradients_skips_non_finite_and_clips_per_model():
 def test_threads_are_set_for_the_run_and_restored(monkeypatch):
     before = torch.get_num_threads()
     wanted = 3 if before != 3 else 2
-    seen = []
-    step = engine.Engine.step
-
-    def spy(self):
-        seen.append(torch.get_num_threads())
-        step(self)
-
-    monkeypatch.setattr(engine.Engine, "step", spy)
+    seen = thread_spy(monkeypatch)
     train(TrainConfig(**{**TINY, "threads": wanted, "iters": 2, "eval_every": 2}))
     assert seen == [wanted, wanted] and torch.get_num_threads() == before
