@@ -181,6 +181,11 @@ def summarise(name: str, codes: dict, equivalents: dict) -> dict:
     return counts
 
 
+def counts_only(summary: dict) -> dict:
+    """A module's summary without its lists of mutant names (the "before" of a report)."""
+    return {k: v for k, v in summary.items() if k not in ("survivors", "equivalent_but_killed")}
+
+
 def rerun_survivors(dest: Path, module: dict, skip_lines, args) -> dict:
     """``--after``: the before-survivors against the work tree's tests now; the merged codes."""
     before_path = dest / "before.json"
@@ -223,7 +228,7 @@ def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
             if (dest / "before.json").exists() else summarise(name, results(dest, module["source"]), equivalents)
         codes = rerun_survivors(dest, module, skip_lines, args)
         summary = summarise(name, codes, equivalents)
-        summary["before"] = {k: v for k, v in before.items() if k not in ("survivors", "equivalent_but_killed")}
+        summary["before"] = counts_only(before)
         summary["seconds"] = round(time.monotonic() - t0, 1)
         (dest / "survivors.txt").write_text(diffs(dest, summary["survivors"]))
         print(f"   {name} after: {summary['generated']} generated, {summary['killed']} killed, "
@@ -255,7 +260,7 @@ def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
     summary = summarise(name, codes, equivalents)
     if args.report_only and (dest / "before.json").exists():
         before = summarise(name, json.loads((dest / "before.json").read_text()), equivalents)
-        summary["before"] = {k: v for k, v in before.items() if k not in ("survivors", "equivalent_but_killed")}
+        summary["before"] = counts_only(before)
     summary["seconds"] = round(time.monotonic() - t0, 1) if not args.report_only else None
     (dest / "survivors.txt").write_text(diffs(dest, summary["survivors"]))
     print(f"   {name}: {summary['generated']} generated, {summary['killed']} killed, "
@@ -287,7 +292,6 @@ def main(argv=None) -> int:
     equivalents = load_equivalents()
     args.workdir.mkdir(parents=True, exist_ok=True)
     report_path = args.workdir / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else {}
     t0 = time.monotonic()
     for n in names:
         summary = run_module(n, mods[n], spec.get("skip_lines", []), args, equivalents)
