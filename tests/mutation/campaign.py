@@ -124,7 +124,9 @@ def configure(dest: Path, module: dict, skip_lines: list[str]) -> list[str]:
         'source_paths = ["training", "theory", "numerics"]\n'
         f"only_mutate = {toml_list(module['source'])}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        # no:unraisableexception: that plugin's gc.collect at the end of each forked session scans
+        # the whole warmed-up heap (torch, sympy), ~0.2 CPU-s a mutant; it only ever warns
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:unraisableexception"]\n'
         f"do_not_mutate_patterns = {toml_list(skip_lines)}\n"
         'process_isolation = "forkserver"\n'
         'also_copy = ["examples"]\n'       # tests read the example grids and covariances
