@@ -30,6 +30,7 @@ in CI is ``tests/mutation/sample.py``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -51,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 MAP = HERE / "map.toml"
 EQUIVALENT = HERE / "equivalent.txt"
+STAMP = re.compile(r"^[0-9a-f]{12}$")
 # mutmut's exit codes -> status (mutmut.stats.status_by_exit_code)
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
           36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout",
@@ -61,18 +63,74 @@ def load_map() -> dict:
     return tomllib.loads(MAP.read_text())
 
 
-def load_equivalents() -> dict[str, str]:
-    """``name | reason`` per line; '#' starts a comment."""
+def load_equivalents() -> dict[str, tuple[str | None, str]]:
+    """``name | reason`` or ``name | stamp | reason`` per line -> {name: (stamp, reason)}; '#' starts a
+    comment.  A stamp is mutmut's hash of the mutant's function when the mutant last ran and
+    survived (``--stamp``)."""
     out = {}
     for line in EQUIVALENT.read_text().splitlines():
-        line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line.strip()
-        if not line:
+        line = line.strip()
+        if not line or line.startswith("#"):
             continue
-        name, _, reason = line.partition("|")
-        if not reason.strip():
-            raise SystemExit(f"{EQUIVALENT.name}: no reason given for {name.strip()}")
-        out[name.strip()] = reason.strip()
+        name, _, rest = (part.strip() for part in line.partition("|"))
+        stamp, bar, reason = (part.strip() for part in rest.partition("|"))
+        if not (bar and STAMP.match(stamp)):
+            stamp, reason = None, rest
+        if not reason:
+            raise SystemExit(f"{EQUIVALENT.name}: no reason given for {name}")
+        out[name] = (stamp, reason)
     return out
+
+
+def stamp_context(skip_lines: list[str]) -> str:
+    """What a stamp also depends on: mutmut's version (its operators) and the map's skip_lines (which
+    lines of a function are mutated); mutants are numbered within their function."""
+    from importlib.metadata import version
+    skip = hashlib.sha256(json.dumps(skip_lines).encode()).hexdigest()[:12]
+    return f"mutmut {version('mutmut')}, skip_lines {skip}"
+
+
+def stamps_apply(skip_lines: list[str]) -> bool:
+    """Whether equivalent.txt's stamps were made under this mutmut and these skip_lines."""
+    header = re.search(r"^# stamps: (.*)$", EQUIVALENT.read_text(), re.M)
+    return bool(header) and header.group(1).strip() == stamp_context(skip_lines)
+
+
+def function_of(mutant: str, source: str) -> str | None:
+    """mutmut's function key of ``mutant`` (``x_f``, ``xǁClassǁmethod``) if it mutates ``source``."""
+    prefix = source[:-len(".py")].replace("/", ".") + "."
+    if not mutant.startswith(prefix) or "__mutmut_" not in mutant:
+        return None
+    return mutant[len(prefix):].partition("__mutmut_")[0]
+
+
+def seed_equivalents(dest: Path, sources: list[str], equivalents: dict) -> int:
+    """Mark the stamped equivalents of ``sources`` as already decided (exit code 34, mutmut's
+    "skipped") in the copy's mutmut files, with their functions' stamped hashes: mutmut keeps a
+    decided code only while its function's hash is unchanged, so a mutant whose function has been
+    edited since (and may now be another mutation under the same name) is run after all.  The
+    number seeded."""
+    seeded = 0
+    for src in sources:
+        codes, hashes, clash = {}, {}, set()
+        for mutant, (stamp, _) in equivalents.items():
+            func = function_of(mutant, src)
+            if func is None or stamp is None:
+                continue
+            if hashes.setdefault(func, stamp) != stamp:
+                clash.add(func)                  # stamped at two versions of the function: run them
+            codes[mutant] = 34
+        codes = {m: c for m, c in codes.items() if function_of(m, src) not in clash}
+        hashes = {f: h for f, h in hashes.items() if f not in clash}
+        if not codes:
+            continue
+        meta = dest / "mutants" / (src + ".meta")
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps({"exit_code_by_key": codes, "hash_by_function_name": hashes,
+                                    "type_check_error_by_key": {}, "durations_by_key": {},
+                                    "estimated_durations_by_key": {}}))
+        seeded += len(codes)
+    return seeded
 
 
 def copy_tree(dest: Path, ref: str | None) -> None:
@@ -157,7 +215,8 @@ def diffs(dest: Path, names: list[str]) -> str:
 
 
 def summarise(name: str, codes: dict, equivalents: dict) -> dict:
-    counts = {"generated": len(codes), "killed": 0, "equivalent": 0, "survived": 0, "other": 0, "timeout": 0}
+    counts = {"generated": len(codes), "killed": 0, "equivalent": 0, "equivalent_not_run": 0, "survived": 0,
+              "other": 0, "timeout": 0}
     survivors, stale = [], []
     for mutant, code in sorted(codes.items()):
         status = STATUS.get(code, "suspicious")
@@ -168,6 +227,7 @@ def summarise(name: str, codes: dict, equivalents: dict) -> dict:
                 stale.append(mutant)
         elif mutant in equivalents:
             counts["equivalent"] += 1
+            counts["equivalent_not_run"] += code == 34          # stamped, seeded, not run (--stamp)
         elif status == "survived" or status == "no tests":
             counts["survived"] += 1
             survivors.append(mutant)
@@ -196,7 +256,8 @@ def rerun_survivors(dest: Path, module: dict, skip_lines, args) -> dict:
     latest_path = dest / "latest.json"                   # the merged codes of an earlier --after
     before = json.loads((latest_path if latest_path.exists() else before_path).read_text())
     survivors = [m for m, code in before.items()             # timeouts again too: a busy machine makes them
-                 if code is not None and STATUS.get(code, "suspicious") not in ("killed", "caught by type check")]
+                 if code is not None and STATUS.get(code, "suspicious") not in ("killed", "caught by type check",
+                                                                                 "skipped")]
     # the tests added since (new files, and the guards, which grow): the module's other tests stay as they
     # were at its run, which match its source (the work tree's may test a newer one)
     for src in sorted((ROOT / "tests").rglob("*")):
@@ -246,6 +307,14 @@ def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
             copy_tree(dest, args.ref)
             tests = configure(dest, module, skip_lines)
             print(f"   mutating {', '.join(module['source'])} against {len(tests)} test selections", flush=True)
+            if args.run_equivalents:
+                print("   the listed equivalents run too (--run-equivalents)", flush=True)
+            elif stamps_apply(skip_lines):
+                seeded = seed_equivalents(dest, module["source"], equivalents)
+                print(f"   {seeded} stamped equivalents not run while their functions are unchanged", flush=True)
+            elif any(stamp for stamp, _ in equivalents.values()):
+                print(f"   equivalent.txt's stamps are not of {stamp_context(skip_lines)}: every mutant runs",
+                      flush=True)
         env = dict(os.environ, CI="true", PYTHONDONTWRITEBYTECODE="1")
         with open(dest / "mutmut.log", "a" if args.resume else "w") as log:
             rc = subprocess.run(["nice", "-n", str(args.nice), "mutmut", "run", "--max-children",
@@ -272,6 +341,51 @@ def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
     return summary
 
 
+def stamp_equivalents(workdir: Path, names: list[str], mods: dict, skip_lines: list[str]) -> dict[str, int]:
+    """``--stamp``: give each listed equivalent that ran and survived in WORKDIR's last results the
+    hash of its function there; drop the stamp of one that was killed or left unchecked.  Rewrites
+    equivalent.txt (order, reasons and comments kept) with the stamps' context.  The counts."""
+    equivalents = load_equivalents()
+    stamps = {m: stamp for m, (stamp, _) in equivalents.items()}
+    counts = {"stamped": 0, "kept": 0, "dropped": 0}
+    for n in names:
+        dest = workdir / n
+        latest = dest / "latest.json"
+        codes = json.loads(latest.read_text()) if latest.exists() else results(dest, mods[n]["source"])
+        for src in mods[n]["source"]:
+            meta = dest / "mutants" / (src + ".meta")
+            hashes = json.loads(meta.read_text()).get("hash_by_function_name", {}) if meta.exists() else {}
+            for mutant in equivalents:
+                func = function_of(mutant, src)
+                if func is None or mutant not in codes:
+                    continue
+                if codes[mutant] == 0 and func in hashes:
+                    stamps[mutant] = hashes[func]
+                    counts["stamped"] += 1
+                elif codes[mutant] == 34 and stamps[mutant] == hashes.get(func):
+                    counts["kept"] += 1
+                else:
+                    counts["dropped"] += stamps[mutant] is not None
+                    stamps[mutant] = None
+    lines, header_done = [], False
+    for line in EQUIVALENT.read_text().splitlines():
+        if line.startswith("# stamps: "):
+            continue
+        body = line.strip()
+        if body and not body.startswith("#"):
+            if not header_done:
+                lines.append(f"# stamps: {stamp_context(skip_lines)}")
+                header_done = True
+            name = body.partition("|")[0].strip()
+            reason = equivalents[name][1]
+            line = f"{name} | {stamps[name]} | {reason}" if stamps[name] else f"{name} | {reason}"
+        lines.append(line)
+    tmp = EQUIVALENT.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, EQUIVALENT)
+    return counts
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("modules", nargs="*", help="modules of map.toml (default: all, in its order)")
@@ -284,6 +398,12 @@ def main(argv=None) -> int:
                    help="go on with an interrupted module in WORKDIR (its copy and settings as they are)")
     p.add_argument("--after", action="store_true",
                    help="re-run each module's survivors against the work tree's tests now")
+    p.add_argument("--run-equivalents", action="store_true",
+                   help="run the stamped equivalents too (by default they are not run while their functions "
+                        "are unchanged)")
+    p.add_argument("--stamp", action="store_true",
+                   help="stamp the listed equivalents that survived in WORKDIR's last results (rewrites "
+                        "equivalent.txt)")
     args = p.parse_args(argv)
     spec = load_map()
     mods = spec["modules"]
@@ -291,6 +411,12 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in mods]
     if unknown:
         p.error(f"unknown modules {unknown}; map.toml has {list(mods)}")
+    if args.stamp:
+        counts = stamp_equivalents(args.workdir, [n for n in names if (args.workdir / n).exists()], mods,
+                                   spec.get("skip_lines", []))
+        print(f"{EQUIVALENT.name}: {counts['stamped']} stamped, {counts['kept']} kept (not run, function "
+              f"unchanged), {counts['dropped']} stamps dropped")
+        return 0
     equivalents = load_equivalents()
     args.workdir.mkdir(parents=True, exist_ok=True)
     report_path = args.workdir / "report.json"
