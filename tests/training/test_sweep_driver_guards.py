@@ -597,6 +597,7 @@ def test_retries_from_the_argument_else_the_grid(tmp_path):
         assert [e["attempt"] for e in engine.log] == list(range(1, attempts + 1))
         assert result.table.iloc[0]["error"] == f"worker lost {attempts} times: RuntimeError: lost"
         assert result.table.iloc[0]["attempts"] == attempts
+        assert json.loads((out / "sweep.json").read_text())["retries"] == attempts - 1   # the ones that ran
 
 
 def test_a_task_that_never_started_is_tried_again_without_counting_until_it_stalls(tmp_path):
@@ -777,7 +778,7 @@ def test_the_bar_counts_cells_and_names_each_failed_one(tmp_path, capsys, bars):
     result = run_sweep(stub_grid(4), out, executor=engine, progress=True)
     captured = capsys.readouterr()
     name1, name2 = result.table["cell"][1], result.table["cell"][2]
-    lost_line = f"cell {name1} failed on ?: " + ("worker lost 3 times: BrokenProcessPool: " + "y" * 400)[:200]
+    lost_line = f"cell {name1} failed: " + ("worker lost 3 times: BrokenProcessPool: " + "y" * 400)[:200]
     assert lost_line + "\n" in captured.err and lost_line + "y" not in captured.err
     assert f"cell {name2} diverged on stub-worker: training diverged at iteration 3\n" in captured.err
     assert f"cell {result.table['cell'][3]} failed on stub-worker: \n" in captured.err
@@ -940,3 +941,11 @@ def test_the_cells_directory_is_made_even_when_no_cell_began(tmp_path):
     assert result.table.iloc[0]["error"] == "worker lost 1 times: OSError: refused"
     assert (out / "cells").is_dir() and os.listdir(out / "cells") == []
     assert sorted(os.listdir(tmp_path)) == ["s"]
+
+
+def test_a_failed_cells_line_names_where_it_ran_only_when_the_record_says():
+    where = CellExecutor.where
+    assert where(None, {"worker": "tcp://10.0.0.2:4100", "job_id": "77"}) == "tcp://10.0.0.2:4100, job 77"
+    assert where(None, {"worker": "local-1", "job_id": None}) == "local-1"
+    assert where(None, {"worker": None, "job_id": "77"}) == "job 77"
+    assert where(None, {"worker": None}) == "" and where(None, {}) == ""     # a lost worker's record

@@ -89,11 +89,14 @@ def _check_out(out: str, grid: Grid, cells: list) -> dict | None:
 
 
 def _manifest(grid: Grid, cells: list, out: str, previous: dict | None, executor: str, status: str,
-              counts: dict | None = None) -> dict:
+              counts: dict | None = None, retries: int | None = None) -> dict:
+    """``sweep.json``'s content; ``retries``: the attempts after a lost worker this run allowed
+    (None: the grid's)."""
     from ..rundir import git_commit, versions
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return {"kind": KIND, "version": 1, "name": grid.name, "status": status,
-            "grid_file": grid.source, "grid": grid.raw, "train": grid.train, "retries": grid.retries,
+            "grid_file": grid.source, "grid": grid.raw, "train": grid.train,
+            "retries": grid.retries if retries is None else retries,
             "cells": [{"name": c.name, "id": c.id, "axes": c.axes} for c in cells],
             "executor": executor, "versions": versions(), "git_commit": git_commit(),
             "created": (previous or {}).get("created", now), "updated": now, "counts": counts or {}}
@@ -214,7 +217,7 @@ def _drive(grid, cells, out, previous, *, executor, workers, dask_workers, sched
            retry_failed, started, tqdm) -> SweepResult:
     columns = row_columns(cells)
     label = _executor_label(executor, workers, dask_workers, scheduler)
-    _write_manifest(out, _manifest(grid, cells, out, previous, label, "running"))
+    _write_manifest(out, _manifest(grid, cells, out, previous, label, "running", retries=retries))
     os.makedirs(os.path.join(out, CELLS_DIR), exist_ok=True)
     points: dict = {}                   # cell id -> its grid points (the first one runs it)
     for cell in cells:
@@ -254,7 +257,7 @@ def _drive(grid, cells, out, previous, *, executor, workers, dask_workers, sched
             own.close(abort=not finished)
     frame = write_results(out, ordered(), columns)
     counts = _counts(rows)
-    _write_manifest(out, _manifest(grid, cells, out, previous, label, "finished", counts))
+    _write_manifest(out, _manifest(grid, cells, out, previous, label, "finished", counts, retries))
     return SweepResult(table=frame, name=grid.name, out=out, ran=len(rows) - reused, reused=reused, counts=counts,
                        seconds=time.perf_counter() - started, distinct=len(points))
 
@@ -352,7 +355,8 @@ def _run_pending(grid, pending, out, executor, rows, retries, bar, save, retry_f
                 rows[point.index] = record_row(point, record)
                 filled += 1
             if record.get("status") in ("failed", "diverged") and not bar.disable:
-                bar.write(f"cell {cell.name} {record['status']} on {executor.where(record)}: "
+                where = executor.where(record)
+                bar.write(f"cell {cell.name} {record['status']}{' on ' + where if where else ''}: "
                           f"{one_line(record.get('error') or '', 200)}", file=sys.stderr)
         save()
         c = _counts(rows)
