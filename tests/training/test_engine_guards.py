@@ -250,17 +250,18 @@ VARIANTS = [(mode, extra) for extra in ({}, {"noise": 0.5}, {"sigma": SIGMA, "et
 VARIANT_IDS = [f"{mode}-{'-'.join(extra) or 'plain'}" for mode, extra in VARIANTS]
 
 
-@pytest.fixture(scope="module")
-def single_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("single")
+def single_run(root, name):
+    """One variant's run, trained in the test that reads it: mutmut links a test to the functions
+    that run during it, and a run shared through a module fixture would be linked to the first
+    test only (its survivors then looked untested)."""
+    mode, extra = VARIANTS[VARIANT_IDS.index(name)]
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    runs = {}
-    for name, (mode, extra) in zip(VARIANT_IDS, VARIANTS, strict=True):
+    try:
         config = _config(mode=mode, ood_sigmas={"wide": 2.0}, checkpoint_every=2, out=str(root / name), **extra)
-        runs[name] = train(config)
-    torch.set_num_threads(before)
-    return runs
+        return train(config)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _expected_summary_fields(r, M=1, j=0):
@@ -335,11 +336,11 @@ def theory_noise(c):
 
 
 @pytest.mark.parametrize("name", VARIANT_IDS)
-def test_summary_fields_are_their_definitions(single_runs, name):
+def test_summary_fields_are_their_definitions(tmp_path, name):
     """Exact: every number of a run's summary (and its last metrics row) recomputed from its
     saved parameters and config (label noise and a covariance included); the files hold the
     same."""
-    r = single_runs[name]
+    r = single_run(tmp_path, name)
     assert r.summary["status"] == "finished"
     _expected_summary_fields(r)
     run = load_run(r.config.out)
