@@ -712,6 +712,8 @@ def test_the_progress_bar_shows_the_run(capsys, monkeypatch):
     losses = [f"{r.history[-1]['eval_loss']:.4g}" for r in results]
     assert ("eval " + " ".join(losses[:4])) in err and " ".join(losses) not in err
     assert not err.endswith("\n") and err.rsplit("\r", 1)[-1].strip() == ""
+    train_models(_config(progress=True), seeds=[0, 1])
+    assert "cot/full x2:" in capsys.readouterr().err
     train(_config(progress=True))
     err = capsys.readouterr().err
     assert "cot/full:" in err and " x1" not in err and "XX" not in err
@@ -1163,3 +1165,22 @@ def test_a_bad_grid_argument_is_named_first(kwargs, name):
     with pytest.raises(ValueError) as info:
         model_grid_configs(_config(), **kwargs)
     assert str(info.value).startswith(f"{name} must")
+
+
+def test_an_errors_message_in_the_manifest_is_one_line_of_at_most_300_characters(tmp_path, monkeypatch):
+    """A run that fails records the exception in its manifest as the type and the message with its
+    whitespace collapsed, cut at 300 characters (what ``cotgd status`` and sweeps show)."""
+    step = engine.Engine.step
+    message = "the disk\n  is on   fire " + "x" * 400
+
+    def failing(self):
+        if self.iteration == 2:
+            raise RuntimeError(message)
+        step(self)
+
+    monkeypatch.setattr(engine.Engine, "step", failing)
+    with pytest.raises(RuntimeError):
+        train(_config(out=str(tmp_path / "run")))
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert (m["status"], m["iteration"]) == ("error", 2)
+    assert m["error"] == "RuntimeError: " + ("the disk is on fire " + "x" * 400)[:300]
