@@ -1184,3 +1184,29 @@ def test_an_errors_message_in_the_manifest_is_one_line_of_at_most_300_characters
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert (m["status"], m["iteration"]) == ("error", 2)
     assert m["error"] == "RuntimeError: " + ("the disk is on fire " + "x" * 400)[:300]
+
+
+@pytest.mark.parametrize("param", ["full", "sparse"])
+def test_each_model_starts_as_the_documented_draw_at_its_own_init_scale(param):
+    """Every model of a run, alone or batched, starts as ``LSA(d, param, init_scale=its
+    init_scale, generator=seeded_generator(its seed, 'init'))`` (training/engine.py): a user
+    rebuilds a run's initial model from its config, and a scale they set is the one used."""
+    from training.data import seeded_generator
+    from training.model import LSA
+    base = _config(param=param, init_scale=0.37)
+    for configs in ([base], model_grid_configs(base, seeds=[3, 5])):
+        V, W = Engine(configs).model.matrices()
+        for j, c in enumerate(configs):
+            own = LSA(c.d, c.param, init_scale=0.37, dtype=torch.float32, generator=seeded_generator(c.seed, "init"))
+            V1, W1 = own.matrices()
+            assert torch.equal(V[j], V1[0]) and torch.equal(W[j], W1[0]), (c.seed, len(configs))
+    default = Engine([_config(param=param)]).model.matrices()[0]
+    assert not torch.equal(default, Engine([base]).model.matrices()[0])      # 0.37 is not the default
+
+
+def test_one_model_runs_its_single_run_whatever_fused_models_says():
+    """A run of one model is its single run whether fused_models is 'fused', 'loop' or 'auto'
+    (training/engine.py fused_path): the same parameters, bit for bit."""
+    runs = [train(_config(fused_models=mode, iters=4)) for mode in ("loop", "fused", "auto")]
+    for r in runs[1:]:
+        assert torch.equal(r.V, runs[0].V) and torch.equal(r.W, runs[0].W), r.config.fused_models
