@@ -270,6 +270,9 @@ def rerun_survivors(dest: Path, module: dict, skip_lines, args) -> dict:
                 shutil.copy2(src, sub / rel)
     configure(dest, module, skip_lines)
     shutil.copy2(dest / "pyproject.toml", dest / "mutants" / "pyproject.toml")
+    # which tests call which function, collected afresh: mutmut would otherwise re-link only new test
+    # names, and a changed test keeps its old links
+    (dest / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     print(f"   re-running {len(survivors)} survivors with the current tests", flush=True)
     if survivors:
         env = dict(os.environ, CI="true", PYTHONDONTWRITEBYTECODE="1")
