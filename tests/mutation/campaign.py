@@ -225,14 +225,14 @@ def summarise(name: str, codes: dict, equivalents: dict) -> dict:
             counts["timeout"] += status == "timeout"
             if mutant in equivalents:
                 stale.append(mutant)
+        elif code is None:                             # not run (an interrupted or failed mutmut run)
+            counts["not_checked"] = counts.get("not_checked", 0) + 1
         elif mutant in equivalents:
             counts["equivalent"] += 1
             counts["equivalent_not_run"] += code == 34          # stamped, seeded, not run (--stamp)
         elif status == "survived" or status == "no tests":
             counts["survived"] += 1
             survivors.append(mutant)
-        elif code is None:
-            counts["not_checked"] = counts.get("not_checked", 0) + 1
         else:
             counts["other"] += 1
             survivors.append(mutant)
@@ -302,6 +302,7 @@ def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
               f"({summary['killed_of_non_equivalent']} of non-equivalent killed; before "
               f"{before['killed_of_non_equivalent']}) in {summary['seconds']} s", flush=True)
         return summary
+    rc = 0
     if not args.report_only:
         if args.resume and (dest / "mutants").exists():
             print(f"== {name}: resuming in {dest} (mutants not yet checked)", flush=True)
@@ -336,6 +337,8 @@ def run_module(name: str, module: dict, skip_lines, args, equivalents) -> dict:
         before = summarise(name, json.loads((dest / "before.json").read_text()), equivalents)
         summary["before"] = counts_only(before)
     summary["seconds"] = round(time.monotonic() - t0, 1) if not args.report_only else None
+    if rc != 0:
+        summary["mutmut_exit"] = rc                    # its counts are of what ran before it stopped
     (dest / "survivors.txt").write_text(diffs(dest, summary["survivors"]))
     print(f"   {name}: {summary['generated']} generated, {summary['killed']} killed, "
           f"{summary['equivalent']} equivalent, {summary['survived']} survived, {summary['other']} other "

@@ -129,3 +129,12 @@ def test_the_summary_counts_a_seeded_equivalent_as_equivalent_not_run():
                                  "m.x_f__mutmut_4": 0}, eq)
     assert (s["killed"], s["equivalent"], s["equivalent_not_run"], s["survived"]) == (1, 2, 1, 1)
     assert s["survivors"] == ["m.x_f__mutmut_4"] and s["killed_of_non_equivalent"] == 0.5
+
+
+def test_an_unchecked_mutant_is_not_checked_even_when_listed_equivalent():
+    """A failed or interrupted mutmut run leaves codes None: they are counted as not checked, and
+    the killed share is over the checked mutants only."""
+    eq = {"m.x_f__mutmut_1": (None, "r")}
+    s = campaign.summarise("m", {"m.x_f__mutmut_1": None, "m.x_f__mutmut_2": None, "m.x_f__mutmut_3": 1}, eq)
+    assert (s["not_checked"], s["equivalent"], s["killed"], s["killed_of_non_equivalent"]) == (2, 0, 1, 1.0)
+    assert campaign.summarise("m", {"m.x_f__mutmut_1": None}, eq)["killed_of_non_equivalent"] is None
