@@ -107,7 +107,7 @@ class ScriptedPool(cf.Executor):
             entry["table"] = table_seeds(self.out)
             manifest = json.loads(Path(self.out, "sweep.json").read_text())
             entry.update(status=manifest["status"], created=manifest["created"], executor=manifest["executor"],
-                         counts=manifest["counts"])
+                         counts=manifest["counts"], retries=manifest["retries"])
             entry["lock_held"] = lock_held(self.out)
         self.log.append(entry)
         future = LazyFuture(self, fn, task)
@@ -598,6 +598,7 @@ def test_retries_from_the_argument_else_the_grid(tmp_path):
         assert result.table.iloc[0]["error"] == f"worker lost {attempts} times: RuntimeError: lost"
         assert result.table.iloc[0]["attempts"] == attempts
         assert json.loads((out / "sweep.json").read_text())["retries"] == attempts - 1   # the ones that ran
+        assert all(e["retries"] == attempts - 1 for e in engine.log)                    # and while running
 
 
 def test_a_task_that_never_started_is_tried_again_without_counting_until_it_stalls(tmp_path):
