@@ -240,12 +240,17 @@ def summarise(name: str, codes: dict, equivalents: dict) -> dict:
     counts["killed_of_non_equivalent"] = round(counts["killed"] / live, 4) if live else None
     counts["survivors"] = survivors
     counts["equivalent_but_killed"] = stale
+    # listed for this module's files but no longer generated (its function was edited): a stale line
+    modules = {m.rsplit(".", 1)[0] + "." for m in codes if "." in m}
+    counts["equivalent_not_generated"] = sorted(m for m in equivalents if m not in codes
+                                                and any(m.startswith(p) for p in modules))
     return counts
 
 
 def counts_only(summary: dict) -> dict:
     """A module's summary without its lists of mutant names (the "before" of a report)."""
-    return {k: v for k, v in summary.items() if k not in ("survivors", "equivalent_but_killed")}
+    return {k: v for k, v in summary.items()
+            if k not in ("survivors", "equivalent_but_killed", "equivalent_not_generated")}
 
 
 def rerun_survivors(dest: Path, module: dict, skip_lines, args) -> dict:

@@ -138,3 +138,12 @@ def test_an_unchecked_mutant_is_not_checked_even_when_listed_equivalent():
     s = campaign.summarise("m", {"m.x_f__mutmut_1": None, "m.x_f__mutmut_2": None, "m.x_f__mutmut_3": 1}, eq)
     assert (s["not_checked"], s["equivalent"], s["killed"], s["killed_of_non_equivalent"]) == (2, 0, 1, 1.0)
     assert campaign.summarise("m", {"m.x_f__mutmut_1": None}, eq)["killed_of_non_equivalent"] is None
+
+
+def test_a_listed_equivalent_no_longer_generated_is_named():
+    eq = {"training.structure.x_f__mutmut_9": (None, "r"), "training.structure.x_g__mutmut_1": (None, "r"),
+          "training.suite.x_h__mutmut_1": (None, "r")}
+    s = campaign.summarise("structure", {"training.structure.x_f__mutmut_1": 1,
+                                         "training.structure.x_g__mutmut_1": 0}, eq)
+    assert s["equivalent_not_generated"] == ["training.structure.x_f__mutmut_9"]   # not suite's
+    assert s["equivalent"] == 1 and "equivalent_not_generated" not in campaign.counts_only(s)
