@@ -142,3 +142,12 @@ def test_a_grids_settings_are_kept():
     assert (g.name, g.train, g.retries, g.raw, g.source) == ("sweep", False, 0, table, None)
     g = parse_grid({"grid": {"seed": [0]}, "retries": 3, "name": "mine"}, source="/x/mine.toml")
     assert (g.name, g.train, g.retries, g.source) == ("mine", True, 3, "/x/mine.toml")
+
+
+@pytest.mark.parametrize("mode", ["cot", "nocot", "looped"])
+def test_a_cells_name_is_its_modes_fields_then_its_id(mode):
+    """A cell's directory and table name: mode, param, d, n, then k and eta where the mode reads
+    them (not for no-CoT), the seed and the cell id (training/sweep/grid.py cell_name)."""
+    c = TrainConfig(mode=mode, d=3, n=7, k=4, eta=0.25, seed=2)
+    middle = "" if mode == "nocot" else "-k4-eta0.25"
+    assert cell_name(c) == f"{mode}-full-d3-n7{middle}-seed2-{cell_id(c)}"
