@@ -263,14 +263,14 @@ def rerun_survivors(dest: Path, module: dict, skip_lines, args) -> dict:
     survivors = [m for m, code in before.items()             # timeouts again too: a busy machine makes them
                  if code is not None and STATUS.get(code, "suspicious") not in ("killed", "caught by type check",
                                                                                  "skipped")]
-    # the tests added since (new files, and the guards, which grow): the module's other tests stay as they
+    # the tests added since (new files, the guards, which grow, and the test helpers): the other tests stay as they
     # were at its run, which match its source (the work tree's may test a newer one)
     for src in sorted((ROOT / "tests").rglob("*")):
         rel = src.relative_to(ROOT)
         if not src.is_file() or "__pycache__" in rel.parts:
             continue
         for sub in (dest, dest / "mutants"):
-            if not (sub / rel).exists() or src.name.endswith("_guards.py"):
+            if not (sub / rel).exists() or src.name.endswith(("_guards.py", "_helpers.py")):
                 (sub / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, sub / rel)
     configure(dest, module, skip_lines)
