@@ -18,8 +18,9 @@ mutant's diff to ``WORKDIR/<module>/survivors.txt`` and all counts to ``WORKDIR/
 
 ``--after`` re-runs a finished module's surviving mutants only (those of the last ``--after``
 when there was one), against the tests of the work tree now (test files new since the module's
-run and the ``*_guards.py`` files are copied into the module's copy; its other tests stay as they
-were, matching the source it mutated): the counts before (saved as
+run, the ``*_guards.py`` files and the ``*_helpers.py`` are copied into the module's copy; its
+other tests stay as they were, matching the source it mutated), with mutmut's test links
+collected afresh: the counts before (saved as
 ``WORKDIR/<module>/before.json``) and after.  A mutant killed before stays killed (tests are
 only added).  So a campaign is: ``campaign.py --ref BASE`` (before), add tests, ``campaign.py
 --after`` (after).
