@@ -128,7 +128,7 @@ class CellExecutor:
         return None
 
     def where(self, record: dict) -> str:
-        """Where a cell ran, for a line on a failure: its worker, host and job id ('' when the
+        """Where a cell ran, for a line on a failure: its worker and job id ('' when the
         record names none, as a lost worker's does)."""
         parts = [record["worker"]] if record.get("worker") else []
         if record.get("job_id"):
